@@ -1,0 +1,20 @@
+"""Class-N-Diff: one jointly trained model that diagnoses dermoscopic images and generates
+synthetic lesions by diagnosis, skin tone and sex (Imran & Munia, EMBC 2025)."""
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # lazy: `import classndiff` stays cheap (no torch)
+    if name in ("ClassNDiffPipeline", "Diagnosis", "Generation", "ClassNDiffArgumentError"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    if name == "ImageInputError":
+        from .inputs import ImageInputError
+
+        return ImageInputError
+    raise AttributeError(name)
+
+
+__all__ = ["ClassNDiffPipeline", "Diagnosis", "Generation", "ClassNDiffArgumentError",
+           "ImageInputError", "__version__"]

@@ -1,0 +1,194 @@
+"""`classndiff` command: train, sample, classify, evaluate, export. Thin: every command is
+a few lines over the pipeline, the trainer or the evaluator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .labels import DX_CODES, SEXES, TONE_GROUPS
+
+
+def _parse_value(text: str):  # noqa: ANN202
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import ClassNDiffConfig
+    from .train import train
+
+    config = ClassNDiffConfig.from_json(args.config)
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key] = _parse_value(value)
+    if args.data_dir:
+        overrides["train.data_dir"] = str(args.data_dir)
+    if args.max_steps:
+        overrides["train.max_steps"] = args.max_steps
+    config = config.override(overrides)
+    metrics = train(config, args.output_dir, resume=args.resume, step_kind=args.step_kind)
+    print(json.dumps({"output_dir": str(args.output_dir), "validation": metrics}, indent=2))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .pipeline import ClassNDiffPipeline
+
+    pipe = ClassNDiffPipeline.from_pretrained(args.weights)
+    out = pipe.generate(dx=args.dx, skin_tone=args.skin_tone, sex=args.sex,
+                        num_images=args.num_images, steps=args.steps,
+                        guidance_scale=args.guidance_scale, seed=args.seed,
+                        sampler=args.sampler, keep_only_agreeing=args.keep_only_agreeing)
+    folder = Path(args.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{out.settings['dx'] or 'any'}_{out.settings['skin_tone'] or 'any'}"
+    files = []
+    for image, seed, confidence in zip(out.images, out.seeds, out.confidences):
+        path = folder / f"{stem}_seed{seed}.png"
+        image.save(path)
+        files.append({"file": path.name, "seed": seed, "confidence": round(confidence, 4)})
+    sidecar = folder / f"{stem}_seed{out.settings['seed']}.json"
+    sidecar.write_text(json.dumps({**out.settings, "images": files}, indent=2) + "\n")
+    print(f"wrote {len(files)} images and {sidecar} (SYNTHETIC images, not patient data)")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .pipeline import ClassNDiffPipeline
+
+    pipe = ClassNDiffPipeline.from_pretrained(args.weights)
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            d = pipe.diagnose(path)
+            results.append({"image": str(path), **d.to_dict()})
+        except ValueError as error:
+            failed += 1
+            results.append({"image": str(path), "error": str(error)})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        header = f"{'image':40s} {'prediction':>10s} {'conf':>6s} {'malignant':>9s}"
+        print(header)
+        for r in results:
+            if "error" in r:
+                print(f"{r['image'][-40:]:40s} error: {r['error']}")
+            else:
+                prediction = r["prediction"] or "abstain"
+                print(f"{r['image'][-40:]:40s} {prediction:>10s} {r['confidence']:6.3f} "
+                      f"{r['malignant']:9.3f}")
+        print("Research demo, not a medical device.")
+    return 1 if failed and failed == len(args.images) else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_classification, write_json
+    from .pipeline import ClassNDiffPipeline
+
+    pipe = ClassNDiffPipeline.from_pretrained(args.weights, fallback=False)
+    result = evaluate_classification(pipe, args.data_dir, args.split, limit=args.limit)
+    output = args.output or (Path(pipe.weights_path) / "metrics.json"
+                             if Path(str(args.weights)).exists() else Path("metrics.json"))
+    write_json(result, output)
+    print(json.dumps(result["classification"], indent=2))
+    print(f"wrote {output}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_folder
+
+    folder = export_folder(args.weights, args.output_dir, repo_id=args.repo_id)
+    print(f"exported to {folder}")
+    if args.push:
+        from .hub import push_to_hub
+
+        if not args.repo_id:
+            print("--push needs --repo-id", file=sys.stderr)
+            return 2
+        print(push_to_hub(folder, args.repo_id, private=not args.public))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="classndiff",
+        description="Class-N-Diff: diagnose and generate dermoscopic lesions with one model. "
+                    "Research demo, not a medical device.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train (or resume) a model")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lambda_cls=0")
+    p.add_argument("--step-kind", choices=("joint", "upstream"), default="joint",
+                   help="joint (one pass) or upstream-style (extra pass; ablation only)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate synthetic lesions (PNGs + a JSON sidecar)")
+    p.add_argument("weights", nargs="?", default=None,
+                   help="folder, Hub id or id@revision (default: the embedded weights)")
+    p.add_argument("--dx", default="mel", choices=[*DX_CODES, "any"])
+    p.add_argument("--skin-tone", default=None, choices=[*TONE_GROUPS, "any"])
+    p.add_argument("--sex", default=None, choices=[*SEXES, "any"])
+    p.add_argument("-n", "--num-images", type=int, default=4)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance-scale", type=float)
+    p.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-only-agreeing", action="store_true")
+    p.add_argument("--output-dir", type=Path, default=Path("samples"))
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("classify", help="classify dermoscopic images")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("evaluate", help="metrics on a split, to JSON")
+    p.add_argument("weights", nargs="?", default="weights/embedded")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--limit", type=int, help="evaluate the first N images only (smoke tests)")
+    p.add_argument("--output", type=Path, help="JSON path (default: WEIGHTS/metrics.json)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="a Hub-ready folder with a model card")
+    p.add_argument("weights")
+    p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--repo-id", help="Hub repo id to name in the card (and to push to)")
+    p.add_argument("--push", action="store_true", help="upload to the Hub (only when asked)")
+    p.add_argument("--public", action="store_true", help="with --push: a public repo")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ValueError as error:  # bad input or arguments: a message, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

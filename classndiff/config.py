@@ -1,0 +1,119 @@
+"""Configs as data: model, training and sampling settings, read from and written to JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    # Denoiser: a DiT over pixels (or VAE latents when `vae` is set).
+    image_size: int = 64  # side of the denoiser's input (pixels, or latent cells with a VAE)
+    in_channels: int = 3
+    patch_size: int = 8
+    hidden_size: int = 256
+    depth: int = 8
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    # Noise schedule shared by training and every sampler.
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    # Classifier: a timm backbone beside the denoiser, fed images or x̂0.
+    classifier_backbone: str = "resnet18"
+    classifier_image_size: int = 128  # pixel-space side the classifier sees
+    classifier_drop_rate: float = 0.0
+    pretrained_backbone: bool = False  # True only when the Hub is reachable
+    # Latent space: a diffusers AutoencoderKL (Hub id or folder); None = pixel space.
+    vae: str | None = None
+    vae_subfolder: str | None = None
+    vae_scaling_factor: float = 0.18215
+    pixel_size: int = 128  # image side the data is read at (and decoded to)
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = "../shared/data/ham10000"
+    batch_size: int = 32
+    max_steps: int = 10000
+    learning_rate: float = 3e-4
+    classifier_learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    classifier_weight_decay: float = 0.05
+    warmup_steps: int = 200
+    lambda_cls: float = 0.2  # weight of CE(classifier(x̂0), dx) in the denoiser loss; 0 = ablation
+    cls_weight_schedule: str = "alpha_bar"  # w(t): "alpha_bar", "sqrt_alpha_bar" or "constant"
+    joint_batch_fraction: float = 1.0  # share of the batch that also feeds x̂0 to the classifier
+    joint_updates_classifier: bool = True  # whether the x̂0 branch also trains the classifier
+    cond_drop_prob: float = 0.1  # each condition is dropped independently with this chance
+    label_smoothing: float = 0.1
+    balance_power: float = 0.5  # sample weight ∝ count(dx)^-power: 0 natural, 1 balanced
+    augment: bool = True
+    ema_decay: float = 0.999
+    mixed_precision: str = "bf16"  # "no", "bf16" or "fp16" (fp16 on GPUs only)
+    grad_clip: float = 1.0
+    log_every: int = 20
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    num_workers: int = 2
+    seed: int = 0
+    val_limit: int | None = None  # cap on validation images per evaluation (speed)
+
+
+@dataclass
+class SamplingConfig:
+    sampler: str = "dpm++"
+    steps: int = 20
+    guidance_scale: float = 2.0
+    max_steps: int = 1000
+    max_images: int = 16
+
+
+@dataclass
+class ClassNDiffConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # Added by later steps (calibration, abstention); kept as plain data.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassNDiffConfig:
+        def build(kind, values):
+            known = {f.name for f in fields(kind)}
+            unknown = set(values) - known
+            if unknown:
+                raise ValueError(f"unknown {kind.__name__} keys: {sorted(unknown)}")
+            return kind(**values)
+
+        return cls(
+            model=build(ModelConfig, data.get("model", {})),
+            train=build(TrainConfig, data.get("train", {})),
+            sampling=build(SamplingConfig, data.get("sampling", {})),
+            extra=dict(data.get("extra", {})),
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ClassNDiffConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def override(self, dotted: dict[str, Any]) -> ClassNDiffConfig:
+        """Copy with `{"train.max_steps": 20}`-style overrides applied."""
+        data = self.to_dict()
+        for key, value in dotted.items():
+            section, _, name = key.partition(".")
+            if section not in data or name not in data[section]:
+                raise ValueError(f"unknown config key {key!r}")
+            data[section][name] = value
+        return ClassNDiffConfig.from_dict(data)

@@ -1,0 +1,156 @@
+"""A dataset over any folder laid out like the shared HAM10000 copy: `metadata.csv` with
+`image`, `dx`, `split` (and optionally `skin_tone_group`, `sex`, `lesion_id`, `malignant`)
+columns, and the images it names. Images are decoded once and kept in memory as uint8."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .labels import DX_CODES, encode_dx, encode_sex, encode_tone
+
+DEFAULT_DATA_DIR = "../shared/data/ham10000"
+
+
+def default_data_dir() -> Path:
+    """CLASSNDIFF_DATA, else ../shared/data/ham10000 (relative to the working directory,
+    then to the repository)."""
+    env = os.environ.get("CLASSNDIFF_DATA")
+    if env:
+        return Path(env)
+    here = Path(DEFAULT_DATA_DIR)
+    if here.exists():
+        return here
+    return Path(__file__).resolve().parent.parent / DEFAULT_DATA_DIR
+
+
+def read_metadata(root: str | Path, split: str | Sequence[str] | None = None) -> list[dict]:
+    root = Path(root)
+    path = root / "metadata.csv"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no metadata.csv in {root}: point --data-dir (or CLASSNDIFF_DATA) at a folder "
+            "laid out like ../shared/data/ham10000"
+        )
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if split is not None:
+        wanted = {split} if isinstance(split, str) else set(split)
+        rows = [r for r in rows if r.get("split") in wanted]
+    return rows
+
+
+def load_rgb(path: Path, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize (as the shared copy was made), uint8 HWC."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        side = min(w, h)
+        im = im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2))
+        if side != size:
+            im = im.resize((size, size), Image.Resampling.LANCZOS)
+        return np.asarray(im, dtype=np.uint8)
+
+
+class LesionDataset(Dataset):
+    """Images in [-1, 1] (C, H, W) with their condition ids.
+
+    Unknown skin tone or sex map to the null id, so the model learns them as "blank"."""
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        split: str | Sequence[str] | None = "train",
+        image_size: int = 128,
+        limit: int | None = None,
+    ):
+        self.root = Path(root) if root is not None else default_data_dir()
+        rows = read_metadata(self.root, split)
+        if limit is not None:
+            rows = rows[:limit]
+        if not rows:
+            raise ValueError(f"no images for split {split!r} in {self.root / 'metadata.csv'}")
+        self.rows = rows
+        self.image_size = image_size
+        self.dx = torch.tensor([encode_dx(r["dx"]) for r in rows])
+        self.tone = torch.tensor([encode_tone(r.get("skin_tone_group")) for r in rows])
+        self.sex = torch.tensor([encode_sex(r.get("sex")) for r in rows])
+        self.lesion_ids = [r.get("lesion_id") or r.get("image_id") or r["image"] for r in rows]
+        self.image_ids = [r.get("image_id") or Path(r["image"]).stem for r in rows]
+        self.images = torch.from_numpy(
+            np.stack([load_rgb(self.root / r["image"], image_size) for r in rows])
+        ).permute(0, 3, 1, 2).contiguous()  # uint8 (N, 3, H, W): 10k images ≈ 0.5 GB
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {
+            "image": self.images[i].float() / 127.5 - 1,
+            "dx": self.dx[i],
+            "tone": self.tone[i],
+            "sex": self.sex[i],
+            "index": torch.tensor(i),
+        }
+
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.dx, minlength=len(DX_CODES))
+
+    def sample_weights(self, balance_power: float) -> torch.Tensor:
+        """Per-image weight ∝ count(dx)^-power: 0 keeps the natural mix, 1 balances classes."""
+        counts = self.class_counts().clamp(min=1).float()
+        return counts[self.dx] ** (-balance_power)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Light, label-preserving augmentation for dermoscopy: random flips and 90° turns,
+    drawn per image."""
+    n = images.shape[0]
+    flips = torch.rand(n, 2, generator=generator) < 0.5
+    turns = torch.randint(0, 4, (n,), generator=generator)
+    out = []
+    for i in range(n):
+        x = images[i]
+        if flips[i, 0]:
+            x = x.flip(-1)
+        if flips[i, 1]:
+            x = x.flip(-2)
+        out.append(torch.rot90(x, int(turns[i]), dims=(-2, -1)))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def encode_latents(
+    images: torch.Tensor, vae, scaling_factor: float, batch_size: int = 16  # noqa: ANN001
+) -> torch.Tensor:
+    """Encode uint8 images once with a diffusers AutoencoderKL (latent mean × scale), so
+    training never runs the VAE per step."""
+    device = next(vae.parameters()).device
+    chunks = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size].to(device).float() / 127.5 - 1
+        chunks.append(vae.encode(x).latent_dist.mean.cpu() * scaling_factor)
+    return torch.cat(chunks)
+
+
+def cached_latents(
+    dataset: LesionDataset, vae, scaling_factor: float, cache_file: Path  # noqa: ANN001
+) -> torch.Tensor:
+    """Latents for every image of `dataset`, computed once and kept in a safetensors file."""
+    from safetensors.torch import load_file, save_file
+
+    if cache_file.exists():
+        cached = load_file(str(cache_file))["latents"]
+        if cached.shape[0] == len(dataset):
+            return cached
+    latents = encode_latents(dataset.images, vae, scaling_factor)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"latents": latents.contiguous()}, str(cache_file))
+    return latents

@@ -1,0 +1,255 @@
+"""Noise schedule, x̂0, the joint Class-N-Diff loss, and the sampling loop with guidance.
+
+Schedulers come from diffusers; what is this project's own is the joint loss (one denoiser
+pass feeds both the ε loss and the classifier) and three-condition classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from torch.func import functional_call
+
+from .config import ModelConfig, TrainConfig
+from .labels import DX_NULL, SEX_NULL, TONE_NULL
+from .model import ClassNDiff
+
+SAMPLERS = ("dpm++", "ddim", "ddpm")
+
+
+def make_scheduler(name: str, config: ModelConfig):  # noqa: ANN201 - a diffusers scheduler
+    """A diffusers scheduler for `name` over the model's training noise schedule."""
+    common = dict(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_schedule=config.beta_schedule,
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        prediction_type="epsilon",
+    )
+    pixel_space = config.vae is None
+    if name == "dpm++":
+        # Dynamic thresholding keeps pixel-space samples inside [-1, 1] at few steps.
+        return DPMSolverMultistepScheduler(
+            **common, algorithm_type="dpmsolver++", solver_order=2,
+            thresholding=pixel_space, sample_max_value=1.0,
+        )
+    if name == "ddim":
+        return DDIMScheduler(**common, clip_sample=pixel_space)
+    if name == "ddpm":
+        return DDPMScheduler(**common, clip_sample=pixel_space)
+    raise ValueError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+
+
+class NoiseSchedule:
+    """ᾱ_t of the training schedule, and the two formulas that use it."""
+
+    def __init__(self, config: ModelConfig):
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=config.num_train_timesteps,
+            beta_schedule=config.beta_schedule,
+            beta_start=config.beta_start,
+            beta_end=config.beta_end,
+        )
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
+        self.num_timesteps = config.num_train_timesteps
+
+    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        return self.alphas_cumprod.to(t.device)[t].view(-1, 1, 1, 1)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.scheduler.add_noise(x0, noise, t)
+
+    def predict_x0(self, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t."""
+        a = self.alpha_bar(t).to(x_t.dtype)
+        return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+    def posterior_mean(self, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Mean of q(x_{t−1} | x_t, x0): the one-step-denoised input of the upstream code."""
+        a_t = self.alpha_bar(t)
+        a_prev = self.alphas_cumprod.to(t.device)[(t - 1).clamp(min=0)].view(-1, 1, 1, 1)
+        a_prev = torch.where(t.view(-1, 1, 1, 1) > 0, a_prev, torch.ones_like(a_prev))
+        beta_t = 1 - a_t / a_prev
+        coef_x0 = a_prev.sqrt() * beta_t / (1 - a_t)
+        coef_xt = (1 - beta_t).sqrt() * (1 - a_prev) / (1 - a_t)
+        return coef_x0 * x0 + coef_xt * x_t
+
+    def classifier_weight(self, t: torch.Tensor, schedule: str) -> torch.Tensor:
+        """w(t) for the x̂0 cross-entropy: informative at small t, ≈0 at pure noise."""
+        a = self.alphas_cumprod.to(t.device)[t]
+        if schedule == "alpha_bar":
+            return a
+        if schedule == "sqrt_alpha_bar":
+            return a.sqrt()
+        if schedule == "constant":
+            return torch.ones_like(a)
+        raise ValueError(f"unknown classifier weight schedule {schedule!r}")
+
+
+@dataclass
+class Batch:
+    """One training batch. `x0` is what the denoiser sees (pixels in [-1, 1] at the
+    denoiser size, or scaled latents); `cls_input` is what the classifier sees for real
+    images (full-size pixels, or the same latents)."""
+
+    x0: torch.Tensor
+    cls_input: torch.Tensor
+    dx: torch.Tensor
+    tone: torch.Tensor
+    sex: torch.Tensor
+
+
+def denoiser_input(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """Full-size pixel images → the denoiser's resolution (antialiased)."""
+    if images.shape[-1] == config.image_size:
+        return images
+    return F.interpolate(images, size=(config.image_size, config.image_size), mode="bilinear",
+                         align_corners=False, antialias=True)
+
+
+def _classify_frozen(model: ClassNDiff, x: torch.Tensor) -> torch.Tensor:
+    """Classifier forward whose parameters get no gradient (the gradient still reaches x)."""
+    params = {k: v.detach() for k, v in model.classifier.named_parameters()}
+    buffers = dict(model.classifier.named_buffers())
+    return functional_call(model.classifier, {**params, **buffers}, (x,))
+
+
+def joint_loss(
+    model: ClassNDiff,
+    batch: Batch,
+    schedule: NoiseSchedule,
+    train: TrainConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """The Class-N-Diff objective from ONE denoiser pass.
+
+    mse      = ‖ε − ε̂(x_t, t, c)‖²
+    cls_x0   = mean_i w(t_i) · CE(classifier(x̂0_i), dx_i)   (x̂0 from that same ε̂)
+    cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
+    loss     = mse + λ · cls_x0 + cls_real
+
+    With λ = 0 the x̂0 branch is not computed at all: a plain DiT beside an independently
+    trained classifier (the ablation).
+    """
+    x0 = batch.x0
+    n = x0.shape[0]
+    t = torch.randint(0, schedule.num_timesteps, (n,), device=x0.device, generator=generator)
+    noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+    x_t = schedule.add_noise(x0, noise, t)
+    eps = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)
+    mse = F.mse_loss(eps.float(), noise.float())
+
+    logits_real = model.classifier(batch.cls_input)
+    cls_real = F.cross_entropy(logits_real.float(), batch.dx, label_smoothing=train.label_smoothing)
+
+    cls_x0 = torch.zeros((), device=x0.device)
+    if train.lambda_cls > 0:
+        k = max(1, math.ceil(train.joint_batch_fraction * n))
+        x0_hat = schedule.predict_x0(x_t[:k], eps[:k], t[:k])
+        if model.config.vae is None:
+            x0_hat = x0_hat.clamp(-1, 1)
+        # Eval mode: batch-norm statistics come from real images only, never from x̂0.
+        was_training = model.classifier.training
+        model.classifier.eval()
+        if train.joint_updates_classifier:
+            logits_x0 = model.classifier(x0_hat)
+        else:
+            logits_x0 = _classify_frozen(model, x0_hat)
+        model.classifier.train(was_training)
+        weight = schedule.classifier_weight(t[:k], train.cls_weight_schedule)
+        ce = F.cross_entropy(logits_x0.float(), batch.dx[:k], reduction="none")
+        cls_x0 = (weight * ce).mean()
+
+    loss = mse + train.lambda_cls * cls_x0 + cls_real
+    return {"loss": loss, "mse": mse.detach(), "cls_real": cls_real.detach(),
+            "cls_x0": cls_x0.detach(), "logits_real": logits_real.detach()}
+
+
+def upstream_style_loss(
+    model: ClassNDiff,
+    batch: Batch,
+    schedule: NoiseSchedule,
+    train: TrainConfig,
+    generator: torch.Generator | None = None,
+    branch_probability: float = 0.25,
+    branch_weight: float = 0.2,
+) -> dict[str, torch.Tensor]:
+    """The published code's step, for benchmarks and the ablation only: on a random quarter
+    of steps, a SECOND denoiser pass gives the one-step-denoised input x_{t−1} for the
+    classifier, weighted 0.2; the classifier is also trained on the clean input."""
+    x0 = batch.x0
+    n = x0.shape[0]
+    t = torch.randint(0, schedule.num_timesteps, (n,), device=x0.device, generator=generator)
+    noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+    x_t = schedule.add_noise(x0, noise, t)
+    eps = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)
+    mse = F.mse_loss(eps.float(), noise.float())
+    logits_real = model.classifier(batch.cls_input)
+    cls_real = F.cross_entropy(logits_real.float(), batch.dx, label_smoothing=train.label_smoothing)
+    cls_branch = torch.zeros((), device=x0.device)
+    take_branch = torch.rand((), generator=generator).item() < branch_probability
+    if take_branch:
+        eps_again = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)  # the extra pass
+        x0_hat = schedule.predict_x0(x_t, eps_again, t)
+        if model.config.vae is None:
+            x0_hat = x0_hat.clamp(-1, 1)
+        x_prev = schedule.posterior_mean(x_t, x0_hat, t)
+        cls_branch = F.cross_entropy(model.classifier(x_prev).float(), batch.dx)
+    loss = mse + branch_weight * cls_branch + cls_real
+    return {"loss": loss, "mse": mse.detach(), "cls_real": cls_real.detach(),
+            "cls_x0": cls_branch.detach(), "logits_real": logits_real.detach(),
+            "took_branch": torch.tensor(float(take_branch))}
+
+
+@torch.no_grad()
+def sample(
+    model: ClassNDiff,
+    scheduler,  # noqa: ANN001 - any diffusers scheduler
+    dx: torch.Tensor,
+    tone: torch.Tensor,
+    sex: torch.Tensor,
+    steps: int,
+    guidance_scale: float,
+    generators: list[torch.Generator],
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Draw one image per row of the label tensors. Returns the denoiser's space
+    (pixels in [-1, 1], or scaled latents). Image i depends only on generators[i], so a
+    batch is reproducible from its seeds whatever its size.
+
+    Classifier-free guidance: ε = ε(∅) + s·(ε(c) − ε(∅)), where ∅ drops all three
+    conditions; s = 1 runs the conditional pass only."""
+    cfg = model.config
+    denoiser = model.denoiser
+    device = dx.device
+    n = dx.shape[0]
+    dtype = next(denoiser.parameters()).dtype
+    shape = (n, cfg.in_channels, cfg.image_size, cfg.image_size)
+    scheduler.set_timesteps(steps, device=device)
+    x = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
+    x = x * scheduler.init_noise_sigma
+    guided = guidance_scale != 1.0
+    if guided:
+        labels = (
+            torch.cat([dx, torch.full_like(dx, DX_NULL)]),
+            torch.cat([tone, torch.full_like(tone, TONE_NULL)]),
+            torch.cat([sex, torch.full_like(sex, SEX_NULL)]),
+        )
+    for i, t in enumerate(scheduler.timesteps):
+        x_in = scheduler.scale_model_input(x, t)
+        if guided:
+            tt = t.expand(2 * n).to(device)
+            eps_cond, eps_uncond = denoiser(torch.cat([x_in, x_in]), tt, *labels).chunk(2)
+            eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        else:
+            eps = denoiser(x_in, t.expand(n).to(device), dx, tone, sex)
+        x = scheduler.step(eps, t, x, generator=generators).prev_sample
+        if progress is not None:
+            progress(i + 1, len(scheduler.timesteps))
+    return x

@@ -1,0 +1,161 @@
+"""Weights on disk and on the Hub: `config.json` + `model.safetensors`, never pickles.
+
+A source is a local folder, a Hub repo id, or `repo_id@revision` (pin a revision for
+reproducibility). Hub downloads go through huggingface_hub and its cache; with no network,
+or with HF_HUB_OFFLINE=1 and nothing cached, it falls back to the embedded default in
+`weights/embedded/` and logs a warning saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ClassNDiffConfig
+from .model import ClassNDiff
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, "MODEL_CARD.md", "README.md", "metrics.json")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def embedded_dir() -> Path:
+    """The shipped default weights (CLASSNDIFF_EMBEDDED overrides, for installs elsewhere)."""
+    return Path(os.environ.get("CLASSNDIFF_EMBEDDED", REPO_ROOT / "weights" / "embedded"))
+
+
+class WeightsNotFoundError(ValueError):
+    """No weights at the given source, and no fallback was allowed or available."""
+
+
+@dataclass
+class ResolvedWeights:
+    path: Path  # a local folder holding config.json + model.safetensors
+    source: str  # what was asked for
+    description: str  # where the weights actually came from, in words
+    fell_back: bool = False
+
+
+def split_revision(source: str) -> tuple[str, str | None]:
+    """"org/name@rev" → ("org/name", "rev")."""
+    repo_id, _, revision = source.partition("@")
+    return repo_id, (revision or None)
+
+
+def is_weights_dir(path: Path) -> bool:
+    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
+
+
+def download(repo_id: str, revision: str | None = None) -> Path:
+    """Fetch config + weights of a Hub repo into the huggingface_hub cache; returns the
+    snapshot folder. HF_ENDPOINT is read at call time (so a stand-in server can be used)."""
+    from huggingface_hub import hf_hub_download
+
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    folder = None
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        local = hf_hub_download(repo_id, name, revision=revision, endpoint=endpoint)
+        folder = Path(local).parent
+    for name in ("MODEL_CARD.md", "README.md", "metrics.json"):  # optional extras
+        try:
+            hf_hub_download(repo_id, name, revision=revision, endpoint=endpoint)
+        except Exception:  # noqa: BLE001 - an absent extra is fine
+            pass
+    assert folder is not None
+    return folder
+
+
+def resolve(source: str | Path | None = None, fallback: bool = True) -> ResolvedWeights:
+    """Turn a source (folder, Hub id, id@revision, or None for the default) into a folder.
+
+    Order: a local folder as given; else a Hub download; else, when `fallback` is true,
+    the embedded default with a warning."""
+    if source is None or str(source) == "":
+        path = embedded_dir()
+        if not is_weights_dir(path):
+            raise WeightsNotFoundError(f"no embedded weights at {path}")
+        return ResolvedWeights(path, "embedded", f"embedded default ({path})")
+    local = Path(source).expanduser()
+    if local.exists():
+        if not is_weights_dir(local):
+            raise WeightsNotFoundError(
+                f"{local} has no {CONFIG_NAME} + {WEIGHTS_NAME}; train or export into it first"
+            )
+        return ResolvedWeights(local, str(source), f"local folder {local}")
+    repo_id, revision = split_revision(str(source))
+    try:
+        path = download(repo_id, revision)
+        where = f"Hugging Face Hub {repo_id}" + (f"@{revision}" if revision else "")
+        return ResolvedWeights(path, str(source), where)
+    except Exception as error:  # noqa: BLE001 - offline, unknown repo, server error: same answer
+        if not fallback or not is_weights_dir(embedded_dir()):
+            raise WeightsNotFoundError(f"could not get weights {source!r}: {error}") from error
+        logger.warning(
+            "could not load %s from the Hub (%s: %s); using the embedded weights in %s",
+            source, type(error).__name__, error, embedded_dir(),
+        )
+        return ResolvedWeights(
+            embedded_dir(), str(source),
+            f"embedded default ({embedded_dir()}): the Hub source {source} was not reachable",
+            fell_back=True,
+        )
+
+
+def save_pretrained(
+    model: ClassNDiff,
+    config: ClassNDiffConfig,
+    directory: str | Path,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write `config.json` and `model.safetensors` (the model's state plus any extra
+    tensors, e.g. abstention statistics under `trust.*`)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for key, value in (extra_tensors or {}).items():
+        tensors[key] = value.detach().cpu().contiguous()
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    config.to_json(directory / CONFIG_NAME)
+    return directory
+
+
+def load_pretrained(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[ClassNDiff, ClassNDiffConfig, dict[str, torch.Tensor]]:
+    """Read a folder written by `save_pretrained`: (model in eval mode, config, extras)."""
+    directory = Path(directory)
+    config = ClassNDiffConfig.from_json(directory / CONFIG_NAME)
+    # Never fetch backbone weights here: the state dict below has them all.
+    config.model.pretrained_backbone = False
+    model = ClassNDiff(config.model, cond_drop_prob=config.train.cond_drop_prob)
+    tensors = load_file(str(directory / WEIGHTS_NAME), device=str(device))
+    own_keys = set(model.state_dict())
+    extras = {k: v for k, v in tensors.items() if k not in own_keys}
+    model.load_state_dict({k: v for k, v in tensors.items() if k in own_keys}, strict=True)
+    return model.to(device).eval(), config, extras
+
+
+def load_vae(name: str, subfolder: str | None = None, device: str | torch.device = "cpu"):  # noqa: ANN201
+    """A diffusers AutoencoderKL for latent-space configs (Hub id or local folder)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(name, subfolder=subfolder)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def push_to_hub(directory: str | Path, repo_id: str, private: bool = True) -> str:
+    """Upload an exported folder; only ever called when the user asks (`export --push`)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(directory), repo_id=repo_id)
+    return str(getattr(info, "commit_url", info))

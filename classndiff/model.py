@@ -1,0 +1,283 @@
+"""Class-N-Diff: a DiT denoiser conditioned on diagnosis, skin tone and sex, and a timm
+classifier beside it. Written in the style of facebookresearch/DiT's `models.py`; the model
+knows nothing about files, the Hub or the UI (saving and loading live in hub.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.models.vision_transformer import Attention, Mlp, PatchEmbed
+
+from .config import ModelConfig
+from .labels import DX_CODES, SEXES, TONE_GROUPS
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+#################################################################################
+#               Embedding layers for timesteps and condition labels              #
+#################################################################################
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar timesteps → vectors: sinusoidal frequencies, then an MLP."""
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size, bias=True),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size, bias=True),
+        )
+        self.frequency_embedding_size = frequency_embedding_size
+
+    @staticmethod
+    def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
+        half = dim // 2
+        freqs = torch.exp(
+            -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+        )
+        args = t[:, None].float() * freqs[None]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.timestep_embedding(t, self.frequency_embedding_size))
+
+
+class LabelEmbedder(nn.Module):
+    """One condition → vector. The extra last row is the null token: it is what a blank
+    condition maps to, and what a label is replaced by when dropped during training
+    (which is what classifier-free guidance needs)."""
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + 1, hidden_size)
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+
+    def token_drop(self, labels: torch.Tensor) -> torch.Tensor:
+        drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+
+    def forward(self, labels: torch.Tensor, train: bool) -> torch.Tensor:
+        if train and self.dropout_prob > 0:
+            labels = self.token_drop(labels)
+        return self.embedding_table(labels)
+
+
+#################################################################################
+#                                 Core DiT Model                                #
+#################################################################################
+
+
+class DiTBlock(nn.Module):
+    """A transformer block with adaptive layer norm zero (adaLN-Zero) conditioning."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(
+            in_features=hidden_size,
+            hidden_features=int(hidden_size * mlp_ratio),
+            act_layer=lambda: nn.GELU(approximate="tanh"),
+        )
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(
+            c
+        ).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+def sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
+    """Fixed 2D sin-cos positional embedding, (grid_size², embed_dim)."""
+    coords = torch.arange(grid_size, dtype=torch.float64)
+    grid_h, grid_w = torch.meshgrid(coords, coords, indexing="ij")
+
+    def one_axis(pos: torch.Tensor, dim: int) -> torch.Tensor:
+        omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+        out = pos.reshape(-1)[:, None] * omega[None]
+        return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+    emb = torch.cat([one_axis(grid_w, embed_dim // 2), one_axis(grid_h, embed_dim // 2)], dim=1)
+    return emb.float()
+
+
+class DiT(nn.Module):
+    """Diffusion transformer predicting ε, conditioned on t + diagnosis + tone + sex."""
+
+    def __init__(self, config: ModelConfig, cond_drop_prob: float = 0.1):
+        super().__init__()
+        self.in_channels = config.in_channels
+        self.out_channels = config.in_channels
+        self.patch_size = config.patch_size
+        hidden = config.hidden_size
+
+        self.x_embedder = PatchEmbed(
+            config.image_size, config.patch_size, config.in_channels, hidden, bias=True
+        )
+        self.t_embedder = TimestepEmbedder(hidden)
+        self.dx_embedder = LabelEmbedder(len(DX_CODES), hidden, cond_drop_prob)
+        self.tone_embedder = LabelEmbedder(len(TONE_GROUPS), hidden, cond_drop_prob)
+        self.sex_embedder = LabelEmbedder(len(SEXES), hidden, cond_drop_prob)
+        num_patches = self.x_embedder.num_patches
+        self.register_buffer(
+            "pos_embed",
+            sincos_pos_embed(hidden, int(num_patches**0.5)).unsqueeze(0),
+            persistent=False,
+        )
+        self.blocks = nn.ModuleList(
+            [DiTBlock(hidden, config.num_heads, config.mlp_ratio) for _ in range(config.depth)]
+        )
+        self.final_layer = FinalLayer(hidden, config.patch_size, self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        def _basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                torch.nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.constant_(module.bias, 0)
+
+        self.apply(_basic_init)
+        w = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
+        nn.init.constant_(self.x_embedder.proj.bias, 0)
+        for embedder in (self.dx_embedder, self.tone_embedder, self.sex_embedder):
+            nn.init.normal_(embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        # adaLN-Zero: every block starts as the identity, the output as zero.
+        for block in self.blocks:
+            nn.init.constant_(block.adaLN_modulation[-1].weight, 0)
+            nn.init.constant_(block.adaLN_modulation[-1].bias, 0)
+        nn.init.constant_(self.final_layer.adaLN_modulation[-1].weight, 0)
+        nn.init.constant_(self.final_layer.adaLN_modulation[-1].bias, 0)
+        nn.init.constant_(self.final_layer.linear.weight, 0)
+        nn.init.constant_(self.final_layer.linear.bias, 0)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, p²·C) → (N, C, H, W)."""
+        c, p = self.out_channels, self.patch_size
+        h = w = int(x.shape[1] ** 0.5)
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        x = torch.einsum("nhwpqc->nchpwq", x)
+        return x.reshape(x.shape[0], c, h * p, w * p)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        dx: torch.Tensor,
+        tone: torch.Tensor,
+        sex: torch.Tensor,
+    ) -> torch.Tensor:
+        """x: (N, C, H, W) noisy input; t: (N,) timesteps; labels: (N,) ids (null = last id).
+        Conditions are dropped at random only in training mode."""
+        x = self.x_embedder(x) + self.pos_embed
+        c = (
+            self.t_embedder(t)
+            + self.dx_embedder(dx, self.training)
+            + self.tone_embedder(tone, self.training)
+            + self.sex_embedder(sex, self.training)
+        )
+        for block in self.blocks:
+            x = block(x, c)
+        return self.unpatchify(self.final_layer(x, c))
+
+
+#################################################################################
+#                        Classifier and the joint model                         #
+#################################################################################
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class LesionClassifier(nn.Module):
+    """A timm backbone over images in [-1, 1] (or VAE latents), resized to its input size.
+
+    It takes the same value range as the denoiser, so real images and x̂0 estimates go
+    through the same path."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.pixel_space = config.vae is None
+        self.input_size = config.classifier_image_size if self.pixel_space else config.image_size
+        self.backbone = timm.create_model(
+            config.classifier_backbone,
+            pretrained=config.pretrained_backbone,
+            num_classes=len(DX_CODES),
+            in_chans=config.in_channels,
+            drop_rate=config.classifier_drop_rate,
+        )
+        if self.pixel_space:
+            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
+            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False, antialias=x.shape[-1] > self.input_size)
+        if self.pixel_space:
+            x = ((x + 1) / 2 - self.mean) / self.std
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled penultimate features (for abstention and Fréchet distance)."""
+        return self.backbone.forward_head(
+            self.backbone.forward_features(self.prepare(x)), pre_logits=True
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.prepare(x))
+
+
+class ClassNDiff(nn.Module):
+    """The joint model: `denoiser` (DiT) and `classifier` (timm), trained together."""
+
+    def __init__(self, config: ModelConfig, cond_drop_prob: float = 0.1):
+        super().__init__()
+        self.config = config
+        self.denoiser = DiT(config, cond_drop_prob)
+        self.classifier = LesionClassifier(config)
+
+    def forward(self, x, t, dx, tone, sex):  # noqa: ANN001, ANN201 - the denoiser's signature
+        return self.denoiser(x, t, dx, tone, sex)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)
+
+
+# A table of denoiser sizes, as in DiT's DiT_models; the configs in configs/ pick one.
+DENOISER_SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(hidden_size=64, depth=2, num_heads=2),
+    "S-cpu": dict(hidden_size=256, depth=8, num_heads=4),
+    "S": dict(hidden_size=384, depth=12, num_heads=6),
+    "B": dict(hidden_size=768, depth=12, num_heads=12),
+    "L": dict(hidden_size=1024, depth=24, num_heads=16),
+}

@@ -1,0 +1,270 @@
+"""The public API — the one the app, the CLI and the tests all use.
+
+    pipe = ClassNDiffPipeline.from_pretrained("weights/embedded")   # folder, Hub id, id@rev
+    d = pipe.diagnose("lesion.jpg")         # probabilities, malignant, prediction
+    out = pipe.generate(dx="mel", skin_tone="brown", num_images=4, seed=0)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from . import __version__
+from .config import ClassNDiffConfig
+from .diffusion import SAMPLERS, make_scheduler, sample
+from .hub import ResolvedWeights, load_pretrained, load_vae, resolve, save_pretrained
+from .inputs import ImageInputError, load_image, to_model_tensor, to_pil
+from .labels import DX_CODES, SEXES, TONE_GROUPS, encode_dx, encode_sex, encode_tone, malignant_mask
+from .model import ClassNDiff
+
+logger = logging.getLogger(__name__)
+
+
+class ClassNDiffArgumentError(ValueError):
+    """A bad argument to the pipeline (unknown label, steps or count out of range...)."""
+
+
+@dataclass
+class Diagnosis:
+    probabilities: dict[str, float]  # the 7 classes, summing to 1
+    malignant: float  # P(mel or bcc or akiec)
+    prediction: str | None  # a dx code, or None when the pipeline abstains
+    confidence: float  # probability of the top class
+    reason: str | None = None  # why it abstained, in words
+    calibrated: bool = False  # whether probabilities are temperature-scaled
+    saliency: Any = None  # filled by the saliency step when asked for
+    skin_tone: Any = None  # filled by the skin-tone step
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("saliency", None)
+        return out
+
+
+@dataclass
+class Generation:
+    images: list[Image.Image]
+    confidences: list[float]  # the model's own P(requested dx) per image (None for "any")
+    predicted: list[str]  # the classifier's top class per image
+    seeds: list[int]
+    settings: dict[str, Any]  # everything needed to reproduce the batch, JSON-ready
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ClassNDiffArgumentError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
+    if not low <= value <= high:
+        raise ClassNDiffArgumentError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+class ClassNDiffPipeline:
+    def __init__(
+        self,
+        model: ClassNDiff,
+        config: ClassNDiffConfig,
+        device: str | torch.device = "cpu",
+        vae: Any = None,
+        source: str = "",
+        extras: dict[str, torch.Tensor] | None = None,
+    ):
+        self.model = model.to(device).eval()
+        self.config = config
+        self.device = torch.device(device)
+        self.vae = vae
+        self.source = source
+        self.extras = extras or {}
+        self._malignant = torch.tensor(malignant_mask())
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path | None = None,
+        device: str | torch.device | None = None,
+        fallback: bool = True,
+    ) -> ClassNDiffPipeline:
+        """Load from a folder, a Hub id or `id@revision`; None means the embedded default.
+        A Hub source that cannot be reached falls back to the embedded weights (logged)."""
+        resolved: ResolvedWeights = resolve(source, fallback=fallback)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, config, extras = load_pretrained(resolved.path, device)
+        vae = None
+        if config.model.vae:
+            vae = load_vae(config.model.vae, config.model.vae_subfolder, device)
+        pipe = cls(model, config, device, vae, resolved.description, extras)
+        pipe.weights_path = resolved.path
+        return pipe
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        self.config.to_json  # noqa: B018 - config travels with the weights
+        return save_pretrained(self.model, self.config, directory, self.extras)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def temperature(self) -> float:
+        return float(self.config.extra.get("calibration", {}).get("temperature", 1.0))
+
+    @property
+    def calibrated(self) -> bool:
+        return "temperature" in self.config.extra.get("calibration", {})
+
+    def _to_model_space(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] → what the classifier takes (pixels, or VAE latents)."""
+        if self.vae is None:
+            return pixels
+        latents = self.vae.encode(pixels.to(self.device)).latent_dist.mean
+        return latents * self.config.model.vae_scaling_factor
+
+    def _to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return x
+        return self.vae.decode(x / self.config.model.vae_scaling_factor).sample.clamp(-1, 1)
+
+    @torch.no_grad()
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw classifier logits for a batch of pixel images in [-1, 1]."""
+        return self.model.classify(self._to_model_space(pixels.to(self.device))).float()
+
+    @torch.no_grad()
+    def predict_proba(self, pixels: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
+        """Class probabilities (N, 7) for pixel images in [-1, 1]; temperature-scaled when
+        the weights carry a fitted temperature."""
+        temperature = self.temperature if calibrated else 1.0
+        return torch.softmax(self.logits(pixels) / temperature, dim=1).cpu()
+
+    def load(self, image: Any) -> torch.Tensor:
+        """Any upload → (1, 3, S, S) tensor in [-1, 1] at the data's pixel size."""
+        return to_model_tensor(load_image(image), self.config.model.pixel_size)
+
+    # ------------------------------------------------------------------ diagnose
+    def diagnose(self, image: Any) -> Diagnosis:
+        """Classify one dermoscopic image (PIL image, path, bytes or array).
+
+        Raises ImageInputError (a ValueError) with a readable message for unusable input."""
+        pixels = self.load(image)
+        probs = self.predict_proba(pixels)[0]
+        top = int(probs.argmax())
+        return Diagnosis(
+            probabilities={code: float(p) for code, p in zip(DX_CODES, probs)},
+            malignant=float(probs[self._malignant].sum()),
+            prediction=DX_CODES[top],
+            confidence=float(probs[top]),
+            calibrated=self.calibrated,
+        )
+
+    # ------------------------------------------------------------------ generate
+    def generate(
+        self,
+        dx: str | None = "mel",
+        skin_tone: str | None = None,
+        sex: str | None = None,
+        num_images: int = 4,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = 0,
+        sampler: str | None = None,
+        keep_only_agreeing: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Generation:
+        """Generate synthetic lesions. Any condition may be None ("any"). Image i uses seed
+        `seed + i`, so a batch is reproducible from its settings. With
+        `keep_only_agreeing`, extra candidates are drawn (up to 4× the count) and only
+        those the classifier assigns to `dx` are kept; fewer may come back."""
+        s = self.config.sampling
+        sampler = sampler or s.sampler
+        steps = s.steps if steps is None else steps
+        guidance_scale = s.guidance_scale if guidance_scale is None else guidance_scale
+        if sampler not in SAMPLERS:
+            raise ClassNDiffArgumentError(
+                f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        num_images = _check_int("num_images", num_images, 1, s.max_images)
+        steps = _check_int("steps", steps, 1, min(s.max_steps, self.config.model.num_train_timesteps))
+        if not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale <= 20:
+            raise ClassNDiffArgumentError(
+                f"guidance_scale must be a number between 0 and 20, got {guidance_scale!r}")
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        seed = _check_int("seed", seed, 0, 2**63 - 1)
+        try:
+            ids = (encode_dx(dx), encode_tone(skin_tone), encode_sex(sex))
+        except ValueError as error:
+            raise ClassNDiffArgumentError(str(error)) from None
+        if keep_only_agreeing and dx in (None, "", "any"):
+            raise ClassNDiffArgumentError("keep_only_agreeing needs a diagnosis to agree with")
+
+        started = time.perf_counter()
+        wanted_dx = ids[0] if ids[0] < len(DX_CODES) else None
+        attempts = num_images * 4 if keep_only_agreeing else num_images
+        kept: list[tuple[Image.Image, float, str, int]] = []
+        next_seed = seed
+        while len(kept) < num_images and next_seed - seed < attempts:
+            count = num_images - len(kept) if not keep_only_agreeing else min(
+                num_images, attempts - (next_seed - seed))
+            seeds = list(range(next_seed, next_seed + count))
+            next_seed += count
+            images, probs = self._sample(ids, seeds, steps, guidance_scale, sampler, progress)
+            for image, p, image_seed in zip(images, probs, seeds):
+                top = DX_CODES[int(p.argmax())]
+                confidence = float(p[wanted_dx]) if wanted_dx is not None else float(p.max())
+                if keep_only_agreeing and top != DX_CODES[wanted_dx]:
+                    continue
+                kept.append((image, confidence, top, image_seed))
+                if len(kept) == num_images:
+                    break
+        settings = {
+            "dx": DX_CODES[ids[0]] if ids[0] < len(DX_CODES) else None,
+            "skin_tone": TONE_GROUPS[ids[1]] if ids[1] < len(TONE_GROUPS) else None,
+            "sex": SEXES[ids[2]] if ids[2] < len(SEXES) else None,
+            "num_images": num_images,
+            "steps": steps,
+            "guidance_scale": float(guidance_scale),
+            "seed": seed,
+            "seeds": [k[3] for k in kept],
+            "sampler": sampler,
+            "keep_only_agreeing": keep_only_agreeing,
+            "candidates_drawn": next_seed - seed,
+            "image_size": kept[0][0].size[0] if kept else None,
+            "weights": self.source,
+            "classndiff_version": __version__,
+            "seconds": round(time.perf_counter() - started, 3),
+            "synthetic": True,
+        }
+        return Generation(
+            images=[k[0] for k in kept],
+            confidences=[k[1] for k in kept],
+            predicted=[k[2] for k in kept],
+            seeds=[k[3] for k in kept],
+            settings=settings,
+        )
+
+    @torch.no_grad()
+    def _sample(self, ids, seeds, steps, guidance_scale, sampler, progress):  # noqa: ANN001, ANN202
+        n = len(seeds)
+        labels = [torch.full((n,), i, dtype=torch.long, device=self.device) for i in ids]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        scheduler = make_scheduler(sampler, self.config.model)
+        x = sample(self.model, scheduler, *labels, steps=steps, guidance_scale=guidance_scale,
+                   generators=generators, progress=progress)
+        pixels = self._to_pixels(x)
+        probs = self.predict_proba(pixels)
+        return to_pil(pixels), probs
+
+
+__all__ = [
+    "ClassNDiffArgumentError",
+    "ClassNDiffPipeline",
+    "Diagnosis",
+    "Generation",
+    "ImageInputError",
+]

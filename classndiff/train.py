@@ -1,0 +1,276 @@
+"""Training loop: accelerate (CPU here, several GPUs with `accelerate launch`), AdamW, EMA,
+mixed precision, tqdm, a CSV log, checkpoints every N steps, resume, validation, and
+best-by-validation export to the output folder (`from_pretrained(output_dir)` works)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ClassNDiffConfig
+from .data import LesionDataset, augment, cached_latents
+from .diffusion import Batch, NoiseSchedule, denoiser_input, joint_loss, upstream_style_loss
+from .hub import load_vae, save_pretrained
+from .metrics import classification_metrics, selection_score
+from .model import ClassNDiff
+
+logger = logging.getLogger(__name__)
+
+LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "mse", "cls_real", "cls_x0", "lr",
+              "seconds", "images_per_second", "val_accuracy", "val_balanced_accuracy",
+              "val_macro_auc", "val_malignant_auc", "val_score"]
+
+
+def build_optimizer(model: ClassNDiff, config: ClassNDiffConfig) -> torch.optim.Optimizer:
+    t = config.train
+    return torch.optim.AdamW(
+        [
+            {"params": model.denoiser.parameters(), "lr": t.learning_rate,
+             "weight_decay": t.weight_decay},
+            {"params": model.classifier.parameters(), "lr": t.classifier_learning_rate,
+             "weight_decay": t.classifier_weight_decay},
+        ],
+        betas=(0.9, 0.999),
+    )
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10 %."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: ClassNDiff, inputs: torch.Tensor, batch_size: int = 128, uint8: bool = True
+) -> np.ndarray:
+    """Softmax probabilities for a whole tensor of inputs (uint8 pixels or latents)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, inputs.shape[0], batch_size):
+        x = inputs[start : start + batch_size].to(device)
+        x = x.float() / 127.5 - 1 if uint8 else x.float()
+        out.append(torch.softmax(model.classify(x).float(), 1).cpu())
+    return torch.cat(out).numpy()
+
+
+class Trainer:
+    def __init__(self, config: ClassNDiffConfig, output_dir: str | Path, resume: bool = False,
+                 step_kind: str = "joint"):
+        from accelerate import Accelerator
+
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        t = config.train
+        mixed = t.mixed_precision
+        if mixed == "fp16" and not torch.cuda.is_available():
+            mixed = "bf16"
+        self.accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+        self.step_kind = step_kind
+        torch.manual_seed(t.seed + self.accelerator.process_index)
+        self.generator = torch.Generator().manual_seed(t.seed + 1000 * self.accelerator.process_index)
+
+        m = config.model
+        self.train_set = LesionDataset(t.data_dir, "train", image_size=m.pixel_size)
+        self.val_set = LesionDataset(t.data_dir, "val", image_size=m.pixel_size, limit=t.val_limit)
+        self.latents = self.val_latents = None
+        if m.vae:
+            vae = load_vae(m.vae, m.vae_subfolder, self.accelerator.device)
+            cache = self.output_dir / "latent_cache"
+            self.latents = cached_latents(self.train_set, vae, m.vae_scaling_factor,
+                                          cache / "train.safetensors")
+            self.val_latents = cached_latents(self.val_set, vae, m.vae_scaling_factor,
+                                              cache / "val.safetensors")
+            del vae
+        self.sample_weights = self.train_set.sample_weights(t.balance_power)
+
+        model = ClassNDiff(m, cond_drop_prob=t.cond_drop_prob)
+        optimizer = build_optimizer(model, config)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        from timm.utils import ModelEmaV3
+
+        self.ema = ModelEmaV3(self.accelerator.unwrap_model(self.model), decay=t.ema_decay,
+                              use_warmup=True)
+        self.schedule = NoiseSchedule(m)
+        self.step = 0
+        self.best_score = -float("inf")
+        if resume:
+            self.load_checkpoint()
+
+    # ---------------------------------------------------------------- batches
+    def next_batch(self) -> Batch:
+        t, m = self.config.train, self.config.model
+        idx = torch.multinomial(self.sample_weights, t.batch_size, replacement=True,
+                                generator=self.generator)
+        device = self.accelerator.device
+        labels = [self.train_set.dx[idx], self.train_set.tone[idx], self.train_set.sex[idx]]
+        labels = [x.to(device) for x in labels]
+        if self.latents is not None:
+            x = self.latents[idx]
+            if t.augment:
+                x = augment(x, self.generator)
+            x = x.to(device)
+            return Batch(x, x, *labels)
+        images = self.train_set.images[idx].float() / 127.5 - 1
+        if t.augment:
+            images = augment(images, self.generator)
+        images = images.to(device)
+        return Batch(denoiser_input(images, m), images, *labels)
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        if not self.accelerator.is_main_process:
+            return self.checkpoint_dir
+        folder = self.checkpoint_dir / f"step-{self.step:07d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  str(folder / "model.safetensors"))
+        save_file({k: v.contiguous() for k, v in self.ema.module.state_dict().items()},
+                  str(folder / "ema.safetensors"))
+        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")  # tensors only
+        state = {"step": self.step, "best_score": self.best_score,
+                 "generator": self.generator.get_state().tolist()}
+        (folder / "state.json").write_text(json.dumps(state))
+        old = sorted(self.checkpoint_dir.glob("step-*"))[: -self.config.train.keep_checkpoints]
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+        return folder
+
+    def load_checkpoint(self) -> bool:
+        folders = sorted(self.checkpoint_dir.glob("step-*"))
+        folders = [f for f in folders if (f / "state.json").exists()]
+        if not folders:
+            logger.info("no checkpoint in %s: starting from scratch", self.checkpoint_dir)
+            return False
+        folder = folders[-1]
+        device = str(self.accelerator.device)
+        self.accelerator.unwrap_model(self.model).load_state_dict(
+            load_file(str(folder / "model.safetensors"), device=device))
+        self.ema.module.load_state_dict(load_file(str(folder / "ema.safetensors"), device=device))
+        self.optimizer.load_state_dict(
+            torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
+        state = json.loads((folder / "state.json").read_text())
+        self.step = state["step"]
+        self.best_score = state["best_score"]
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self.ema.num_updates = self.step  # ModelEmaV3 warm-up follows the step count
+        logger.info("resumed from %s (step %d)", folder, self.step)
+        return True
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> dict[str, float]:
+        model = self.ema.module
+        if self.val_latents is not None:
+            probs = predict_dataset(model, self.val_latents, uint8=False)
+        else:
+            probs = predict_dataset(model, self.val_set.images)
+        metrics = classification_metrics(probs, self.val_set.dx.numpy())
+        metrics["score"] = selection_score(metrics)
+        return metrics
+
+    def export(self, directory: Path | None = None) -> Path:
+        directory = directory or self.output_dir
+        config = ClassNDiffConfig.from_dict(self.config.to_dict())
+        config.extra["training"] = {"step": self.step, "step_kind": self.step_kind}
+        return save_pretrained(self.ema.module, config, directory)
+
+    # ---------------------------------------------------------------- loop
+    def train(self, max_steps: int | None = None) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        t = self.config.train
+        max_steps = max_steps or t.max_steps
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.config.to_json(self.output_dir / "train_config.json")
+        log_path = self.output_dir / "log.csv"
+        new_log = not log_path.exists() or self.step == 0
+        log_file = log_path.open("w" if new_log else "a", newline="")
+        writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
+        if new_log:
+            writer.writeheader()
+        loss_fn = joint_loss if self.step_kind == "joint" else upstream_style_loss
+        self.model.train()
+        running: dict[str, list[float]] = {}
+        started = last_log = time.perf_counter()
+        last_log_step = self.step
+        images_per_epoch = len(self.train_set)
+        last_val: dict[str, float] = {}
+        progress = tqdm(total=max_steps, initial=self.step, desc="train",
+                        disable=not self.accelerator.is_main_process, mininterval=5)
+        while self.step < max_steps:
+            factor = lr_factor(self.step, t.warmup_steps, max_steps)
+            for group, base in zip(self.optimizer.param_groups,
+                                   (t.learning_rate, t.classifier_learning_rate)):
+                group["lr"] = base * factor
+            batch = self.next_batch()
+            with self.accelerator.autocast():
+                out = loss_fn(self.accelerator.unwrap_model(self.model), batch, self.schedule, t,
+                              generator=None)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.accelerator.backward(out["loss"])
+            if t.grad_clip:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.optimizer.step()
+            self.ema.update(self.accelerator.unwrap_model(self.model), step=self.step)
+            self.step += 1
+            progress.update(1)
+            for key in ("loss", "mse", "cls_real", "cls_x0"):
+                running.setdefault(key, []).append(float(out[key].detach()))
+            row = None
+            if self.step % t.log_every == 0 or self.step == max_steps:
+                now = time.perf_counter()
+                row = {k: round(float(np.mean(v)), 5) for k, v in running.items()}
+                row.update(
+                    step=self.step,
+                    epoch=round(self.step * t.batch_size / images_per_epoch, 3),
+                    images_seen=self.step * t.batch_size,
+                    lr=round(self.optimizer.param_groups[0]["lr"], 8),
+                    seconds=round(now - started, 1),
+                    images_per_second=round(
+                        (self.step - last_log_step) * t.batch_size / max(now - last_log, 1e-9), 2),
+                )
+                running, last_log, last_log_step = {}, now, self.step
+                progress.set_postfix(loss=row["loss"], mse=row["mse"], cls=row["cls_real"])
+            if self.step % t.eval_every == 0 or self.step == max_steps:
+                last_val = self.validate()
+                self.model.train()
+                row = row or {"step": self.step}
+                row.update({f"val_{k}": round(last_val[k], 5) for k in
+                            ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc",
+                             "score")})
+                if last_val["score"] > self.best_score and self.accelerator.is_main_process:
+                    self.best_score = last_val["score"]
+                    self.export()
+                    (self.output_dir / "best_val.json").write_text(
+                        json.dumps({"step": self.step, **last_val}, indent=2))
+            if row is not None and self.accelerator.is_main_process:
+                writer.writerow(row)
+                log_file.flush()
+            if self.step % t.checkpoint_every == 0 or self.step == max_steps:
+                self.save_checkpoint()
+        progress.close()
+        log_file.close()
+        if self.accelerator.is_main_process:
+            self.export(self.output_dir / "last")
+        return last_val
+
+
+def train(config: ClassNDiffConfig, output_dir: str | Path, resume: bool = False,
+          max_steps: int | None = None, step_kind: str = "joint") -> dict[str, float]:
+    """Train (or resume) and export the best-by-validation EMA weights to `output_dir`."""
+    trainer = Trainer(config, output_dir, resume=resume, step_kind=step_kind)
+    return trainer.train(max_steps)

@@ -1,0 +1,187 @@
+"""The model and the joint loss: shapes, conditioning, guidance, gradients, training."""
+
+from __future__ import annotations
+
+import torch
+
+from classndiff.config import ClassNDiffConfig
+from classndiff.diffusion import (
+    Batch,
+    NoiseSchedule,
+    joint_loss,
+    make_scheduler,
+    sample,
+    upstream_style_loss,
+)
+from classndiff.labels import DX_NULL, SEX_NULL, TONE_NULL
+from classndiff.model import ClassNDiff
+
+
+def tiny(tiny_config: ClassNDiffConfig, **train) -> tuple[ClassNDiff, ClassNDiffConfig]:
+    config = tiny_config.override({f"train.{k}": v for k, v in train.items()})
+    torch.manual_seed(0)
+    return ClassNDiff(config.model, config.train.cond_drop_prob), config
+
+
+def fixed_batch(config: ClassNDiffConfig, n: int = 8) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    m = config.model
+    pixels = torch.rand(n, 3, m.pixel_size, m.pixel_size, generator=g) * 2 - 1
+    small = torch.nn.functional.interpolate(pixels, size=m.image_size, mode="bilinear")
+    return Batch(small, pixels, torch.arange(n) % 7, torch.arange(n) % 3, torch.arange(n) % 2)
+
+
+def test_denoiser_output_shape_matches_input(tiny_config):
+    model, config = tiny(tiny_config)
+    b = fixed_batch(config)
+    t = torch.randint(0, 100, (8,))
+    assert model(b.x0, t, b.dx, b.tone, b.sex).shape == b.x0.shape
+    assert model.classify(b.cls_input).shape == (8, 7)
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_config):
+    model, config = tiny(tiny_config, lambda_cls=0.2)
+    schedule = NoiseSchedule(config.model)
+    batch = fixed_batch(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+
+    def loss_at_fixed_noise() -> float:
+        with torch.no_grad():
+            model.eval()
+            value = joint_loss(model, batch, schedule, config.train,
+                               generator=torch.Generator().manual_seed(1))["loss"].item()
+            model.train()
+            return value
+
+    before = loss_at_fixed_noise()
+    for _ in range(30):
+        out = joint_loss(model, batch, schedule, config.train,
+                         generator=torch.Generator().manual_seed(1))
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+    assert loss_at_fixed_noise() < 0.8 * before
+
+
+def test_lambda_zero_keeps_classifier_gradient_out_of_the_denoiser(tiny_config):
+    """With λ = 0 the denoiser's gradient is exactly the plain ε loss's."""
+    model, config = tiny(tiny_config, lambda_cls=0.0)
+    schedule = NoiseSchedule(config.model)
+    batch = fixed_batch(config)
+    # Make the denoiser's output depend on its parameters (adaLN-Zero starts at zero).
+    for p in model.denoiser.parameters():
+        p.data.add_(torch.randn_like(p) * 0.02)
+    model.eval()  # no random condition dropping: both passes see the same labels
+
+    model.zero_grad()
+    out = joint_loss(model, batch, schedule, config.train,
+                     generator=torch.Generator().manual_seed(3))
+    out["loss"].backward()
+    assert out["cls_x0"].item() == 0.0
+    full = [p.grad.clone() for p in model.denoiser.parameters()]
+
+    model.zero_grad()
+    g = torch.Generator().manual_seed(3)
+    t = torch.randint(0, schedule.num_timesteps, (8,), generator=g)
+    noise = torch.randn(batch.x0.shape, generator=g)
+    eps = model.denoiser(schedule.add_noise(batch.x0, noise, t), t, batch.dx, batch.tone,
+                         batch.sex)
+    torch.nn.functional.mse_loss(eps, noise).backward()
+    for a, p in zip(full, model.denoiser.parameters()):
+        torch.testing.assert_close(a, p.grad)
+
+
+def test_positive_lambda_sends_classifier_gradient_into_the_denoiser(tiny_config):
+    model, config = tiny(tiny_config, lambda_cls=1.0, joint_updates_classifier=False)
+    schedule = NoiseSchedule(config.model)
+    batch = fixed_batch(config)
+    for p in model.denoiser.parameters():
+        p.data.add_(torch.randn_like(p) * 0.02)
+    torch.manual_seed(3)
+    out = joint_loss(model, batch, schedule, config.train)
+    assert out["cls_x0"].item() > 0
+    # Gradient of the x̂0 term alone reaches the denoiser...
+    model.zero_grad()
+    torch.manual_seed(3)
+    t = torch.randint(0, schedule.num_timesteps, (8,))
+    noise = torch.randn(batch.x0.shape)
+    x_t = schedule.add_noise(batch.x0, noise, t)
+    eps = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)
+    x0_hat = schedule.predict_x0(x_t, eps, t).clamp(-1, 1)
+    from classndiff.diffusion import _classify_frozen
+
+    loss = torch.nn.functional.cross_entropy(_classify_frozen(model, x0_hat), batch.dx)
+    loss.backward()
+    assert sum(p.grad.abs().sum() for p in model.denoiser.parameters()) > 0
+    # ...and, frozen, leaves the classifier's parameters untouched.
+    assert all(p.grad is None for p in model.classifier.parameters())
+
+
+def test_fast_and_upstream_style_steps_both_run_and_backpropagate(tiny_config):
+    model, config = tiny(tiny_config)
+    schedule = NoiseSchedule(config.model)
+    batch = fixed_batch(config)
+    for loss_fn in (joint_loss, upstream_style_loss):
+        model.zero_grad()
+        out = loss_fn(model, batch, schedule, config.train)
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"])
+        assert any(p.grad is not None for p in model.denoiser.parameters())
+    out = upstream_style_loss(model, batch, schedule, config.train, branch_probability=1.0)
+    assert out["took_branch"].item() == 1.0 and out["cls_x0"].item() > 0
+
+
+def _perturbed(tiny_config):
+    model, config = tiny(tiny_config)
+    for p in model.denoiser.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    return model.eval(), config
+
+
+def _draw(model, config, dx, tone, sex, scale, seeds=(0, 1), sampler="dpm++"):
+    n = len(seeds)
+    return sample(model, make_scheduler(sampler, config.model),
+                  torch.full((n,), dx), torch.full((n,), tone), torch.full((n,), sex),
+                  steps=4, guidance_scale=scale,
+                  generators=[torch.Generator().manual_seed(s) for s in seeds])
+
+
+def test_guidance_scale_one_equals_the_unguided_path(tiny_config):
+    model, config = _perturbed(tiny_config)
+    guided_off = _draw(model, config, 4, 1, 0, 1.0)
+    scheduler = make_scheduler("dpm++", config.model)
+    scheduler.set_timesteps(4)
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    from diffusers.utils.torch_utils import randn_tensor
+
+    x = randn_tensor(guided_off.shape, generator=gens) * scheduler.init_noise_sigma
+    labels = (torch.full((2,), 4), torch.full((2,), 1), torch.full((2,), 0))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            eps = model.denoiser(scheduler.scale_model_input(x, t), t.expand(2), *labels)
+            x = scheduler.step(eps, t, x, generator=gens).prev_sample
+    torch.testing.assert_close(guided_off, x)
+    assert not torch.allclose(guided_off, _draw(model, config, 4, 1, 0, 3.0))
+
+
+def test_each_condition_changes_the_output(tiny_config):
+    model, config = _perturbed(tiny_config)
+    base = _draw(model, config, 4, 0, 0, 2.0)
+    assert (base - _draw(model, config, 4, 2, 0, 2.0)).abs().max() > 1e-4  # tone only
+    assert (base - _draw(model, config, 4, 0, 1, 2.0)).abs().max() > 1e-4  # sex only
+    assert (base - _draw(model, config, 1, 0, 0, 2.0)).abs().max() > 1e-4  # dx only
+    nulls = _draw(model, config, DX_NULL, TONE_NULL, SEX_NULL, 1.0)
+    assert torch.isfinite(nulls).all()
+
+
+def test_every_sampler_is_reproducible_per_image(tiny_config):
+    model, config = _perturbed(tiny_config)
+    for sampler in ("dpm++", "ddim", "ddpm"):
+        a = _draw(model, config, 4, 0, 0, 2.0, seeds=(5, 6), sampler=sampler)
+        b = _draw(model, config, 4, 0, 0, 2.0, seeds=(5, 6), sampler=sampler)
+        torch.testing.assert_close(a, b)
+        assert not torch.allclose(a[0], a[1])
+    one = _draw(model, config, 4, 0, 0, 2.0, seeds=(6,), sampler="dpm++")
+    two = _draw(model, config, 4, 0, 0, 2.0, seeds=(5, 6), sampler="dpm++")
+    torch.testing.assert_close(one[0], two[1], rtol=1e-4, atol=1e-4)
