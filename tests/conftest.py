@@ -100,3 +100,21 @@ def tiny_pipe(tiny_weights: Path):
     from classndiff import ClassNDiffPipeline
 
     return ClassNDiffPipeline.from_pretrained(tiny_weights, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def app_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """app.py served on a free loopback port (tests/app_server.py), on the tiny weights or on
+    CLASSNDIFF_APP_TEST_WEIGHTS (e.g. a real model, for screenshots)."""
+    from tests.app_server import running_app
+
+    weights = os.environ.get("CLASSNDIFF_APP_TEST_WEIGHTS") or request.getfixturevalue(
+        "tiny_weights")
+    workdir = tmp_path_factory.mktemp("app")
+    examples = workdir / "examples"  # stand-ins for examples/, which the app offers
+    examples.mkdir()
+    rng = np.random.default_rng(1)
+    for c in (4, 5):
+        Image.fromarray(make_lesion(rng, c, size=96)).save(examples / f"{DX_CODES[c]}_0.png")
+    with running_app(weights, workdir, extra_env={"CLASSNDIFF_EXAMPLES": str(examples)}) as server:
+        yield server

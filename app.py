@@ -1,0 +1,800 @@
+"""Class-N-Diff — the clinician-facing Gradio demo (research demo, not a medical device).
+
+A thin view over `classndiff.pipeline`: every number and image shown here comes from
+`ClassNDiffPipeline.diagnose` / `.generate`; this file only lays them out.
+
+    python app.py                                   # embedded weights, http://127.0.0.1:7860
+    CLASSNDIFF_WEIGHTS=org/repo@rev python app.py   # a Hub repo (or a local folder)
+
+Start-up is fast because nothing here imports torch: the UI is built and served first and
+the model is loaded once, in a background thread started at launch; the first request
+waits for it. Environment: CLASSNDIFF_WEIGHTS, GRADIO_SERVER_NAME (default 127.0.0.1;
+0.0.0.0 on Spaces), GRADIO_SERVER_PORT (7860), CLASSNDIFF_MAX_UPLOAD (20mb),
+CLASSNDIFF_FILE_TTL (seconds temporary outputs live, 300), HF_HUB_OFFLINE.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Privacy: no usage analytics, no telemetry — set before gradio / huggingface_hub import.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+try:  # ZeroGPU on Spaces: `spaces` must be imported before torch.
+    import spaces  # type: ignore[import-not-found]
+
+    gpu = spaces.GPU
+except ImportError:  # anywhere else a no-op decorator
+
+    def gpu(fn: Callable | None = None, **_: Any) -> Any:
+        return fn if fn is not None else (lambda f: f)
+
+
+import gradio as gr  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+
+from classndiff import __version__  # noqa: E402 - cheap: no torch
+from classndiff.config import ClassNDiffConfig  # noqa: E402
+from classndiff.inputs import ImageInputError, center_square, load_image  # noqa: E402
+from classndiff.labels import DX_CODES, DX_NAMES, MALIGNANT_DX, SEXES, TONE_GROUPS  # noqa: E402
+
+logger = logging.getLogger("classndiff.app")
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES_DIR = Path(os.environ.get("CLASSNDIFF_EXAMPLES", ROOT / "examples"))
+EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+SAMPLERS = ("dpm++", "ddim", "ddpm")
+# Mirrors of classndiff.saliency.CAM_METHODS / diffusion.SAMPLERS (those import torch; a test
+# keeps them equal).
+CAM_METHODS = ("gradcam", "gradcam++", "hirescam", "eigencam", "scorecam")
+CAM_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
+              "eigencam": "EigenCAM", "scorecam": "Score-CAM (slow)"}
+PREDICTED = "predicted"
+MALIGNANT = "malignant"
+ANY = "any"
+EMPTY_SUMMARY = "Upload an image to see the model's assessment."
+DISPLAY_SIZE = 256  # generated images are 64 px: upscaled for the gallery
+DISCLAIMER = (
+    "**Research demo — not a medical device.** Not for diagnosis, screening or treatment "
+    "decisions. Results can be wrong, most of all for darker skin, which is rare in the "
+    "training data."
+)
+NO_WEIGHTS_HELP = (
+    "Set CLASSNDIFF_WEIGHTS to a folder holding config.json + model.safetensors, a Hugging "
+    "Face Hub id, or id@revision; or put the shipped weights in weights/embedded/."
+)
+
+
+def dx_label(code: str) -> str:
+    return f"{DX_NAMES[code]} ({code})"
+
+
+# --------------------------------------------------------------------------- model holder
+class ModelHolder:
+    """The pipeline, loaded once in a background thread so the page is served at once."""
+
+    def __init__(self, source: str | None) -> None:
+        self.source = source or None
+        self.pipe: Any = None
+        self.error: str | None = None
+        self.seconds: float | None = None
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._load, name="model-loader",
+                                                daemon=True)
+                self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            from classndiff.pipeline import ClassNDiffPipeline
+
+            pipe = ClassNDiffPipeline.from_pretrained(self.source)
+            # One warm-up pass so the first real request does not pay for lazy initialisation.
+            warm = Image.new("RGB", (pipe.config.model.pixel_size,) * 2, (200, 150, 130))
+            pipe.diagnose(warm)
+            self.pipe = pipe
+            logger.info("model ready from %s on %s", pipe.source, pipe.device)
+        except Exception as error:  # noqa: BLE001 - shown to the user, not a crash
+            logger.exception("could not load the model")
+            self.error = f"{type(error).__name__}: {error}"
+        finally:
+            self.seconds = round(time.perf_counter() - started, 1)
+            self._ready.set()
+
+    def get(self, progress: Any = None, timeout: float = 600) -> Any:
+        """The pipeline; the first callers wait for the loader (with a progress note)."""
+        self.start()
+        if not self._ready.is_set() and progress is not None:
+            progress(None, desc="Loading the model (first request after start-up)…")
+        if not self._ready.wait(timeout):
+            raise gr.Error("The model is still loading; try again in a minute.")
+        if self.pipe is None:
+            raise gr.Error(f"The model could not be loaded: {self.error}. {NO_WEIGHTS_HELP}")
+        return self.pipe
+
+
+def check_weights_source(source: str | None) -> str | None:
+    """A plain message when there are obviously no weights (no torch needed to tell), else
+    None. Hub ids are checked by the loader (it may fall back to the embedded weights)."""
+    from_env = "CLASSNDIFF_WEIGHTS=" + str(source)
+    if source:
+        path = Path(source).expanduser()
+        if path.exists():
+            if not ((path / "config.json").is_file() and (path / "model.safetensors").is_file()):
+                return f"{from_env}: {path} has no config.json + model.safetensors. " \
+                    + NO_WEIGHTS_HELP
+            return None
+        if source.startswith(("/", ".", "~")) or source.count("/") != 1:
+            return f"{from_env}: no such folder, and not a Hub id. " + NO_WEIGHTS_HELP
+        return None
+    # Same default as classndiff.hub.embedded_dir (that module imports torch).
+    embedded = Path(os.environ.get("CLASSNDIFF_EMBEDDED", ROOT / "weights" / "embedded"))
+    if not (embedded / "model.safetensors").is_file():
+        return f"No model weights found: {embedded} is empty. " + NO_WEIGHTS_HELP
+    return None
+
+
+def local_config(source: str | None) -> ClassNDiffConfig:
+    """The config of a local weights folder (for the UI's limits) — read as JSON, no torch.
+    Hub sources get the defaults; the pipeline enforces the real limits anyway."""
+    candidates = [Path(source).expanduser()] if source else [
+        Path(os.environ.get("CLASSNDIFF_EMBEDDED", ROOT / "weights" / "embedded"))]
+    for folder in candidates:
+        try:
+            return ClassNDiffConfig.from_json(folder / "config.json")
+        except (OSError, ValueError):
+            pass
+    return ClassNDiffConfig()
+
+
+# --------------------------------------------------------------------------- temp files
+class TempFiles:
+    """Gradio's upload/output cache in a private folder: uploads are deleted as soon as they
+    are read, everything else after `ttl` seconds, the whole folder at exit."""
+
+    def __init__(self, ttl: float = 300, interval: float = 30) -> None:
+        parent = os.environ.get("GRADIO_TEMP_DIR") or None
+        self.root = Path(tempfile.mkdtemp(prefix="classndiff-app-", dir=parent))
+        os.environ["GRADIO_TEMP_DIR"] = str(self.root)  # gradio reads it when it saves files
+        self.ttl = ttl
+        self.interval = interval
+        # Files cached before the app serves (example thumbnails) are kept; nothing is
+        # deleted until start().
+        self.keep_before = math.inf
+        atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+
+    def start(self) -> None:
+        self.keep_before = time.time()
+        threading.Thread(target=self._sweep_forever, name="temp-sweeper", daemon=True).start()
+
+    def _sweep_forever(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            self.sweep()
+
+    def sweep(self) -> int:
+        now, removed = time.time(), 0
+        for path in self.root.rglob("*"):
+            try:
+                stat = path.stat()
+                if path.is_file() and self.keep_before < stat.st_mtime < now - self.ttl:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                pass
+        return removed
+
+    def discard_upload(self, path: str | Path) -> None:
+        """Delete an uploaded file (and its per-upload folder) right after it was read."""
+        path = Path(path)
+        try:
+            if self.root in path.resolve().parents and path.stat().st_mtime > self.keep_before:
+                path.unlink()
+                if not any(path.parent.iterdir()):
+                    path.parent.rmdir()
+        except OSError:
+            pass
+
+    def new_file(self, name: str) -> Path:
+        folder = self.root / "downloads" / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        return folder / name
+
+
+class UploadMemory:
+    """Uploads kept in memory (never on disk) for `ttl` seconds, at most `max_bytes` in all:
+    for re-running saliency with new settings, and because gradio stores uploads by content
+    hash, so users who upload the same file share one path, which the first request deletes."""
+
+    def __init__(self, ttl: float = 300, max_bytes: int = 256 * 2**20) -> None:
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self._items: dict[str, tuple[float, bytes]] = {}  # insertion order = age
+        self._lock = threading.Lock()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (t, _) in self._items.items() if t < now - self.ttl]:
+            del self._items[key]
+        while sum(len(d) for _, d in self._items.values()) > self.max_bytes and self._items:
+            del self._items[next(iter(self._items))]
+
+    def put(self, key: str, data: bytes) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = (time.monotonic(), data)
+            self._expire()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            self._expire()
+            item = self._items.get(key)
+            return item[1] if item else None
+
+    def discard(self, key: str | None) -> None:
+        with self._lock:
+            self._items.pop(key or "", None)
+
+
+# --------------------------------------------------------------------------- view helpers
+def example_files() -> list[Path]:
+    if not EXAMPLES_DIR.is_dir():
+        return []
+    return sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES)
+
+
+def stamp_synthetic(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
+    """Upscale (Lanczos) a small generated image for display and stamp SYNTHETIC in a corner,
+    so that it can never be mistaken for a photograph of a patient."""
+    image = image.convert("RGB")
+    if image.width < size:
+        image = image.resize((size, round(image.height * size / image.width)),
+                             Image.Resampling.LANCZOS)
+    draw = ImageDraw.Draw(image, "RGBA")
+    font_size = max(10, image.width // 14)
+    try:
+        font = ImageFont.load_default(size=font_size)
+    except TypeError:  # Pillow without FreeType
+        font = ImageFont.load_default()
+    text = "SYNTHETIC"
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    pad = max(2, font_size // 4)
+    x, y = pad, image.height - (bottom - top) - 3 * pad
+    draw.rectangle((x - pad, y - pad + top, x + right - left + pad, y + bottom + pad),
+                   fill=(0, 0, 0, 200))
+    draw.text((x - left, y), text, font=font, fill=(255, 255, 255, 255))
+    return image
+
+
+def describe_skin_tone(tone: Any) -> str | None:
+    """Whatever diagnose() gives for skin tone (object, dict, number or text) in words."""
+    if tone is None:
+        return None
+    if hasattr(tone, "__dict__") and not isinstance(tone, dict):
+        tone = {k: v for k, v in vars(tone).items() if not k.startswith("_")}
+    if isinstance(tone, dict):
+        group = tone.get("group") or tone.get("skin_tone_group") or tone.get("label")
+        ita = tone.get("ita", tone.get("ita_degrees"))
+        parts = []
+        if group:
+            parts.append(f"**{group}**")
+        bin_name = tone.get("bin")
+        if bin_name and bin_name not in ("unknown", group):
+            parts.append(f"Del Bino: {str(bin_name).replace('_', ' ')}")
+        if isinstance(ita, (int, float)) and math.isfinite(ita):
+            parts.append(f"ITA {ita:.0f}°")
+        reliable = tone.get("reliable")
+        if reliable is False:
+            parts.append("(low reliability: colour cast or little visible skin)")
+        note = tone.get("note") or tone.get("reason")
+        if note and reliable is not False:
+            parts.append(f"({note})")
+        return " · ".join(parts) if parts else None
+    if isinstance(tone, (int, float)):
+        return f"ITA {tone:.0f}°"
+    return str(tone)
+
+
+def saliency_overlay(saliency: Any) -> tuple[Image.Image | None, str | None]:
+    """(overlay image, a caption) from whatever diagnose() put in `Diagnosis.saliency`."""
+    if saliency is None:
+        return None, None
+    if isinstance(saliency, Image.Image):
+        return saliency, None
+    if isinstance(saliency, dict):
+        get = saliency.get
+    else:
+        def get(key: str, default: Any = None) -> Any:
+            return getattr(saliency, key, default)
+    image = get("overlay")
+    if image is not None and not isinstance(image, Image.Image):
+        try:
+            import numpy as np
+
+            array = np.asarray(image)
+            if array.dtype != np.uint8:
+                array = (np.clip(array, 0, 1) * 255).astype(np.uint8)
+            image = Image.fromarray(array)
+        except (TypeError, ValueError):
+            image = None
+    method, target = get("method"), get("target")
+    if isinstance(target, int) and 0 <= target < len(DX_CODES):
+        target = DX_CODES[target]
+    if target == MALIGNANT:
+        target = "malignant vs benign (log-odds)"
+    elif target in DX_NAMES:
+        target = dx_label(target)
+    caption = f"{CAM_LABELS.get(method, method or 'saliency')} of {target or 'the prediction'}"
+    return image, caption
+
+
+def percent(p: float) -> str:
+    return f"{100 * p:.1f} %"
+
+
+def diagnosis_markdown(d: Any, saliency_caption: str | None) -> str:
+    lines = []
+    if d.prediction is not None:
+        lines.append(f"### Prediction: {dx_label(d.prediction)} — {percent(d.confidence)}")
+    else:
+        lines.append("### No prediction: the model abstains")
+        lines.append(f"**Why:** {d.reason or 'the image does not look like what it was trained on'}"
+                     ". The class probabilities are shown for transparency only; no saliency "
+                     "map is drawn.")
+    malignant = "+".join(MALIGNANT_DX)
+    lines.append(f"**Malignant probability** ({malignant}): **{percent(d.malignant)}**")
+    tone = describe_skin_tone(getattr(d, "skin_tone", None))
+    lines.append(f"**Skin-tone estimate:** {tone} — from the skin around the lesion (ITA), an "
+                 "imaging proxy, not a measurement of the patient" if tone else
+                 "**Skin-tone estimate:** not available for this model version")
+    calibrated = getattr(d, "calibrated", False)
+    lines.append("Probabilities are temperature-calibrated." if calibrated else
+                 "Probabilities are *not* calibrated (no fitted temperature in these weights).")
+    if saliency_caption:
+        lines.append(f"Saliency: {saliency_caption}.")
+    lines.append(f"> {DISCLAIMER}")
+    return "\n\n".join(lines)
+
+
+def jsonable(data: Any) -> Any:
+    return json.loads(json.dumps(data, default=str))
+
+
+def metrics_table(metrics: dict[str, Any], limit: int = 40) -> str:
+    """A markdown table of the scalar entries of a (nested) metrics dict."""
+    rows: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append((prefix, value))
+
+    walk("", metrics)
+    if not rows:
+        return "_no numeric results_"
+    lines = ["| measure | value |", "|---|---|"]
+    for key, value in rows[:limit]:
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        lines.append(f"| {key} | {shown} |")
+    if len(rows) > limit:
+        lines.append(f"| … {len(rows) - limit} more in metrics.json | |")
+    return "\n".join(lines)
+
+
+def model_card(pipe: Any) -> str:
+    """MODEL_CARD.md shipped with the weights, else a summary built from the config."""
+    folder = Path(getattr(pipe, "weights_path", "") or ".")
+    source = f"**Weights in use:** {pipe.source} · device {pipe.device} · classndiff {__version__}"
+    card = folder / "MODEL_CARD.md"
+    if card.is_file():
+        text = re.sub(r"\A---\n.*?\n---\n", "", card.read_text(), flags=re.S)  # front matter
+        return f"{source}\n\n{text}"
+    m, t = pipe.config.model, pipe.config.train
+    space = f"latent space ({m.vae})" if m.vae else f"pixel space, {m.image_size} px"
+    training = pipe.config.extra.get("training", {})
+    parts = [
+        source,
+        "## Class-N-Diff: one model that diagnoses and generates",
+        "A class-conditioned diffusion transformer (DiT) and a timm lesion classifier trained "
+        "jointly: the classifier's loss on the denoiser's one-step estimate of the clean image "
+        "is added to the diffusion loss, so generation is steered by what makes lesions "
+        "classifiable (Imran & Munia, EMBC 2025). Conditions: diagnosis, skin-tone group, sex, "
+        "each droppable (classifier-free guidance).",
+        "### Model",
+        f"- Denoiser: DiT, {space}, patch {m.patch_size}, hidden {m.hidden_size}, depth {m.depth}",
+        f"- Classifier: {m.classifier_backbone} at {m.classifier_image_size} px "
+        f"(input read at {m.pixel_size} px)",
+        f"- Sampling: {pipe.config.sampling.sampler}, {pipe.config.sampling.steps} steps, "
+        f"guidance {pipe.config.sampling.guidance_scale}",
+        "### Data and training",
+        "- HAM10000 (10,015 dermoscopic images, 7 diagnoses), lesion-grouped train / val / test "
+        "split; 94 % of images are lighter skin, so per-tone results for darker skin rest on "
+        "very few images.",
+        f"- Trained {training.get('step', '?')} steps (batch {t.batch_size}, λ = {t.lambda_cls}, "
+        f"condition dropout {t.cond_drop_prob}, {t.mixed_precision} mixed precision).",
+        f"- Calibration: {'temperature ' + str(pipe.temperature) if pipe.calibrated else 'none'}",
+    ]
+    for name, title in (("metrics.json", "Measured results (test split)"),
+                        ("best_val.json", "Validation results during training")):
+        path = folder / name
+        if path.is_file():
+            try:
+                parts += [f"### {title}", metrics_table(json.loads(path.read_text()))]
+            except (OSError, ValueError):
+                pass
+    parts += [
+        "### Limitations",
+        "- A research demo, **not a medical device**: not validated clinically, not for "
+        "diagnosis, screening or treatment.",
+        "- Trained on one public dataset of dermoscopic images from two sites; other cameras, "
+        "clinical (non-dermoscopic) photos, and darker skin are under-represented or absent.",
+        "- Generated images are synthetic and low resolution; they are stamped SYNTHETIC and "
+        "must never be presented as patient data.",
+        "### Licence",
+        "Code Apache-2.0. Weights trained on HAM10000 are **CC BY-NC 4.0**: non-commercial use "
+        "only, crediting the dataset authors.",
+        "### Citation",
+        "- A. Imran, N. Munia. *Class-N-Diff: Classification-Induced Diffusion Model Can Make "
+        "Fair Skin Cancer Diagnosis.* EMBC 2025. arXiv:2510.16887.",
+        "- P. Tschandl, C. Rosendahl, H. Kittler. *The HAM10000 dataset, a large collection of "
+        "multi-source dermatoscopic images of common pigmented skin lesions.* Scientific Data 5, "
+        "180161 (2018).",
+    ]
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------- model calls
+HOLDER: ModelHolder | None = None  # set by build_demo; module-level so spaces.GPU can reach it
+
+
+def _diagnose_kwargs(pipe: Any, method: str, target: str, opacity: float) -> dict[str, Any]:
+    """The saliency keyword arguments this pipeline's diagnose() accepts (older ones: none)."""
+    import inspect
+
+    params = inspect.signature(pipe.diagnose).parameters
+    wanted = {
+        "saliency": True,
+        "cam_method": method,
+        "cam_target": None if target in (None, "", PREDICTED) else target,
+        "opacity": float(opacity),
+    }
+    return {k: v for k, v in wanted.items() if k in params}
+
+
+@gpu(duration=30)
+def run_diagnose(image: bytes | Image.Image, method: str, target: str, opacity: float) -> Any:
+    pipe = HOLDER.get()  # type: ignore[union-attr]
+    return pipe.diagnose(image, **_diagnose_kwargs(pipe, method, target, opacity))
+
+
+@gpu(duration=120)
+def run_generate(kwargs: dict[str, Any], progress: Callable[[int, int], None] | None) -> Any:
+    return HOLDER.get().generate(progress=progress, **kwargs)  # type: ignore[union-attr]
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is meant for the user (bad upload, bad argument)."""
+    errors: tuple[type[BaseException], ...] = (ImageInputError,)
+    if HOLDER is not None and HOLDER.pipe is not None:
+        from classndiff.pipeline import ClassNDiffArgumentError
+
+        errors += (ClassNDiffArgumentError,)
+    return errors
+
+
+# --------------------------------------------------------------------------- the UI
+def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
+    global HOLDER
+    HOLDER = holder
+    temp = temp or TempFiles()
+    memory = UploadMemory(ttl=temp.ttl)
+    config = local_config(holder.source)
+    sampling = config.sampling
+    max_steps = min(sampling.max_steps, config.model.num_train_timesteps)
+    examples = example_files()
+
+    # ---- diagnose
+    def show(d: Any, data: bytes) -> tuple:
+        overlay, caption = saliency_overlay(getattr(d, "saliency", None))
+        if overlay is None:  # no saliency (abstained, or an older pipeline): the upload
+            overlay = center_square(load_image(data), DISPLAY_SIZE)
+        elif overlay.width < DISPLAY_SIZE:
+            overlay = overlay.resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.LANCZOS)
+        probabilities = {dx_label(code): p for code, p in d.probabilities.items()}
+        details = {**jsonable(d.to_dict()), "disclaimer": "research demo, not a medical device"}
+        return probabilities, diagnosis_markdown(d, caption), overlay, details
+
+    def analyse(data: bytes, method: str, target: str, opacity: float,
+                progress: gr.Progress) -> tuple:
+        holder.get(progress)
+        try:
+            return show(run_diagnose(data, method, target, opacity), data)
+        except user_errors() as error:
+            raise gr.Error(str(error), title="This image cannot be diagnosed") from None
+
+    def read_image(key: str | None) -> bytes:
+        """The upload's bytes: from disk the first time (then deleted), later from memory."""
+        if key and Path(key).is_file():
+            data = Path(key).read_bytes()
+            temp.discard_upload(key)  # nothing uploaded is kept on disk after the request
+            memory.put(key, data)
+            return data
+        data = memory.get(key) if key else None
+        if data is None:
+            raise gr.Error("Upload a dermoscopic image (JPEG, PNG, …) first." if not key else
+                           "This upload has expired; please upload the image again.",
+                           title="No image")
+        return data
+
+    def diagnose(image: str | None, cam_method: str = "gradcam", cam_target: str = PREDICTED,
+                 opacity: float = 0.5, last: str | None = None,
+                 progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008 - gradio idiom
+        """Diagnose one dermoscopic image: class probabilities, malignant probability,
+        prediction or abstention, saliency overlay and skin-tone estimate."""
+        key = str(image) if image else last  # no file: re-run the last image (new settings)
+        data = read_image(key)
+        try:
+            return (*analyse(data, cam_method, cam_target, opacity, progress), key)
+        except gr.Error:
+            memory.discard(key)
+            raise
+
+    def redraw(image: str | None, cam_method: str, cam_target: str, opacity: float,
+               last: str | None, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+        if not (image or last):  # saliency settings changed before any image: nothing to do
+            return tuple(gr.skip() for _ in range(5))
+        return diagnose(image, cam_method, cam_target, opacity, last, progress)
+
+    def clear_results() -> tuple:
+        return None, EMPTY_SUMMARY, None, None
+
+    def diagnose_example(cam_method: str, cam_target: str, opacity: float,
+                         evt: gr.SelectData, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+        path = str(examples[evt.index])
+        return (None, *diagnose(path, cam_method, cam_target, opacity, None, progress))
+
+    # ---- generate
+    def generate(dx: str = "mel", skin_tone: str = ANY, sex: str = ANY, num_images: int = 4,
+                 sampler: str = sampling.sampler, steps: int = sampling.steps,
+                 guidance_scale: float = sampling.guidance_scale, seed: float | None = None,
+                 keep_only_agreeing: bool = False,
+                 progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+        """Generate synthetic lesions, each scored by the model's own classifier; returns the
+        gallery, a zip of the batch (images + settings JSON) and the settings."""
+        holder.get(progress)
+        kwargs = dict(dx=None if dx == ANY else dx,
+                      skin_tone=None if skin_tone == ANY else skin_tone,
+                      sex=None if sex == ANY else sex, num_images=num_images, sampler=sampler,
+                      steps=steps, guidance_scale=guidance_scale,
+                      seed=None if seed is None or seed == "" or seed < 0 else int(seed),
+                      keep_only_agreeing=keep_only_agreeing)
+        progress(0, desc="Sampling…")
+
+        def on_step(step: int, total: int) -> None:
+            progress((step, total), desc="Sampling", unit="steps")
+
+        try:
+            out = run_generate(kwargs, on_step)
+        except user_errors() as error:
+            raise gr.Error(str(error), title="Cannot generate with these settings") from None
+        settings = out.settings
+        gallery = []
+        for image, confidence, predicted, image_seed in zip(
+                out.images, out.confidences, out.predicted, out.seeds):
+            if settings["dx"]:
+                agree = "agrees" if predicted == settings["dx"] else f"says {predicted}"
+                caption = f"P({settings['dx']}) {percent(confidence)} · classifier {agree}"
+            else:
+                caption = f"classifier: {predicted} {percent(confidence)}"
+            gallery.append((stamp_synthetic(image), f"{caption} · seed {image_seed}"))
+        sidecar = {
+            **settings,
+            "images": [
+                {"file": f"synthetic_{i:02d}_seed{s}.png", "seed": s, "predicted": p,
+                 "confidence": round(c, 4)}
+                for i, (s, p, c) in enumerate(zip(out.seeds, out.predicted, out.confidences))
+            ],
+            "note": "SYNTHETIC images made by Class-N-Diff (research demo, not patient data). "
+                    "Weights trained on HAM10000: CC BY-NC 4.0.",
+        }
+        zip_path = temp.new_file(
+            f"classndiff_{settings['dx'] or 'any'}_seed{settings['seed']}.zip")
+        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for entry, image in zip(sidecar["images"], out.images):
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                archive.writestr(entry["file"], buffer.getvalue())
+            archive.writestr("settings.json", json.dumps(sidecar, indent=2) + "\n")
+        asked = settings["num_images"]
+        summary = [f"**{len(out.images)} synthetic image(s)** in {settings['seconds']:.1f} s · "
+                   f"seed **{settings['seed']}** (enter it to reproduce this batch) · "
+                   f"{settings['sampler']}, {settings['steps']} steps, guidance "
+                   f"{settings['guidance_scale']:g}"]
+        if len(out.images) < asked:
+            summary.append(f"Only {len(out.images)} of {settings['candidates_drawn']} candidates "
+                           f"were classified as {settings['dx']}; untick the filter or raise "
+                           "the guidance scale for more.")
+        summary.append(f"> {DISCLAIMER} Generated images are synthetic: never present them as "
+                       "patient data.")
+        return gallery, str(zip_path), "\n\n".join(summary), sidecar
+
+    # ---- model tab and status
+    def status_and_card() -> tuple[str, str]:
+        try:
+            pipe = holder.get()
+        except gr.Error as error:
+            message = f"⚠ {error.message}"
+            return message, message
+        status = f"Model ready · {pipe.source} · {pipe.device} (loaded in {holder.seconds} s)"
+        return status, model_card(pipe)
+
+    with gr.Blocks(title="Class-N-Diff — research demo", analytics_enabled=False,
+                   delete_cache=(60, int(temp.ttl))) as demo:
+        gr.Markdown(
+            "# Class-N-Diff · dermoscopy research demo\n"
+            "One jointly trained model that **diagnoses** a dermoscopic image among 7 HAM10000 "
+            "classes and **generates** synthetic lesions by diagnosis, skin tone and sex.\n\n"
+            f"> {DISCLAIMER}")
+        status = gr.Markdown("Model: loading in the background…", elem_id="model-status")
+        last_image = gr.State(None, time_to_live=temp.ttl)  # a key of `memory`
+
+        with gr.Tab("Diagnose", id="diagnose"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    upload = gr.File(label="Dermoscopic image (JPEG, PNG, TIFF, BMP, WebP)",
+                                     type="filepath", elem_id="diagnose-upload", height=170)
+                    diagnose_button = gr.Button("Diagnose", variant="primary",
+                                                elem_id="diagnose-button")
+                    with gr.Accordion("Saliency settings", open=True):
+                        cam_method = gr.Dropdown([(CAM_LABELS[m], m) for m in CAM_METHODS],
+                                                 value=CAM_METHODS[0], label="Method",
+                                                 elem_id="cam-method")
+                        cam_target = gr.Dropdown(
+                            [("predicted class", PREDICTED),
+                             ("malignant (mel+bcc+akiec vs benign)", MALIGNANT),
+                             *((dx_label(c), c) for c in DX_CODES)],
+                            value=PREDICTED, label="Explain", elem_id="cam-target")
+                        opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity",
+                                            elem_id="cam-opacity")
+                    if examples:
+                        example_gallery = gr.Gallery(
+                            [(str(p), p.stem) for p in examples], label="Synthetic examples "
+                            "(made by the model): click one", columns=4, height=220,
+                            allow_preview=False, interactive=False, elem_id="examples")
+                with gr.Column(scale=2):
+                    summary = gr.Markdown(EMPTY_SUMMARY, label="summary",
+                                          elem_id="diagnose-summary")
+                    with gr.Row():
+                        probabilities = gr.Label(num_top_classes=7, label="Class probabilities",
+                                                 elem_id="probabilities")
+                        overlay = gr.Image(label="Saliency overlay",
+                                           type="pil", format="png", interactive=False,
+                                           elem_id="saliency", height=300)
+                    with gr.Accordion("Details (JSON)", open=False):
+                        details = gr.JSON(label="diagnose() result")
+            outputs = [probabilities, summary, overlay, details, last_image]
+            inputs = [upload, cam_method, cam_target, opacity, last_image]
+            # Clear the previous result first, so that a failed upload never leaves another
+            # image's result on screen.
+            gr.on([upload.upload, diagnose_button.click], clear_results, None, outputs[:4],
+                  queue=False, api_name="clear", api_visibility="private",
+                  show_progress="hidden").then(
+                diagnose, inputs, outputs, api_name="diagnose", concurrency_id="model")
+            upload.clear(clear_results, None, outputs[:4], queue=False,
+                         api_name="clear_upload", api_visibility="private")
+            gr.on([cam_method.change, cam_target.change, opacity.release], redraw, inputs,
+                  outputs, api_name="redraw", api_visibility="private", concurrency_id="model",
+                  show_progress="minimal", trigger_mode="always_last")
+            if examples:
+                example_gallery.select(diagnose_example, [cam_method, cam_target, opacity],
+                                       [upload, *outputs], api_name="diagnose_example",
+                                       api_visibility="private", concurrency_id="model")
+
+        with gr.Tab("Generate", id="generate"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    g_dx = gr.Dropdown([(ANY, ANY), *((dx_label(c), c) for c in DX_CODES)],
+                                       value="mel", label="Diagnosis", elem_id="gen-dx")
+                    g_tone = gr.Dropdown([ANY, *TONE_GROUPS], value=ANY, label="Skin-tone group",
+                                         elem_id="gen-tone")
+                    g_sex = gr.Dropdown([ANY, *SEXES], value=ANY, label="Sex", elem_id="gen-sex")
+                    g_num = gr.Slider(1, sampling.max_images, value=min(4, sampling.max_images),
+                                      step=1, label="Number of images", elem_id="gen-num")
+                    with gr.Row():
+                        g_sampler = gr.Dropdown(list(SAMPLERS), value=sampling.sampler,
+                                                label="Sampler", elem_id="gen-sampler",
+                                                info="dpm++ ≈20 steps · ddim ≈50 · ddpm ≈250")
+                        g_steps = gr.Slider(1, max_steps, value=min(sampling.steps, max_steps),
+                                            step=1, label="Steps", elem_id="gen-steps")
+                    g_guidance = gr.Slider(0, 10, value=sampling.guidance_scale, step=0.25,
+                                           label="Guidance scale", elem_id="gen-guidance")
+                    g_seed = gr.Number(None, precision=0, minimum=-1, label="Seed",
+                                       info="Blank = random; the seed used is shown with the "
+                                       "results", elem_id="gen-seed")
+                    g_agree = gr.Checkbox(False, label="Keep only images the classifier agrees "
+                                          "with", elem_id="gen-agree")
+                    generate_button = gr.Button("Generate", variant="primary",
+                                                elem_id="generate-button")
+                with gr.Column(scale=2):
+                    g_summary = gr.Markdown("Generated images are stamped SYNTHETIC.",
+                                            label="summary", elem_id="gen-summary")
+                    gallery = gr.Gallery(label="Synthetic images", columns=4, format="png",
+                                         object_fit="contain", elem_id="gen-gallery",
+                                         interactive=False)
+                    g_zip = gr.File(label="Batch download (zip: PNGs + settings.json)",
+                                    interactive=False, elem_id="gen-zip")
+                    with gr.Accordion("Settings (JSON)", open=False):
+                        g_settings = gr.JSON(label="settings")
+            generate_button.click(
+                generate,
+                [g_dx, g_tone, g_sex, g_num, g_sampler, g_steps, g_guidance, g_seed, g_agree],
+                [gallery, g_zip, g_summary, g_settings],
+                api_name="generate", concurrency_id="model")
+
+        with gr.Tab("Model", id="model"):
+            card = gr.Markdown("Loading the model card…", elem_id="model-card")
+
+        demo.load(status_and_card, None, [status, card], api_name="status",
+                  api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    return demo
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    source = os.environ.get("CLASSNDIFF_WEIGHTS") or None
+    problem = check_weights_source(source)
+    if problem:
+        sys.exit(f"classndiff app: {problem}")
+    on_spaces = bool(os.environ.get("SPACE_ID"))
+    server_name = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_spaces else "127.0.0.1")
+    server_port = int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    temp = TempFiles(ttl=float(os.environ.get("CLASSNDIFF_FILE_TTL", 300)))
+    holder = ModelHolder(source)
+    demo = build_demo(holder, temp)
+    # SIGTERM (docker stop, Spaces) exits like Ctrl-C, so atexit removes the temp folder.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # One model run at a time (concurrency_id "model"); a bounded queue for everyone else.
+    demo.queue(max_size=64, default_concurrency_limit=1)
+    demo.launch(
+        server_name=server_name, server_port=server_port, share=False,
+        max_file_size=os.environ.get("CLASSNDIFF_MAX_UPLOAD", "20mb"),
+        show_error=False, footer_links=["api"], run_history=False, ssr_mode=False,
+        mcp_server=False, pwa=False, enable_monitoring=False, prevent_thread_lock=True,
+    )
+    temp.start()
+    holder.start()  # after the server answers: importing torch takes seconds
+    demo.block_thread()
+
+
+if __name__ == "__main__":
+    main()

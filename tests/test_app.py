@@ -1,0 +1,332 @@
+"""The Gradio app (app.py): its view helpers, its start-up rules, its two API endpoints through
+gradio_client against a real server process, and a load test."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.app_server import ROOT, http_status, start_app, stop_app
+
+# The README's client example, verbatim but for the address (kept here so it is tested).
+README_CLIENT_EXAMPLE = """\
+from gradio_client import Client, handle_file
+client = Client("http://127.0.0.1:7860/")  # or the Space id, e.g. "user/class-n-diff"
+*_, details = client.predict(handle_file("lesion.jpg"), api_name="/diagnose")
+gallery, zip_path, info, settings = client.predict(dx="mel", num_images=2, api_name="/generate")
+print(details["prediction"], details["malignant"], zip_path)
+"""
+
+
+def load_app() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("classndiff_app", ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def app() -> ModuleType:
+    return load_app()
+
+
+def lesion_file(folder: Path, name: str | None = None) -> Path:
+    """A synthetic lesion image with a unique name (so we can look for it on the server)."""
+    from tests.conftest import make_lesion
+
+    path = folder / (name or f"probe_{uuid.uuid4().hex}.png")
+    Image.fromarray(make_lesion(np.random.default_rng(0), 4, size=96)).save(path)
+    return path
+
+
+def client_for(server):  # noqa: ANN001, ANN201
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False, download_files=True)
+
+
+# --------------------------------------------------------------------------- no server
+def test_importing_the_app_does_not_import_torch() -> None:
+    """What makes the cold start fast: the UI module never imports torch; the model thread
+    does, after the server answers."""
+    code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('a', "
+            f"{str(ROOT / 'app.py')!r}); m = importlib.util.module_from_spec(s); "
+            "s.loader.exec_module(m); print(sorted(k for k in ('torch', 'diffusers', 'timm') "
+            "if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_mirrored_vocabularies_match_the_package(app: ModuleType) -> None:
+    from classndiff.diffusion import SAMPLERS
+    from classndiff.saliency import CAM_METHODS
+
+    assert app.SAMPLERS == SAMPLERS
+    assert app.CAM_METHODS == CAM_METHODS
+    assert set(app.CAM_LABELS) == set(CAM_METHODS)
+
+
+def test_stamp_synthetic_upscales_and_marks_the_corner(app: ModuleType) -> None:
+    small = Image.new("RGB", (64, 64), (230, 200, 190))
+    big = app.stamp_synthetic(small)
+    assert big.size == (256, 256)
+    pixels = np.asarray(big).astype(int)
+    corner = pixels[-40:, :140]  # bottom-left: the dark label with white letters
+    assert (corner.sum(-1) < 250).mean() > 0.3
+    assert (corner.min(-1) > 200).any()
+    assert (pixels[:100, -100:] == (230, 200, 190)).all()  # the rest untouched
+
+
+def test_describe_skin_tone_handles_every_shape(app: ModuleType) -> None:
+    d = {"ita": 47.3, "bin": "light", "group": "lighter", "reliable": True}
+    assert app.describe_skin_tone(d) == "**lighter** · Del Bino: light · ITA 47°"
+    low = app.describe_skin_tone({**d, "reliable": False})
+    assert "low reliability" in low
+    assert app.describe_skin_tone(None) is None
+    assert app.describe_skin_tone(12.0) == "ITA 12°"
+    assert app.describe_skin_tone({"ita": None, "group": "unknown"}) == "**unknown**"
+
+
+def test_check_weights_source_names_the_problem(app: ModuleType, tmp_path: Path,
+                                                tiny_weights: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    assert app.check_weights_source(str(tiny_weights)) is None
+    assert app.check_weights_source("org/model@v1") is None  # the loader checks the Hub
+    assert "no config.json" in app.check_weights_source(str(tmp_path))
+    assert "no such folder" in app.check_weights_source("/no/such/weights")
+    monkeypatch.setenv("CLASSNDIFF_EMBEDDED", str(tmp_path))
+    assert "No model weights found" in app.check_weights_source(None)
+
+
+def test_app_without_weights_exits_with_a_clear_message(tmp_path: Path) -> None:
+    env = {**os.environ, "CLASSNDIFF_EMBEDDED": str(tmp_path), "GRADIO_SERVER_PORT": "1"}
+    env.pop("CLASSNDIFF_WEIGHTS", None)
+    out = subprocess.run([sys.executable, str(ROOT / "app.py")], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert out.returncode != 0
+    assert "No model weights found" in out.stderr
+    assert "CLASSNDIFF_WEIGHTS" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_model_card_from_config_and_from_file(app: ModuleType, tiny_pipe,  # noqa: ANN001
+                                              tmp_path: Path) -> None:
+    card = app.model_card(tiny_pipe)
+    for needed in ("Weights in use", tiny_pipe.source, "CC BY-NC 4.0", "2510.16887",
+                   "Tschandl", "not a medical device", "Limitations"):
+        assert needed in card, needed
+    folder = tmp_path / "weights"
+    shutil.copytree(tiny_pipe.weights_path, folder)
+    (folder / "metrics.json").write_text(json.dumps(
+        {"classification": {"accuracy": 0.812, "macro_auc": 0.9}, "split": "test"}))
+    tiny_pipe.weights_path, saved = folder, tiny_pipe.weights_path
+    try:
+        assert "| classification.accuracy | 0.812 |" in app.model_card(tiny_pipe)
+        (folder / "MODEL_CARD.md").write_text("---\nlicense: x\n---\n# The shipped card\n")
+        card = app.model_card(tiny_pipe)
+        assert "# The shipped card" in card and "license: x" not in card
+    finally:
+        tiny_pipe.weights_path = saved
+
+
+def test_model_events_share_one_concurrency_slot(app: ModuleType, tiny_weights: Path) -> None:
+    demo = app.build_demo(app.ModelHolder(str(tiny_weights)), app.TempFiles())
+    demo.queue(default_concurrency_limit=1)
+    fns = {fn.api_name: fn for fn in demo.fns.values()}
+    assert {"diagnose", "generate"} <= set(fns)
+    for name in ("diagnose", "generate", "redraw"):
+        assert fns[name].concurrency_id == "model", name
+    public = {n for n, fn in fns.items() if fn.api_visibility == "public"}
+    assert public == {"diagnose", "generate"}
+
+
+# --------------------------------------------------------------------------- real server
+def test_server_starts_fast_and_privately(app_server) -> None:  # noqa: ANN001
+    assert app_server.url.startswith("http://127.0.0.1:")
+    assert app_server.cold_start_s < 30, app_server.cold_start_s  # the bar (10 s): benchmark
+    with urllib.request.urlopen(app_server.url + "config", timeout=30) as response:  # noqa: S310
+        config = json.loads(response.read())
+    assert config["analytics_enabled"] is False
+    assert config["run_history"] is False
+    assert config["max_file_size"] == 20 * 2**20
+    assert config["enable_queue"] is True
+    assert "flag" not in json.dumps(config["components"]).lower()
+    assert app_server.temp_dirs(), "the app did not use its private temp folder"
+
+
+def test_diagnose_api(app_server, tmp_path: Path) -> None:  # noqa: ANN001
+    from gradio_client import handle_file
+
+    client = client_for(app_server)
+    image = lesion_file(tmp_path)
+    started = time.perf_counter()
+    probabilities, summary, overlay, details = client.predict(handle_file(str(image)),
+                                                              api_name="/diagnose")
+    assert time.perf_counter() - started < 30
+    assert len(probabilities["confidences"]) == 7
+    total = sum(c["confidence"] for c in probabilities["confidences"])
+    assert total == pytest.approx(1, abs=1e-4)
+    assert "not a medical device" in summary
+    assert "Malignant probability" in summary
+    assert ("Prediction:" in summary) == (details["prediction"] is not None)
+    assert 0 <= details["malignant"] <= 1
+    assert Path(overlay).is_file() and Image.open(overlay).size[0] >= 64
+    # Nothing uploaded is kept after the request.
+    leftovers = [p for d in app_server.temp_dirs() for p in d.rglob(image.name)]
+    assert not leftovers, leftovers
+    # Saliency settings are API arguments too.
+    _, summary2, _, _ = client.predict(handle_file(str(image)), "gradcam++", "malignant", 0.8,
+                                       api_name="/diagnose")
+    assert "not a medical device" in summary2
+
+
+def test_diagnose_api_rejects_a_non_image_clearly(app_server, tmp_path: Path) -> None:  # noqa: ANN001
+    from gradio_client import handle_file
+
+    client = client_for(app_server)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a lesion")
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(text)), api_name="/diagnose")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8)).save(tiny)
+    with pytest.raises(Exception, match="pixels"):
+        client.predict(handle_file(str(tiny)), api_name="/diagnose")
+
+
+def read_zip(path: str) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_generate_api_gallery_zip_and_reproducibility(app_server) -> None:  # noqa: ANN001
+    client = client_for(app_server)
+    kwargs = dict(dx="nv", skin_tone="brown", sex="any", num_images=2, sampler="ddim", steps=3,
+                  guidance_scale=1.5, seed=123, keep_only_agreeing=False, api_name="/generate")
+    gallery, zip_path, info, settings = client.predict(**kwargs)
+    assert len(gallery) == 2
+    for item in gallery:
+        assert "P(nv)" in item["caption"] and "seed" in item["caption"]
+        assert Image.open(item["image"]).size[0] >= 256  # upscaled for display
+    assert "seed **123**" in info and "not a medical device" in info
+    files = read_zip(zip_path)
+    assert sorted(files) == ["settings.json", "synthetic_00_seed123.png",
+                             "synthetic_01_seed124.png"]
+    sidecar = json.loads(files["settings.json"])
+    assert sidecar == settings
+    assert sidecar["seed"] == 123 and sidecar["dx"] == "nv" and sidecar["skin_tone"] == "brown"
+    assert sidecar["sex"] is None and sidecar["sampler"] == "ddim" and sidecar["steps"] == 3
+    assert sidecar["synthetic"] is True and len(sidecar["images"]) == 2
+    # The seed in the sidecar reproduces the batch exactly.
+    _, zip_again, _, _ = client.predict(**kwargs)
+    again = read_zip(zip_again)
+    assert again["synthetic_00_seed123.png"] == files["synthetic_00_seed123.png"]
+    # A blank seed is random, and shown.
+    _, _, _, random_settings = client.predict(**{**kwargs, "seed": None, "num_images": 1})
+    assert isinstance(random_settings["seed"], int)
+
+
+def test_generate_api_rejects_bad_settings_clearly(app_server) -> None:  # noqa: ANN001
+    client = client_for(app_server)
+    with pytest.raises(Exception, match="keep_only_agreeing needs a diagnosis"):
+        client.predict(dx="any", num_images=1, steps=2, keep_only_agreeing=True,
+                       api_name="/generate")
+    with pytest.raises(Exception, match="greater than maximum value"):  # the slider says so
+        client.predict(dx="mel", num_images=1000, steps=2, api_name="/generate")
+
+
+def test_readme_client_example_runs(app_server, tmp_path: Path,  # noqa: ANN001
+                                    monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    lesion_file(tmp_path, "lesion.jpg")
+    monkeypatch.chdir(tmp_path)
+    code = README_CLIENT_EXAMPLE.replace("http://127.0.0.1:7860/", app_server.url)
+    assert len(README_CLIENT_EXAMPLE.strip().splitlines()) == 5
+    exec(compile(code, "README client example", "exec"), {})  # noqa: S102 - our own snippet
+    printed = capsys.readouterr().out.split()
+    assert float(printed[-2]) >= 0 and printed[-1].endswith(".zip")
+
+
+@pytest.mark.slow
+def test_load_20_concurrent_clients(app_server, tmp_path: Path) -> None:  # noqa: ANN001
+    """20 clients at once, each a diagnose and a small generate: no errors, bounded time, and
+    the server still answers afterwards."""
+    from gradio_client import handle_file
+
+    image = lesion_file(tmp_path, "load.png")
+    errors: list[str] = []
+    durations: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(20, timeout=120)
+
+    def one_client(i: int) -> None:
+        try:
+            client = client_for(app_server)
+            barrier.wait()
+            started = time.perf_counter()
+            _, _, _, details = client.predict(handle_file(str(image)), api_name="/diagnose")
+            assert len(details["probabilities"]) == 7
+            gallery, _, _, _ = client.predict(dx="bcc", num_images=1, steps=2, seed=i,
+                                              api_name="/generate")
+            assert len(gallery) == 1
+            with lock:
+                durations.append(time.perf_counter() - started)
+        except Exception as error:  # noqa: BLE001 - collected and reported below
+            with lock:
+                errors.append(f"client {i}: {type(error).__name__}: {error}")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one_client, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    elapsed = time.perf_counter() - started
+    assert not any(t.is_alive() for t in threads), "clients still running after 180 s"
+    assert errors == []
+    assert len(durations) == 20
+    assert elapsed < 150, elapsed
+    assert http_status(app_server.url) == 200
+    _, summary, _, _ = client_for(app_server).predict(handle_file(str(image)),
+                                                      api_name="/diagnose")
+    assert "not a medical device" in summary
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_app_and_removes_its_temp_files(tiny_weights: Path,
+                                                          tmp_path: Path) -> None:
+    server = start_app(tiny_weights, tmp_path)
+    try:
+        assert server.temp_dirs()
+        assert http_status(server.url) == 200
+    finally:
+        code = stop_app(server.process)
+    assert code == 0, server.log_text()
+    assert server.temp_dirs() == [], "the private temp folder outlived the app"
+
+
+def test_generated_zip_images_are_plain_pngs(app_server) -> None:  # noqa: ANN001
+    client = client_for(app_server)
+    _, zip_path, _, settings = client.predict(dx="df", num_images=1, steps=2, seed=7,
+                                              api_name="/generate")
+    png = read_zip(zip_path)["synthetic_00_seed7.png"]
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.size[0] == settings["image_size"]
