@@ -54,19 +54,38 @@ def is_weights_dir(path: Path) -> bool:
     return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
 
 
+def hub_reachable(endpoint: str, timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to the Hub endpoint opens within `timeout` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def download(repo_id: str, revision: str | None = None) -> Path:
     """Fetch config + weights of a Hub repo into the huggingface_hub cache; returns the
     snapshot folder. HF_ENDPOINT is read at call time (so a stand-in server can be used)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
-    endpoint = os.environ.get("HF_ENDPOINT") or None
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    # huggingface_hub retries an unreachable server for ~25 s; a 2 s probe first means an
+    # offline app falls back at once (a cached snapshot is still used when there is one).
+    offline = constants.HF_HUB_OFFLINE or not hub_reachable(endpoint)
     folder = None
     for name in (CONFIG_NAME, WEIGHTS_NAME):
-        local = hf_hub_download(repo_id, name, revision=revision, endpoint=endpoint)
+        local = hf_hub_download(repo_id, name, revision=revision, endpoint=endpoint,
+                                local_files_only=offline)
         folder = Path(local).parent
     for name in ("MODEL_CARD.md", "README.md", "metrics.json"):  # optional extras
         try:
-            hf_hub_download(repo_id, name, revision=revision, endpoint=endpoint)
+            hf_hub_download(repo_id, name, revision=revision, endpoint=endpoint,
+                            local_files_only=offline)
         except Exception:  # noqa: BLE001 - an absent extra is fine
             pass
     assert folder is not None

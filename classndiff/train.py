@@ -81,7 +81,8 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
         self.step_kind = step_kind
         torch.manual_seed(t.seed + self.accelerator.process_index)
-        self.generator = torch.Generator().manual_seed(t.seed + 1000 * self.accelerator.process_index)
+        rank = self.accelerator.process_index
+        self.generator = torch.Generator().manual_seed(t.seed + 1000 * rank)
 
         m = config.model
         self.train_set = LesionDataset(t.data_dir, "train", image_size=m.pixel_size)

@@ -1,0 +1,135 @@
+"""Weights sources: a local folder, a Hub repo served by a stand-in server on 127.0.0.1 via
+HF_ENDPOINT (with a pinned revision), and the offline fallback to the embedded weights."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from classndiff import ClassNDiffPipeline
+from classndiff.hub import WeightsNotFoundError, resolve, split_revision
+
+COMMIT = "a" * 40
+
+
+def make_handler(files: dict[str, bytes], repo_id: str, revisions: set[str], seen: list[str]):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep pytest output clean
+            pass
+
+        def _lookup(self) -> bytes | None:
+            seen.append(f"{self.command} {self.path}")
+            prefix = f"/{repo_id}/resolve/"
+            if not self.path.startswith(prefix):
+                return None
+            revision, _, name = self.path[len(prefix):].partition("/")
+            if revision not in revisions:
+                return None
+            return files.get(name)
+
+        def _headers(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            body = self._lookup()
+            if body is None:
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.end_headers()
+                return
+            self._headers(body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            body = self._lookup()
+            if body is None:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self._headers(body)
+            self.wfile.write(body)
+
+    return Handler
+
+
+@pytest.fixture()
+def hub_server(tiny_weights: Path, tmp_path, monkeypatch):
+    files = {p.name: p.read_bytes() for p in tiny_weights.iterdir() if p.is_file()}
+    seen: list[str] = []
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), make_handler(files, "org/tiny", {"main", "v1", COMMIT}, seen))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    yield seen
+    server.shutdown()
+
+
+def test_split_revision():
+    assert split_revision("org/name@v1") == ("org/name", "v1")
+    assert split_revision("org/name") == ("org/name", None)
+
+
+def test_local_folder_loads(tiny_weights):
+    pipe = ClassNDiffPipeline.from_pretrained(tiny_weights, device="cpu")
+    assert "local folder" in pipe.source
+
+
+def test_a_folder_without_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="config.json"):
+        resolve(tmp_path)
+
+
+def test_hub_download_at_a_pinned_revision_via_the_stand_in_server(hub_server, tiny_weights):
+    pipe = ClassNDiffPipeline.from_pretrained("org/tiny@v1", device="cpu")
+    assert pipe.source == "Hugging Face Hub org/tiny@v1"
+    assert any("/org/tiny/resolve/v1/model.safetensors" in line for line in hub_server)
+    local = ClassNDiffPipeline.from_pretrained(tiny_weights, device="cpu")
+    import torch
+
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.equal(pipe.predict_proba(x), local.predict_proba(x))
+
+
+def test_unknown_revision_falls_back_to_embedded_with_a_warning(
+        hub_server, tiny_weights, monkeypatch, caplog):
+    monkeypatch.setenv("CLASSNDIFF_EMBEDDED", str(tiny_weights))
+    with caplog.at_level(logging.WARNING, logger="classndiff.hub"):
+        resolved = resolve("org/tiny@no-such-revision")
+    assert resolved.fell_back and resolved.path == tiny_weights
+    assert "embedded" in caplog.text
+
+
+def test_unreachable_hub_falls_back_offline(tiny_weights, monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("CLASSNDIFF_EMBEDDED", str(tiny_weights))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty"))
+    with caplog.at_level(logging.WARNING, logger="classndiff.hub"):
+        pipe = ClassNDiffPipeline.from_pretrained("org/absent", device="cpu")
+    assert "embedded default" in pipe.source and "not reachable" in pipe.source
+    assert "could not load org/absent" in caplog.text
+
+
+def test_offline_mode_falls_back(tiny_weights, monkeypatch, tmp_path):
+    monkeypatch.setenv("CLASSNDIFF_EMBEDDED", str(tiny_weights))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty"))
+    assert resolve("org/whatever").fell_back
+
+
+def test_no_fallback_raises(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(WeightsNotFoundError, match="could not get weights"):
+        resolve("org/absent", fallback=False)
