@@ -224,9 +224,17 @@ class TempFiles:
             pass
 
     def new_file(self, name: str) -> Path:
-        folder = self.root / "downloads" / uuid.uuid4().hex
+        folder = self.root / "outputs" / uuid.uuid4().hex
         folder.mkdir(parents=True)
         return folder / name
+
+    def save_png(self, image: Image.Image) -> str:
+        """An output image at a path of its own. (Gradio would store it by content hash and
+        rewrite that file in place when another request makes the same image — a download
+        of it in progress then breaks.)"""
+        path = self.new_file("image.png")
+        image.save(path, format="PNG")
+        return str(path)
 
 
 class UploadMemory:
@@ -532,7 +540,7 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
             overlay = overlay.resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.LANCZOS)
         probabilities = {dx_label(code): p for code, p in d.probabilities.items()}
         details = {**jsonable(d.to_dict()), "disclaimer": "research demo, not a medical device"}
-        return probabilities, diagnosis_markdown(d, caption), overlay, details
+        return probabilities, diagnosis_markdown(d, caption), temp.save_png(overlay), details
 
     def analyse(data: bytes, method: str, target: str, opacity: float,
                 progress: gr.Progress) -> tuple:
@@ -544,17 +552,38 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
 
     def read_image(key: str | None) -> bytes:
         """The upload's bytes: from disk the first time (then deleted), later from memory."""
-        if key and Path(key).is_file():
+        data = memory.get(key) if key else None  # uploads are stored by content hash
+        if data is None and key and Path(key).is_file():
             data = Path(key).read_bytes()
-            temp.discard_upload(key)  # nothing uploaded is kept on disk after the request
             memory.put(key, data)
+            temp.discard_upload(key)  # nothing uploaded is kept on disk after the request
             return data
-        data = memory.get(key) if key else None
         if data is None:
             raise gr.Error("Upload a dermoscopic image (JPEG, PNG, …) first." if not key else
                            "This upload has expired; please upload the image again.",
                            title="No image")
         return data
+
+    def validate(image: str | None, cam_method: str, cam_target: str, opacity: float,
+                 last: str | None) -> list:
+        """Checks the upload before the queue, so a bad file gets its message right on the
+        upload box (and a ValidationError through the API)."""
+        message = None
+        key = str(image) if image else last
+        if not key:
+            message = "Upload a dermoscopic image (JPEG, PNG, …) first."
+        elif memory.get(key) is not None:
+            pass  # read and checked before
+        elif Path(key).is_file():
+            try:
+                load_image(key, draft_size=DISPLAY_SIZE)  # JPEGs decode at a reduced scale
+            except ImageInputError as error:
+                message = str(error)
+                temp.discard_upload(key)  # not kept either
+        else:
+            message = "This upload has expired; please upload the image again."
+        return [gr.validate(message is None, message or ""), *(gr.validate(True, "")
+                                                              for _ in range(4))]
 
     def diagnose(image: str | None, cam_method: str = "gradcam", cam_target: str = PREDICTED,
                  opacity: float = 0.5, last: str | None = None,
@@ -616,7 +645,8 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                 caption = f"P({settings['dx']}) {percent(confidence)} · classifier {agree}"
             else:
                 caption = f"classifier: {predicted} {percent(confidence)}"
-            gallery.append((stamp_synthetic(image), f"{caption} · seed {image_seed}"))
+            gallery.append((temp.save_png(stamp_synthetic(image)),
+                            f"{caption} · seed {image_seed}"))
         sidecar = {
             **settings,
             "images": [
@@ -695,10 +725,11 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                     summary = gr.Markdown(EMPTY_SUMMARY, label="summary",
                                           elem_id="diagnose-summary")
                     with gr.Row():
+                        # No big heading: when the model abstains there is no top class.
                         probabilities = gr.Label(num_top_classes=7, label="Class probabilities",
-                                                 elem_id="probabilities")
+                                                 show_heading=False, elem_id="probabilities")
                         overlay = gr.Image(label="Saliency overlay",
-                                           type="pil", format="png", interactive=False,
+                                           type="filepath", format="png", interactive=False,
                                            elem_id="saliency", height=300)
                     with gr.Accordion("Details (JSON)", open=False):
                         details = gr.JSON(label="diagnose() result")
@@ -709,7 +740,8 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
             gr.on([upload.upload, diagnose_button.click], clear_results, None, outputs[:4],
                   queue=False, api_name="clear", api_visibility="private",
                   show_progress="hidden").then(
-                diagnose, inputs, outputs, api_name="diagnose", concurrency_id="model")
+                diagnose, inputs, outputs, api_name="diagnose", concurrency_id="model",
+                validator=validate)
             upload.clear(clear_results, None, outputs[:4], queue=False,
                          api_name="clear_upload", api_visibility="private")
             gr.on([cam_method.change, cam_target.change, opacity.release], redraw, inputs,

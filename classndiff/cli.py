@@ -1,5 +1,5 @@
-"""`classndiff` command: train, sample, classify, evaluate, export. Thin: every command is
-a few lines over the pipeline, the trainer or the evaluator."""
+"""`classndiff` command: train, sample, classify, evaluate, export, calibrate. Thin: every
+command is a few lines over the pipeline, the trainer or the evaluator."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["train.data_dir"] = str(args.data_dir)
     if args.max_steps:
         overrides["train.max_steps"] = args.max_steps
+    if args.time_budget:
+        overrides["train.time_budget_s"] = args.time_budget
     config = config.override(overrides)
     metrics = train(config, args.output_dir, resume=args.resume, step_kind=args.step_kind)
     print(json.dumps({"output_dir": str(args.output_dir), "validation": metrics}, indent=2))
@@ -84,6 +86,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 prediction = r["prediction"] or "abstain"
                 print(f"{r['image'][-40:]:40s} {prediction:>10s} {r['confidence']:6.3f} "
                       f"{r['malignant']:9.3f}")
+                if r.get("reason"):
+                    print(f"{'':40s} {r['reason']}")
         print("Research demo, not a medical device.")
     return 1 if failed and failed == len(args.images) else 0
 
@@ -102,6 +106,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_evaluator(args: argparse.Namespace) -> int:
+    from .evaluator import EvaluatorConfig, train_evaluator
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("backbone", args.backbone),
+                                   ("image_size", args.image_size), ("steps", args.steps),
+                                   ("batch_size", args.batch_size), ("seed", args.seed))
+                 if v is not None}
+    info = train_evaluator(args.output_dir, args.data_dir, EvaluatorConfig(**overrides),
+                           work_dir=args.work_dir, resume=args.resume, limit=args.limit)
+    print(json.dumps({"output_dir": str(args.output_dir), **info}, indent=2))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_folder
 
@@ -117,6 +134,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .trust import calibrate_folder
+
+    result = calibrate_folder(args.weights, args.data_dir, args.report, args.percentile,
+                              train_limit=args.train_limit, progress=True)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="classndiff",
@@ -129,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--max-steps", type=int)
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="stop after this long (the LR schedule decays to fit)")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -166,6 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="JSON path (default: WEIGHTS/metrics.json)")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("train-evaluator",
+                       help="train the independent evaluator (real training images only)")
+    p.add_argument("--output-dir", type=Path, default=Path("weights/evaluator"))
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps", type=int, help="a step budget instead of epochs")
+    p.add_argument("--backbone", help="timm model name (default resnet10t)")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--work-dir", type=Path,
+                   help="resumable checkpoints (default runs/<output name>-work)")
+    p.add_argument("--resume", action="store_true", help="continue from the work-dir checkpoint")
+    p.add_argument("--limit", type=int, help="first N images of each split (smoke tests)")
+    p.set_defaults(func=cmd_train_evaluator)
+
     p = sub.add_parser("export", help="a Hub-ready folder with a model card")
     p.add_argument("weights")
     p.add_argument("--output-dir", required=True, type=Path)
@@ -173,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push", action="store_true", help="upload to the Hub (only when asked)")
     p.add_argument("--public", action="store_true", help="with --push: a public repo")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("calibrate", help="fit the temperature and the abstention statistics "
+                                         "(rewrites the weights folder)")
+    p.add_argument("weights", help="a local weights folder (config.json + model.safetensors)")
+    p.add_argument("--data-dir", type=Path, help="HAM10000-layout folder (default: the config's)")
+    p.add_argument("--report", type=Path,
+                   help="folder for reliability_val.png + calibration.json (default: WEIGHTS)")
+    p.add_argument("--percentile", type=float, default=99.5,
+                   help="abstention thresholds: this percentile of validation scores")
+    p.add_argument("--train-limit", type=int, help="fit on the first N training images only")
+    p.set_defaults(func=cmd_calibrate)
     return parser
 
 

@@ -63,6 +63,8 @@ class TrainConfig:
     num_workers: int = 2
     seed: int = 0
     val_limit: int | None = None  # cap on validation images per evaluation (speed)
+    time_budget_s: float | None = None  # stop after this many seconds (the LR schedule follows)
+    export_dtype: str = "float32"  # dtype of exported weights: "float32" or "float16"
 
 
 @dataclass

@@ -111,19 +111,19 @@ class LesionDataset(Dataset):
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Light, label-preserving augmentation for dermoscopy: random flips and 90° turns,
-    drawn per image."""
+    drawn per image (on the CPU generator, applied batch-wise on the images' device)."""
     n = images.shape[0]
-    flips = torch.rand(n, 2, generator=generator) < 0.5
-    turns = torch.randint(0, 4, (n,), generator=generator)
-    out = []
-    for i in range(n):
-        x = images[i]
-        if flips[i, 0]:
-            x = x.flip(-1)
-        if flips[i, 1]:
-            x = x.flip(-2)
-        out.append(torch.rot90(x, int(turns[i]), dims=(-2, -1)))
-    return torch.stack(out)
+    flips = (torch.rand(n, 2, generator=generator) < 0.5).to(images.device)
+    turns = torch.randint(0, 4, (n,), generator=generator).to(images.device)
+    shape = (n,) + (1,) * (images.ndim - 1)
+    out = torch.where(flips[:, 0].view(shape), images.flip(-1), images)
+    out = torch.where(flips[:, 1].view(shape), out.flip(-2), out)
+    if images.shape[-1] != images.shape[-2]:  # 90° turns only keep square images' shape
+        return out
+    turned = out
+    for k in (1, 2, 3):
+        turned = torch.where((turns == k).view(shape), torch.rot90(out, k, dims=(-2, -1)), turned)
+    return turned
 
 
 @torch.no_grad()

@@ -133,12 +133,19 @@ def save_pretrained(
     config: ClassNDiffConfig,
     directory: str | Path,
     extra_tensors: dict[str, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write `config.json` and `model.safetensors` (the model's state plus any extra
-    tensors, e.g. abstention statistics under `trust.*`)."""
+    tensors, e.g. abstention statistics under `trust.*`). `dtype` (e.g. float16, to halve
+    the shipped size) applies to floating-point weights; loading casts back to float32."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value.contiguous()
     for key, value in (extra_tensors or {}).items():
         tensors[key] = value.detach().cpu().contiguous()
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})

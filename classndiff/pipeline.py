@@ -21,9 +21,12 @@ from . import __version__
 from .config import ClassNDiffConfig
 from .diffusion import SAMPLERS, make_scheduler, sample
 from .hub import ResolvedWeights, load_pretrained, load_vae, resolve, save_pretrained
-from .inputs import ImageInputError, load_image, to_model_tensor, to_pil
+from .inputs import ImageInputError, center_square, load_image, to_model_tensor, to_pil
 from .labels import DX_CODES, SEXES, TONE_GROUPS, encode_dx, encode_sex, encode_tone, malignant_mask
 from .model import ClassNDiff
+from .saliency import Saliency, SaliencyExplainer, make_target, normalize_method
+from .skintone import estimate_skin_tone
+from .trust import OODDetector, blank_reason, image_statistics, logits_and_features
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +43,19 @@ class Diagnosis:
     confidence: float  # probability of the top class
     reason: str | None = None  # why it abstained, in words
     calibrated: bool = False  # whether probabilities are temperature-scaled
-    saliency: Any = None  # filled by the saliency step when asked for
-    skin_tone: Any = None  # filled by the skin-tone step
+    saliency: Saliency | None = None  # map + overlay, method, target (when asked for)
+    skin_tone: dict[str, Any] | None = None  # ita, bin, group, reliable (see skintone.py)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("saliency", None)
+        """JSON-ready: the saliency map and overlay are left out, their settings kept."""
+        saliency = self.saliency
+        self.saliency = None
+        try:
+            out = asdict(self)
+        finally:
+            self.saliency = saliency
+        out["saliency"] = saliency.to_dict() if saliency is not None else None
         return out
 
 
@@ -85,6 +94,8 @@ class ClassNDiffPipeline:
         self.source = source
         self.extras = extras or {}
         self._malignant = torch.tensor(malignant_mask())
+        self._explainer: SaliencyExplainer | None = None
+        self._trust: OODDetector | None | bool = False  # False: not looked up yet
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -145,22 +156,98 @@ class ClassNDiffPipeline:
 
     def load(self, image: Any) -> torch.Tensor:
         """Any upload → (1, 3, S, S) tensor in [-1, 1] at the data's pixel size."""
-        return to_model_tensor(load_image(image), self.config.model.pixel_size)
+        size = self.config.model.pixel_size
+        return to_model_tensor(load_image(image, draft_size=2 * size), size)
+
+    @property
+    def explainer(self) -> SaliencyExplainer:
+        """CAMs over the classifier, built once (the target layer is found on first use)."""
+        if self._explainer is None:
+            self._explainer = SaliencyExplainer(self.model.classifier)
+        return self._explainer
+
+    @property
+    def trust(self) -> OODDetector | None:
+        """The abstention detector stored with the weights (`classndiff calibrate`), or None."""
+        if self._trust is False:
+            self._trust = OODDetector.from_pretrained(self.extras, self.config.extra)
+        return self._trust
 
     # ------------------------------------------------------------------ diagnose
-    def diagnose(self, image: Any) -> Diagnosis:
+    def diagnose(
+        self,
+        image: Any,
+        saliency: bool = False,
+        cam_method: str = "gradcam",
+        cam_target: str | int | None = None,
+        opacity: float = 0.5,
+        colormap: str = "jet",
+        skin_tone: bool = True,
+        abstain: bool = True,
+    ) -> Diagnosis:
         """Classify one dermoscopic image (PIL image, path, bytes or array).
 
-        Raises ImageInputError (a ValueError) with a readable message for unusable input."""
-        pixels = self.load(image)
-        probs = self.predict_proba(pixels)[0]
+        saliency: also compute a CAM (`cam_method`: gradcam, gradcam++, hirescam, eigencam,
+            scorecam) for `cam_target` (None = the predicted class, a dx code, or
+            "malignant"), with an overlay of the given `opacity` and matplotlib `colormap`.
+        skin_tone: estimate the ITA skin tone of the skin around the lesion.
+        abstain: when the weights carry abstention statistics and the image does not look
+            like a dermoscopic lesion, return `prediction=None` with the `reason` in words
+            (False: predict anyway, and keep the reason in `extras["warning"]`).
+
+        Raises ImageInputError (a ValueError) with a readable message for unusable input,
+        ClassNDiffArgumentError for a bad argument."""
+        if saliency:  # check arguments before any work
+            try:
+                cam_method = normalize_method(cam_method)
+                make_target(cam_target, 0)
+                if not isinstance(opacity, (int, float)) or not 0 <= opacity <= 1:
+                    raise ValueError(f"opacity must be between 0 and 1, got {opacity!r}")
+                import matplotlib
+
+                if colormap not in matplotlib.colormaps:
+                    raise ValueError(f"unknown matplotlib colormap {colormap!r}")
+            except ValueError as error:
+                raise ClassNDiffArgumentError(str(error)) from None
+        size = self.config.model.pixel_size
+        upload = center_square(load_image(image, draft_size=2 * size), size)
+        pixels = to_model_tensor(upload, size)
+        model_input = self._to_model_space(pixels.to(self.device))
+        with torch.no_grad():
+            logits, features = logits_and_features(self.model.classifier, model_input)
+        probs = torch.softmax(logits / self.temperature, dim=1).cpu()[0]
         top = int(probs.argmax())
+        extras: dict[str, Any] = {}
+
+        reason = blank_reason(pixels)
+        if reason is None and self.trust is not None:
+            check = self.trust.check(features, image_statistics(pixels))[0]
+            extras["ood"] = {k: check[k] for k in ("feature_score", "stats_score")}
+            reason = check["reason"]
+        abstained = abstain and reason is not None
+        if reason is not None and not abstained:
+            extras["warning"], reason = reason, None
+
+        tone = estimate_skin_tone(upload) if skin_tone and not abstained else None
+        cam = None
+        if saliency and not abstained:
+            cam = self.explainer(model_input, target=cam_target, method=cam_method,
+                                 predicted=top, image=upload, opacity=opacity,
+                                 colormap=colormap)
+            if cam.map.shape != (size, size):  # latent space: the map is at latent resolution
+                cam.map = torch.nn.functional.interpolate(
+                    torch.from_numpy(cam.map)[None, None], size=(size, size), mode="bilinear",
+                    align_corners=False)[0, 0].numpy()
         return Diagnosis(
             probabilities={code: float(p) for code, p in zip(DX_CODES, probs)},
             malignant=float(probs[self._malignant].sum()),
-            prediction=DX_CODES[top],
+            prediction=None if abstained else DX_CODES[top],
             confidence=float(probs[top]),
+            reason=reason,
             calibrated=self.calibrated,
+            saliency=cam,
+            skin_tone=tone,
+            extras=extras,
         )
 
     # ------------------------------------------------------------------ generate
@@ -189,7 +276,8 @@ class ClassNDiffPipeline:
             raise ClassNDiffArgumentError(
                 f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
         num_images = _check_int("num_images", num_images, 1, s.max_images)
-        steps = _check_int("steps", steps, 1, min(s.max_steps, self.config.model.num_train_timesteps))
+        max_steps = min(s.max_steps, self.config.model.num_train_timesteps)
+        steps = _check_int("steps", steps, 1, max_steps)
         if not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale <= 20:
             raise ClassNDiffArgumentError(
                 f"guidance_scale must be a number between 0 and 20, got {guidance_scale!r}")

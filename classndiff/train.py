@@ -43,11 +43,12 @@ def build_optimizer(model: ClassNDiff, config: ClassNDiffConfig) -> torch.optim.
     )
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up, then cosine decay to 10 %."""
+def lr_factor(step: int, warmup: int, total: int, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10 %. With a time budget, the decay follows
+    whichever runs out first: steps or seconds."""
     if step < warmup:
         return (step + 1) / max(1, warmup)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -97,6 +98,11 @@ class Trainer:
                                               cache / "val.safetensors")
             del vae
         self.sample_weights = self.train_set.sample_weights(t.balance_power)
+        self.train_images = self.train_set.images
+        if self.latents is None and self.accelerator.device.type == "cuda":
+            # A few hundred MB of uint8 pixels: keep them on the GPU, so a step never waits
+            # on host-side indexing and copies.
+            self.train_images = self.train_images.to(self.accelerator.device)
 
         model = ClassNDiff(m, cond_drop_prob=t.cond_drop_prob)
         optimizer = build_optimizer(model, config)
@@ -125,10 +131,10 @@ class Trainer:
                 x = augment(x, self.generator)
             x = x.to(device)
             return Batch(x, x, *labels)
-        images = self.train_set.images[idx].float() / 127.5 - 1
+        images = self.train_images[idx.to(self.train_images.device)].to(device)
+        images = images.float() / 127.5 - 1
         if t.augment:
             images = augment(images, self.generator)
-        images = images.to(device)
         return Batch(denoiser_input(images, m), images, *labels)
 
     # ---------------------------------------------------------------- checkpoints
@@ -187,7 +193,8 @@ class Trainer:
         directory = directory or self.output_dir
         config = ClassNDiffConfig.from_dict(self.config.to_dict())
         config.extra["training"] = {"step": self.step, "step_kind": self.step_kind}
-        return save_pretrained(self.ema.module, config, directory)
+        dtype = getattr(torch, self.config.train.export_dtype)
+        return save_pretrained(self.ema.module, config, directory, dtype=dtype)
 
     # ---------------------------------------------------------------- loop
     def train(self, max_steps: int | None = None) -> dict[str, float]:
@@ -212,8 +219,14 @@ class Trainer:
         last_val: dict[str, float] = {}
         progress = tqdm(total=max_steps, initial=self.step, desc="train",
                         disable=not self.accelerator.is_main_process, mininterval=5)
+        budget = t.time_budget_s
         while self.step < max_steps:
-            factor = lr_factor(self.step, t.warmup_steps, max_steps)
+            elapsed = time.perf_counter() - started
+            if budget and elapsed >= budget:
+                logger.info("time budget of %.0f s reached at step %d", budget, self.step)
+                break
+            factor = lr_factor(self.step, t.warmup_steps, max_steps,
+                               elapsed / budget if budget else 0.0)
             for group, base in zip(self.optimizer.param_groups,
                                    (t.learning_rate, t.classifier_learning_rate)):
                 group["lr"] = base * factor
@@ -232,7 +245,8 @@ class Trainer:
             for key in ("loss", "mse", "cls_real", "cls_x0"):
                 running.setdefault(key, []).append(float(out[key].detach()))
             row = None
-            if self.step % t.log_every == 0 or self.step == max_steps:
+            if self.step % t.log_every == 0 or self.step == max_steps or (
+                    budget and time.perf_counter() - started >= budget):
                 now = time.perf_counter()
                 row = {k: round(float(np.mean(v)), 5) for k, v in running.items()}
                 row.update(
@@ -246,7 +260,9 @@ class Trainer:
                 )
                 running, last_log, last_log_step = {}, now, self.step
                 progress.set_postfix(loss=row["loss"], mse=row["mse"], cls=row["cls_real"])
-            if self.step % t.eval_every == 0 or self.step == max_steps:
+            out_of_time = bool(budget) and time.perf_counter() - started >= budget
+            last_step = self.step == max_steps or out_of_time
+            if self.step % t.eval_every == 0 or last_step:
                 last_val = self.validate()
                 self.model.train()
                 row = row or {"step": self.step}
@@ -261,7 +277,7 @@ class Trainer:
             if row is not None and self.accelerator.is_main_process:
                 writer.writerow(row)
                 log_file.flush()
-            if self.step % t.checkpoint_every == 0 or self.step == max_steps:
+            if self.step % t.checkpoint_every == 0 or last_step:
                 self.save_checkpoint()
         progress.close()
         log_file.close()

@@ -206,6 +206,8 @@ def test_diagnose_api_rejects_a_non_image_clearly(app_server, tmp_path: Path) ->
     text.write_text("not a lesion")
     with pytest.raises(Exception, match="not an image"):
         client.predict(handle_file(str(text)), api_name="/diagnose")
+    leftovers = [p for d in app_server.temp_dirs() for p in d.rglob("notes.txt")]
+    assert not leftovers, leftovers
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (8, 8)).save(tiny)
     with pytest.raises(Exception, match="pixels"):
@@ -291,7 +293,7 @@ def test_load_20_concurrent_clients(app_server, tmp_path: Path) -> None:  # noqa
                 durations.append(time.perf_counter() - started)
         except Exception as error:  # noqa: BLE001 - collected and reported below
             with lock:
-                errors.append(f"client {i}: {type(error).__name__}: {error}")
+                errors.append(f"client {i}: {type(error).__name__}: {error!r}")
 
     started = time.perf_counter()
     threads = [threading.Thread(target=one_client, args=(i,)) for i in range(20)]

@@ -1,0 +1,411 @@
+"""Where the classifier looked: pytorch-grad-cam over the model's timm backbone.
+
+    explainer = SaliencyExplainer(pipe.model.classifier)
+    s = explainer(pixels, target="malignant", method="gradcam++")   # s.map: (H, W) in [0, 1]
+    s.overlay                                                         # PIL image
+
+The CAM objects are built once per method and cached: their hooks record only inside a CAM
+call (plain classification pays nothing), and the gradient stops at the target layer, so a
+Grad-CAM costs about one forward pass.
+
+`python -m classndiff.saliency WEIGHTS` measures the share of CAM energy inside the expert
+lesion masks of the HAM10000 test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from .labels import DX_CODES, MALIGNANT_DX
+
+CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "eigencam", "scorecam")
+_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
+
+
+def normalize_method(method: str) -> str:
+    """"Grad-CAM++", "gradcam_pp", "HiResCAM"... → a key of CAM_METHODS."""
+    key = str(method).lower().replace("-", "").replace("_", "").replace(" ", "")
+    key = _ALIASES.get(key, key)
+    if key not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {method!r}: choose one of {', '.join(CAM_METHODS)}")
+    return key
+
+
+class MalignantTarget:
+    """CAM target for "malignant": the log-odds log P(mel|bcc|akiec) − log P(benign).
+
+    The sum of the three malignant logits would change with a shift common to all logits and
+    the sum of their probabilities saturates; the log-odds does neither."""
+
+    def __init__(self, malignant: Sequence[int] | None = None):
+        malignant = malignant or [DX_CODES.index(c) for c in MALIGNANT_DX]
+        self.malignant = list(malignant)
+        self.benign = [i for i in range(len(DX_CODES)) if i not in self.malignant]
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return (torch.logsumexp(output[..., self.malignant], dim=-1)
+                - torch.logsumexp(output[..., self.benign], dim=-1))
+
+
+class ClassTarget:
+    """CAM target for one class: its logit (pytorch-grad-cam's ClassifierOutputTarget)."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return output[..., self.index]
+
+
+def make_target(target: str | int | None, predicted: int) -> tuple[Callable, str]:
+    """None → the predicted class; a dx code or index → that class; "malignant" → log-odds."""
+    if target is None or target in ("", "predicted", "prediction"):
+        return ClassTarget(predicted), DX_CODES[predicted]
+    if isinstance(target, str) and target.lower() == "malignant":
+        return MalignantTarget(), "malignant"
+    if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < len(DX_CODES):
+        return ClassTarget(target), DX_CODES[target]
+    if isinstance(target, str) and target.lower() in DX_CODES:
+        return ClassTarget(DX_CODES.index(target.lower())), target.lower()
+    raise ValueError(f"unknown CAM target {target!r}: use None (the predicted class), "
+                     f"'malignant', or one of {', '.join(DX_CODES)}")
+
+
+def find_target_layer(backbone: nn.Module, in_chans: int = 3) -> tuple[str, nn.Module]:
+    """The backbone's last spatial feature map: the last top-level child (Identity aside)
+    whose output is (N, C, H, W) when `forward_features` runs — `layer4` for ResNets,
+    `bn2` (after conv_head) for EfficientNets, `stages` for ConvNeXts. Found by probing
+    the backbone once rather than from a table of names, so any timm CNN works."""
+    order: list[str] = []
+    hooks = []
+    for name, child in backbone.named_children():
+        if isinstance(child, nn.Identity):
+            continue
+
+        def record(_module, _inputs, output, name=name):  # noqa: ANN001, ANN202
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                order.append(name)
+
+        hooks.append(child.register_forward_hook(record))
+    try:
+        was_training = backbone.training
+        backbone.eval()
+        device = next(backbone.parameters()).device
+        with torch.no_grad():
+            backbone.forward_features(torch.zeros(1, in_chans, 64, 64, device=device))
+        backbone.train(was_training)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if order:
+        return order[-1], backbone.get_submodule(order[-1])
+    info = getattr(backbone, "feature_info", None)  # timm's own list of stages
+    if info:
+        name = info[-1]["module"]
+        return name, backbone.get_submodule(name)
+    raise ValueError(f"no spatial feature map found in {type(backbone).__name__} for a CAM")
+
+
+def _cam_classes() -> dict[str, type]:
+    """pytorch-grad-cam classes (imported lazily: it pulls in matplotlib and torchvision)."""
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM
+    from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
+
+    class Recorder(ActivationsAndGradients):
+        """Records only inside a CAM call, and makes the target layer's output a leaf so
+        the backward pass stops there (the CAM needs d target / d activations, nothing
+        below them)."""
+
+        def __init__(self, model, target_layers, reshape_transform, detach=True):  # noqa: ANN001
+            self.model = model
+            self.gradients, self.activations = [], []
+            self.reshape_transform = reshape_transform
+            self.detach = detach
+            self.recording = False
+            self.handles = [layer.register_forward_hook(self.save) for layer in target_layers]
+
+        def save(self, module, inputs, output):  # noqa: ANN001, ANN201
+            if not self.recording:
+                return None
+            if torch.is_grad_enabled():
+                output = output.detach().requires_grad_(True)
+                output.register_hook(self.store_grad)
+            self.activations.append(output.detach().cpu())
+            return output
+
+        def store_grad(self, grad: torch.Tensor) -> None:
+            self.gradients = [grad.detach().cpu(), *self.gradients]
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            self.gradients, self.activations = [], []
+            self.recording = True
+            try:
+                return self.model(x)
+            finally:
+                self.recording = False
+
+    class QuietScoreCAM(ScoreCAM):
+        """Score-CAM without its per-call progress bar, in bigger batches."""
+
+        batch_size = 64
+
+        def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):  # noqa: ANN001, ANN201
+            with torch.no_grad():
+                maps = torch.from_numpy(activations).to(self.device)
+                maps = nn.functional.interpolate(maps, size=input_tensor.shape[-2:],
+                                                 mode="bilinear", align_corners=True)
+                flat = maps.flatten(2)
+                lo, hi = flat.min(-1)[0][..., None, None], flat.max(-1)[0][..., None, None]
+                maps = (maps - lo) / (hi - lo + 1e-8)
+                weights = []
+                for target, x, m, flat_range in zip(targets, input_tensor, maps, hi - lo):
+                    # Channels that are flat (often most, after a ReLU) all mask the image
+                    # to zero: score that input once instead of once per channel.
+                    live = flat_range.flatten() > 1e-6
+                    masked = x[None] * m[live][:, None]
+                    scores = torch.empty(len(m), device=x.device)
+                    if live.any():
+                        scores[live] = torch.cat([
+                            target(self.model(masked[i : i + self.batch_size])).float()
+                            for i in range(0, len(masked), self.batch_size)])
+                    if not live.all():
+                        scores[~live] = target(self.model(torch.zeros_like(x[None]))).float()
+                    weights.append(torch.softmax(scores, dim=-1))
+                return torch.stack(weights).cpu().numpy()
+
+    def cached(kind: type) -> type:
+        class Cached(kind):
+            def __init__(self, model, target_layers, **kwargs):  # noqa: ANN001
+                super().__init__(model, target_layers, **kwargs)
+                self.activations_and_grads.release()  # swap the library's always-on hooks
+                self.activations_and_grads = Recorder(model, target_layers, None)
+
+        Cached.__name__ = kind.__name__
+        return Cached
+
+    return {
+        "gradcam": cached(GradCAM),
+        "gradcam++": cached(GradCAMPlusPlus),
+        "hirescam": cached(HiResCAM),
+        "eigencam": cached(EigenCAM),
+        "scorecam": cached(QuietScoreCAM),
+    }
+
+
+@dataclass
+class Saliency:
+    map: np.ndarray  # (H, W) float32 in [0, 1], at the model input's resolution
+    overlay: Image.Image | None  # the map blended over the image
+    method: str  # a key of CAM_METHODS
+    target: str  # a dx code, or "malignant"
+    layer: str  # the backbone layer the CAM was taken at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "target": self.target, "layer": self.layer}
+
+
+def overlay_map(
+    image: Image.Image | np.ndarray,
+    cam: np.ndarray,
+    opacity: float = 0.5,
+    colormap: str = "jet",
+) -> Image.Image:
+    """Blend a [0, 1] map over an RGB image: `opacity` 0 shows the image, 1 the heat map;
+    `colormap` is any matplotlib colormap name."""
+    import matplotlib
+
+    if not isinstance(opacity, (int, float)) or not 0 <= opacity <= 1:
+        raise ValueError(f"opacity must be between 0 and 1, got {opacity!r}")
+    try:
+        cmap = matplotlib.colormaps[colormap]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown matplotlib colormap {colormap!r}") from None
+    base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image,
+                      dtype=np.float32)
+    if base.shape[:2] != cam.shape:
+        resized = Image.fromarray(np.uint8(np.clip(cam, 0, 1) * 255)).resize(
+            (base.shape[1], base.shape[0]), Image.Resampling.BILINEAR)
+        cam = np.asarray(resized, dtype=np.float32) / 255
+    heat = cmap(np.clip(cam, 0, 1))[..., :3] * 255
+    out = (1 - opacity) * base + opacity * heat
+    return Image.fromarray(np.uint8(np.clip(out, 0, 255).round()))
+
+
+class SaliencyExplainer:
+    """CAMs for a LesionClassifier (it takes pixels in [-1, 1], so maps come out at the
+    resolution of the pixels given). One instance per model; CAM objects are cached."""
+
+    def __init__(self, classifier: nn.Module, layer: str | None = None):
+        self.classifier = classifier
+        backbone = classifier.backbone
+        if layer is None:
+            in_chans = getattr(backbone, "in_chans", None) or 3
+            self.layer_name, self.layer = find_target_layer(backbone, in_chans)
+        else:
+            self.layer_name, self.layer = layer, backbone.get_submodule(layer)
+        self._cams: dict[str, Any] = {}
+
+    def cam(self, method: str = "gradcam") -> Any:
+        method = normalize_method(method)
+        if method not in self._cams:
+            self._cams[method] = _cam_classes()[method](self.classifier, [self.layer])
+        return self._cams[method]
+
+    def maps(
+        self,
+        pixels: torch.Tensor,
+        targets: Sequence[Callable] | None = None,
+        method: str = "gradcam",
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """(N, 3, H, W) pixels in [-1, 1] → ((N, H, W) maps in [0, 1], logits (N, 7)).
+        `targets` None means each image's predicted class."""
+        cam = self.cam(method)
+        was_training = self.classifier.training
+        self.classifier.eval()
+        try:
+            with torch.enable_grad():
+                grayscale = cam(input_tensor=pixels, targets=list(targets) if targets else None)
+            logits = cam.outputs.detach().float()
+        finally:
+            self.classifier.train(was_training)
+            self.classifier.zero_grad(set_to_none=True)
+        return grayscale.astype(np.float32), logits
+
+    def __call__(
+        self,
+        pixels: torch.Tensor,
+        target: str | int | None = None,
+        method: str = "gradcam",
+        predicted: int | None = None,
+        image: Image.Image | None = None,
+        opacity: float = 0.5,
+        colormap: str = "jet",
+    ) -> Saliency:
+        """One image (1, 3, H, W) → a Saliency. `predicted` (if known) saves a forward pass
+        when the target is the predicted class."""
+        method = normalize_method(method)
+        if predicted is None:
+            with torch.no_grad():
+                predicted = int(self.classifier(pixels).argmax(1)[0])
+        target_fn, target_name = make_target(target, predicted)
+        grayscale, _ = self.maps(pixels, [target_fn], method)
+        cam = grayscale[0]
+        if image is None:
+            array = ((pixels[0].detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round()
+            image = Image.fromarray(array.byte().permute(1, 2, 0).numpy())
+        overlay = overlay_map(image, cam, opacity, colormap)
+        return Saliency(cam, overlay, method, target_name, self.layer_name)
+
+
+def mask_energy(cam: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the map's total energy that falls inside the mask (1 = all inside)."""
+    total = float(cam.sum())
+    return float(cam[mask].sum() / total) if total > 0 else float("nan")
+
+
+# ------------------------------------------------------------------ measurement (CLI)
+def measure_mask_energy(
+    pipe: Any,
+    data_dir: str | Path | None = None,
+    split: str = "test",
+    method: str = "gradcam",
+    target: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Mean share of CAM energy inside the expert lesion masks (masks/<image_id>.png),
+    next to what a uniform map would score (the mean mask area) for reference."""
+    from .data import LesionDataset, default_data_dir
+
+    root = Path(data_dir) if data_dir else default_data_dir()
+    data = LesionDataset(root, split, image_size=pipe.config.model.pixel_size, limit=limit)
+    explainer = pipe.explainer
+    size = pipe.config.model.pixel_size
+    energies, areas, by_dx = [], [], {}
+    for start in range(0, len(data), batch_size):
+        index = range(start, min(start + batch_size, len(data)))
+        pixels = torch.stack([data[i]["image"] for i in index]).to(pipe.device)
+        with torch.no_grad():
+            predicted = pipe.model.classify(pixels).argmax(1).tolist()
+        targets = [make_target(target, p)[0] for p in predicted]
+        cams, _ = explainer.maps(pixels, targets, method)
+        for i, cam in zip(index, cams):
+            with Image.open(root / "masks" / f"{data.image_ids[i]}.png") as m:
+                mask = np.asarray(m.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 0
+            energy = mask_energy(cam, mask)
+            energies.append(energy)
+            areas.append(float(mask.mean()))
+            by_dx.setdefault(data.rows[i]["dx"], []).append(energy)
+    energies_a = np.array(energies)
+    return {
+        "split": split, "method": method, "target": target or "predicted",
+        "layer": explainer.layer_name, "n": len(energies),
+        "mean_energy_in_mask": float(np.nanmean(energies_a)),
+        "median_energy_in_mask": float(np.nanmedian(energies_a)),
+        "share_of_images_over_0.5": float(np.nanmean(energies_a > 0.5)),
+        "uniform_map_baseline": float(np.mean(areas)),
+        "per_dx": {dx: round(float(np.nanmean(v)), 4) for dx, v in sorted(by_dx.items())},
+    }
+
+
+def measure_latency(pipe: Any, repeats: int = 50, method: str = "gradcam") -> dict[str, float]:
+    """diagnose(saliency=True) on one 128-px image, wall-clock ms (p50, p90)."""
+    rng = np.random.default_rng(0)
+    size = pipe.config.model.pixel_size
+    yy, xx = np.mgrid[:size, :size]
+    image = np.ones((size, size, 3)) * np.array([205, 160, 140])
+    image[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2] = (110, 70, 50)
+    image = Image.fromarray(np.clip(image + rng.normal(0, 5, image.shape), 0, 255).astype(np.uint8))
+    for _ in range(3):  # warm-up: CAM objects built, allocator warm
+        pipe.diagnose(image, saliency=True, cam_method=method)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pipe.diagnose(image, saliency=True, cam_method=method)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90)),
+            "threads": torch.get_num_threads(), "repeats": repeats, "method": method}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m classndiff.saliency",
+        description="Share of CAM energy inside the expert lesion masks; diagnose latency.")
+    parser.add_argument("weights", nargs="?", default=None)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--method", default="gradcam", choices=CAM_METHODS)
+    parser.add_argument("--target", default=None, help="None (predicted), 'malignant' or a dx")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--latency", action="store_true",
+                        help="also time diagnose(saliency=True) at the model's pixel size")
+    parser.add_argument("--threads", type=int, help="torch threads (the speed bar uses 2)")
+    args = parser.parse_args(argv)
+    from .pipeline import ClassNDiffPipeline
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = ClassNDiffPipeline.from_pretrained(args.weights, device="cpu", fallback=False)
+    result: dict[str, Any] = {"weights": pipe.source}
+    if args.latency:
+        result["latency"] = measure_latency(pipe, method=args.method)
+    else:
+        result["mask_energy"] = measure_mask_energy(pipe, args.data_dir, args.split, args.method,
+                                                    args.target, args.limit)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

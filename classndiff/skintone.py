@@ -1,0 +1,140 @@
+"""Skin tone of an upload: the Individual Typology Angle (ITA) of the skin around the lesion.
+
+The same recipe as the training data's `ita` column (see the data README), so the groups mean
+the same thing: CIELAB via `skimage.color.rgb2lab`; lesion, hair (black-hat on L*), dark
+dermatoscope rim (L* < 20) and specular highlights (L* > 97) removed; per-pixel
+ITA = atan((L* − 50) / b*)·180/π with b* clipped to a tiny positive value; the median over the
+skin pixels; an outer border ring when too few skin pixels are left. One difference: there is
+no expert mask at inference, so the lesion is segmented here (Otsu on L*, the dark blob
+nearest the centre), unless a mask is given.
+
+ITA from dermoscopy is a proxy of imaging appearance (lighting, white balance, redness), not
+a measurement of the patient's skin; `reliable` is False when the skin has a grey, blue or
+magenta cast (median b* ≤ 0), where ITA reflects only lightness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+# Del Bino et al. bins, upper bound included: (lower bound, name), lightest first.
+ITA_BINS: tuple[tuple[float, str], ...] = (
+    (55.0, "very_light"), (41.0, "light"), (28.0, "intermediate"), (10.0, "tan"),
+    (-30.0, "brown"), (-np.inf, "dark"),
+)
+TONE_GROUP_OF_BIN: dict[str, str] = {
+    "very_light": "lighter", "light": "lighter",
+    "intermediate": "brown", "tan": "brown",
+    "brown": "darker", "dark": "darker",
+}
+REFERENCE_SIDE = 150  # the data's ITA was computed on 200×150 images: scale kernels to it
+
+
+def ita_bin(ita: float) -> str:
+    """Del Bino bin of an ITA in degrees (e.g. 60 → very_light, 30 → intermediate)."""
+    for lower, name in ITA_BINS:
+        if ita > lower:
+            return name
+    return "dark"
+
+
+def tone_group(bin_name: str) -> str:
+    """Del Bino bin → the coarse lighter / brown / darker group the model is conditioned on."""
+    return TONE_GROUP_OF_BIN.get(bin_name, "unknown")
+
+
+def segment_lesion(lightness: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """A lesion mask without an expert: Otsu on smoothed L*, then the dark blob that is
+    large and near the centre (dermoscopy centres the lesion), holes filled."""
+    from scipy import ndimage
+    from skimage.filters import gaussian, threshold_otsu
+
+    h, w = lightness.shape
+    scale = min(h, w) / REFERENCE_SIDE
+    smooth = gaussian(lightness, sigma=max(1.0, 1.5 * scale), preserve_range=True)
+    valid = np.ones_like(lightness, bool) if valid is None else valid
+    values = smooth[valid]
+    if values.size < 16 or values.max() - values.min() < 1.0:
+        return np.zeros((h, w), bool)
+    dark = (smooth < threshold_otsu(values)) & valid
+    labels, count = ndimage.label(dark)
+    if count == 0:
+        return np.zeros((h, w), bool)
+    index = np.arange(1, count + 1)
+    areas = ndimage.sum_labels(dark, labels, index)
+    centres = np.array(ndimage.center_of_mass(dark, labels, index)).reshape(-1, 2)
+    distance = np.hypot((centres[:, 0] - h / 2) / h, (centres[:, 1] - w / 2) / w)
+    score = areas * np.exp(-(distance**2) / (2 * 0.25**2))
+    lesion = labels == index[int(np.argmax(score))]
+    return ndimage.binary_fill_holes(lesion)
+
+
+def estimate_skin_tone(
+    image: Image.Image | np.ndarray,
+    lesion_mask: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """ITA of the skin in an RGB image (PIL or uint8 H×W×3).
+
+    Returns {"ita", "bin", "group", "reliable", "method", "skin_px", "skin_L", "skin_b"}:
+    `bin` is the Del Bino bin, `group` lighter / brown / darker ("unknown" when the image
+    is dim and colour-cast, or has no usable skin), `method` "segmented", "mask" (given) or
+    "ring" (fallback), and `reliable` False for a colour cast or the ring fallback."""
+    from scipy import ndimage
+    from skimage.color import rgb2lab
+    from skimage.morphology import black_tophat, disk
+
+    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB image, got shape {rgb.shape}")
+    lab = rgb2lab(rgb.astype(np.float64) / 255.0 if rgb.dtype == np.uint8 else rgb)
+    lightness, b_star = lab[..., 0], lab[..., 2]
+    h, w = lightness.shape
+    scale = min(h, w) / REFERENCE_SIDE
+
+    def grow(mask: np.ndarray, radius: float) -> np.ndarray:
+        r = max(1, int(round(radius * scale)))
+        return ndimage.binary_dilation(mask, structure=disk(r)) if mask.any() else mask
+
+    rim = grow(lightness < 20, 3)  # dermatoscope rim and vignette
+    specular = lightness > 97
+    hair = grow(black_tophat(lightness, disk(max(2, int(round(5 * scale))))) > 8, 1)
+    if lesion_mask is None:
+        lesion, method = segment_lesion(lightness, ~rim), "segmented"
+    else:
+        lesion, method = np.asarray(lesion_mask, bool), "mask"
+        if lesion.shape != lightness.shape:
+            raise ValueError(f"mask shape {lesion.shape} does not match image {lightness.shape}")
+    # 4 px as the data README; more around a segmented lesion, whose edge Otsu puts inside
+    # the blurry border.
+    skin = ~(grow(lesion, 4 if method == "mask" else 8) | hair | rim | specular)
+    if skin.sum() < max(200 * scale**2, 0.03 * h * w):
+        band = max(1, int(round(0.08 * min(h, w))))
+        ring = np.ones((h, w), bool)
+        ring[band:-band, band:-band] = False
+        skin = ring & ~(rim | specular)
+        if skin.sum() < 16:
+            skin = ring & ~specular
+        method = "ring"
+    if skin.sum() == 0:
+        return {"ita": None, "bin": "unknown", "group": "unknown", "reliable": False,
+                "method": method, "skin_px": 0, "skin_L": None, "skin_b": None}
+    lightness_px, b_px = lightness[skin], b_star[skin]
+    ita_px = np.degrees(np.arctan((lightness_px - 50) / np.maximum(b_px, 1e-6)))
+    ita = float(np.median(ita_px))
+    median_l, median_b = float(np.median(lightness_px)), float(np.median(b_px))
+    bin_name = ita_bin(ita)
+    if median_l < 50 and median_b <= 0:  # dim and colour-cast: the formula alone says "dark"
+        bin_name = "unknown"
+    return {
+        "ita": round(ita, 2),
+        "bin": bin_name,
+        "group": tone_group(bin_name),
+        "reliable": bool(median_b > 0 and method != "ring"),
+        "method": method,
+        "skin_px": int(skin.sum()),
+        "skin_L": round(median_l, 2),
+        "skin_b": round(median_b, 2),
+    }

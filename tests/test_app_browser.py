@@ -1,0 +1,153 @@
+"""End-to-end in headless Chromium (Debian's `chromium` package, driven by Playwright for
+Python — never `playwright install`): the app as a user sees it. Gradio renders with
+JavaScript, so every step waits for an element, not for the page load.
+
+Screenshots go to screenshots/ (git-ignored; CLASSNDIFF_APP_SCREENSHOTS overrides); run with
+CLASSNDIFF_APP_TEST_WEIGHTS=<folder> to take them on a real model."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.app_server import ROOT
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+SHOTS = Path(os.environ.get("CLASSNDIFF_APP_SCREENSHOTS", ROOT / "screenshots"))
+WAIT_MS = 90_000  # the first request also waits for the model to load
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver "
+                    "(or set CHROMIUM_PATH)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_server) -> Iterator:  # noqa: ANN001
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(app_server.url)
+    page.wait_for_selector("#diagnose-upload", timeout=WAIT_MS)
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors in the page: {errors}"
+
+
+def shot(page, name: str) -> Path:  # noqa: ANN001
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def lesion(tmp_path: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import make_lesion
+
+    path = tmp_path / "lesion.png"
+    Image.fromarray(make_lesion(np.random.default_rng(3), 1, size=128)).save(path)
+    return path
+
+
+def wait_for_diagnosis(page) -> str:  # noqa: ANN001
+    summary = page.locator("#diagnose-summary")
+    summary.get_by_text("Malignant probability").wait_for(timeout=WAIT_MS)
+    return summary.inner_text()
+
+
+def test_diagnose_an_upload(page, tmp_path: Path) -> None:  # noqa: ANN001
+    page.set_input_files("#diagnose-upload input[type=file]", str(lesion(tmp_path)))
+    text = wait_for_diagnosis(page)
+    assert re.search(r"Prediction: .+ — \d+\.\d %|No prediction", text)
+    assert "not a medical device" in text
+    assert "Skin-tone estimate" in text
+    bars = page.locator("#probabilities [data-testid$='-confidence-set']")
+    assert bars.count() == 7
+    overlay = page.locator("#saliency img")
+    overlay.wait_for(timeout=WAIT_MS)
+    assert overlay.evaluate("img => img.complete && img.naturalWidth") >= 256
+    if "No prediction" not in text:
+        assert "Saliency: Grad-CAM of" in text
+    shot(page, "diagnose")
+
+    # New saliency settings re-run on the same image (the upload itself is already deleted).
+    page.locator("#cam-method input").click()
+    page.get_by_role("option", name="Grad-CAM++").click()
+    page.locator("#diagnose-summary").get_by_text("Grad-CAM++").wait_for(timeout=WAIT_MS)
+    assert page.locator("#probabilities [data-testid$='-confidence-set']").count() == 7
+    assert page.get_by_text("expired").count() == 0
+
+
+def test_pick_an_example(page) -> None:  # noqa: ANN001
+    examples = page.locator("#examples img")
+    if examples.count() == 0:
+        pytest.skip("the app found no examples")
+    examples.first.click()
+    text = wait_for_diagnosis(page)
+    assert "not a medical device" in text
+
+
+def test_a_non_image_gets_a_clear_message(page, tmp_path: Path) -> None:  # noqa: ANN001
+    notes = tmp_path / "notes.txt"
+    notes.write_text("this is not a dermoscopic image")
+    page.set_input_files("#diagnose-upload input[type=file]", str(notes))
+    # The message sits on the upload box itself.
+    message = page.locator("#diagnose-upload").get_by_text(re.compile("not an image", re.I))
+    message.wait_for(timeout=WAIT_MS)
+    assert message.is_visible()
+    shot(page, "diagnose_non_image")
+    # No result is shown for it.
+    assert "Malignant probability" not in page.locator("#diagnose-summary").inner_text()
+
+
+def test_generate_two_images(page) -> None:  # noqa: ANN001
+    page.get_by_role("tab", name="Generate").click()
+    for field, value in (("#gen-num", "2"), ("#gen-steps", "3"), ("#gen-seed", "42")):
+        box = page.locator(f"{field} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    page.locator("#generate-button").click()
+    images = page.locator("#gen-gallery img")
+    page.wait_for_function("document.querySelectorAll('#gen-gallery img').length >= 2",
+                           timeout=WAIT_MS)
+    assert images.count() == 2
+    summary = page.locator("#gen-summary")
+    summary.get_by_text("synthetic image(s)").wait_for(timeout=WAIT_MS)
+    text = summary.inner_text()
+    assert "2 synthetic image(s)" in text and "seed 42" in text
+    assert "not a medical device" in text
+    captions = page.locator("#gen-gallery").inner_text()
+    assert captions.count("P(mel)") == 2
+    page.locator("#gen-zip").get_by_text(".zip").wait_for(timeout=WAIT_MS)
+    shot(page, "generate")
+
+
+def test_model_tab_shows_the_card_and_the_source(page, app_server) -> None:  # noqa: ANN001
+    page.get_by_role("tab", name="Model").click()
+    card = page.locator("#model-card")
+    card.get_by_text("Weights in use").wait_for(timeout=WAIT_MS)
+    text = card.inner_text()
+    assert "CC BY-NC 4.0" in text and "2510.16887" in text and "Tschandl" in text
+    assert "local folder" in text
+    shot(page, "model")
