@@ -66,10 +66,14 @@ def _read_source(source: Any) -> io.BytesIO:
         return io.BytesIO(bytes(source))
     if isinstance(source, (str, Path)):
         try:
+            if "\x00" in str(source):
+                raise ValueError("embedded NUL")
             path = Path(source).expanduser()
-            is_file = path.is_file()
+            is_file, is_dir = path.is_file(), path.is_dir()
         except (OSError, ValueError):  # a name too long for the OS, a NUL byte...
             raise ImageInputError("expected a path to an image file") from None
+        if is_dir:
+            raise ImageInputError(f"{path} is a folder, not an image file")
         if not is_file:
             raise ImageInputError(f"no such file: {path}")
         if path.stat().st_size > MAX_BYTES:
