@@ -6,6 +6,9 @@ A thin view over `classndiff.pipeline`: every number and image shown here comes 
     python app.py                                   # embedded weights, http://127.0.0.1:7860
     CLASSNDIFF_WEIGHTS=org/repo@rev python app.py   # a Hub repo (or a local folder)
 
+Weights: CLASSNDIFF_WEIGHTS, else the Hub default named in the config (`extra.hub_default`)
+when reachable, else weights/embedded/; the source in use is shown in the Model tab.
+
 Start-up is fast because nothing here imports torch: the UI is built and served first and
 the model is loaded once, in a background thread started at launch; the first request
 waits for it. Environment: CLASSNDIFF_WEIGHTS, GRADIO_SERVER_NAME (default 127.0.0.1;
@@ -141,6 +144,32 @@ class ModelHolder:
         return self.pipe
 
 
+def embedded_folder() -> Path:
+    """Same default as classndiff.hub.embedded_dir (that module imports torch)."""
+    return Path(os.environ.get("CLASSNDIFF_EMBEDDED", ROOT / "weights" / "embedded"))
+
+
+def hub_default() -> str | None:
+    """The Hub repo (`id` or `id@revision`) the config names as the default weights:
+    `extra.hub_default` in the embedded weights' config.json, else in configs/embedded.json."""
+    for path in (embedded_folder() / "config.json", ROOT / "configs" / "embedded.json"):
+        try:
+            value = json.loads(path.read_text()).get("extra", {}).get("hub_default")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if value:
+            return str(value)
+    return None
+
+
+def weights_source() -> str | None:
+    """Where the weights come from: CLASSNDIFF_WEIGHTS (a folder, a Hub id or id@revision);
+    else the Hub default named in the config; else None, the embedded weights. A Hub source
+    that cannot be reached (no network, or HF_HUB_OFFLINE=1 with nothing cached) makes the
+    loader fall back to the embedded weights, and the Model tab says so."""
+    return os.environ.get("CLASSNDIFF_WEIGHTS") or hub_default() or None
+
+
 def check_weights_source(source: str | None) -> str | None:
     """A plain message when there are obviously no weights (no torch needed to tell), else
     None. Hub ids are checked by the loader (it may fall back to the embedded weights)."""
@@ -152,11 +181,10 @@ def check_weights_source(source: str | None) -> str | None:
                 return f"{from_env}: {path} has no config.json + model.safetensors. " \
                     + NO_WEIGHTS_HELP
             return None
-        if source.startswith(("/", ".", "~")) or source.count("/") != 1:
+        if source.startswith(("/", ".", "~")) or source.split("@")[0].count("/") != 1:
             return f"{from_env}: no such folder, and not a Hub id. " + NO_WEIGHTS_HELP
         return None
-    # Same default as classndiff.hub.embedded_dir (that module imports torch).
-    embedded = Path(os.environ.get("CLASSNDIFF_EMBEDDED", ROOT / "weights" / "embedded"))
+    embedded = embedded_folder()
     if not (embedded / "model.safetensors").is_file():
         return f"No model weights found: {embedded} is empty. " + NO_WEIGHTS_HELP
     return None
@@ -165,8 +193,7 @@ def check_weights_source(source: str | None) -> str | None:
 def local_config(source: str | None) -> ClassNDiffConfig:
     """The config of a local weights folder (for the UI's limits) — read as JSON, no torch.
     Hub sources get the defaults; the pipeline enforces the real limits anyway."""
-    candidates = [Path(source).expanduser()] if source else [
-        Path(os.environ.get("CLASSNDIFF_EMBEDDED", ROOT / "weights" / "embedded"))]
+    candidates = [Path(source).expanduser()] if source else [embedded_folder()]
     for folder in candidates:
         try:
             return ClassNDiffConfig.from_json(folder / "config.json")
@@ -803,7 +830,7 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    source = os.environ.get("CLASSNDIFF_WEIGHTS") or None
+    source = weights_source()
     problem = check_weights_source(source)
     if problem:
         sys.exit(f"classndiff app: {problem}")

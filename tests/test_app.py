@@ -116,6 +116,22 @@ def test_check_weights_source_names_the_problem(app: ModuleType, tmp_path: Path,
     assert "No model weights found" in app.check_weights_source(None)
 
 
+def test_weights_source_order(app: ModuleType, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLASSNDIFF_WEIGHTS, else the config's Hub default, else None (the embedded weights)."""
+    embedded = tmp_path / "embedded"
+    embedded.mkdir()
+    monkeypatch.setenv("CLASSNDIFF_EMBEDDED", str(embedded))
+    monkeypatch.setattr(app, "ROOT", tmp_path)  # no configs/embedded.json there
+    monkeypatch.delenv("CLASSNDIFF_WEIGHTS", raising=False)
+    assert app.weights_source() is None
+    (embedded / "config.json").write_text(json.dumps({"extra": {"hub_default": "org/cnd@v1"}}))
+    assert app.weights_source() == "org/cnd@v1"
+    assert app.check_weights_source("org/cnd@v1") is None
+    monkeypatch.setenv("CLASSNDIFF_WEIGHTS", "/some/folder")
+    assert app.weights_source() == "/some/folder"
+
+
 def test_app_without_weights_exits_with_a_clear_message(tmp_path: Path) -> None:
     env = {**os.environ, "CLASSNDIFF_EMBEDDED": str(tmp_path), "GRADIO_SERVER_PORT": "1"}
     env.pop("CLASSNDIFF_WEIGHTS", None)
