@@ -82,39 +82,61 @@ def make_target(target: str | int | None, predicted: int) -> tuple[Callable, str
                      f"'malignant', or one of {', '.join(DX_CODES)}")
 
 
-def find_target_layer(backbone: nn.Module, in_chans: int = 3) -> tuple[str, nn.Module]:
-    """The backbone's last spatial feature map: the last top-level child (Identity aside)
-    whose output is (N, C, H, W) when `forward_features` runs — `layer4` for ResNets,
-    `bn2` (after conv_head) for EfficientNets, `stages` for ConvNeXts. Found by probing
-    the backbone once rather than from a table of names, so any timm CNN works."""
-    order: list[str] = []
+def _spatial_sides(
+    backbone: nn.Module, modules: Sequence[tuple[str, nn.Module]], in_chans: int, input_size: int
+) -> list[tuple[str, int]]:
+    """Run `forward_features` once; the (name, shorter side) of each of `modules` whose output
+    is an (N, C, H, W) map, in the order they finish (first call only)."""
+    seen: dict[str, int] = {}
     hooks = []
-    for name, child in backbone.named_children():
-        if isinstance(child, nn.Identity):
-            continue
-
+    for name, module in modules:
         def record(_module, _inputs, output, name=name):  # noqa: ANN001, ANN202
-            if isinstance(output, torch.Tensor) and output.ndim == 4:
-                order.append(name)
+            if isinstance(output, torch.Tensor) and output.ndim == 4 and name not in seen:
+                seen[name] = int(min(output.shape[-2:]))
 
-        hooks.append(child.register_forward_hook(record))
+        hooks.append(module.register_forward_hook(record))
+    was_training = backbone.training
     try:
-        was_training = backbone.training
         backbone.eval()
         device = next(backbone.parameters()).device
         with torch.no_grad():
-            backbone.forward_features(torch.zeros(1, in_chans, 64, 64, device=device))
-        backbone.train(was_training)
+            backbone.forward_features(torch.zeros(1, in_chans, input_size, input_size,
+                                                  device=device))
     finally:
+        backbone.train(was_training)
         for hook in hooks:
             hook.remove()
-    if order:
-        return order[-1], backbone.get_submodule(order[-1])
-    info = getattr(backbone, "feature_info", None)  # timm's own list of stages
-    if info:
-        name = info[-1]["module"]
-        return name, backbone.get_submodule(name)
-    raise ValueError(f"no spatial feature map found in {type(backbone).__name__} for a CAM")
+    return list(seen.items())
+
+
+def find_target_layer(
+    backbone: nn.Module, in_chans: int = 3, input_size: int = 64, min_side: int = 2
+) -> tuple[str, nn.Module]:
+    """The backbone's last spatial feature map: the last top-level child (Identity aside)
+    whose output is (N, C, H, W) when `forward_features` runs on an `input_size` image —
+    `layer4` for ResNets, `bn2` (after conv_head) for EfficientNets, `stages` for ConvNeXts.
+    Found by probing the backbone once rather than from a table of names, so any timm CNN
+    works. When that map is smaller than `min_side` (a 1×1 map gives a flat CAM, e.g. a
+    small network on a small input), the deepest of timm's stages (`feature_info`) that is
+    still at least `min_side` wide is taken instead."""
+    children = [(n, c) for n, c in backbone.named_children() if not isinstance(c, nn.Identity)]
+    found = _spatial_sides(backbone, children, in_chans, input_size)
+    if found and found[-1][1] >= min_side:
+        return found[-1][0], backbone.get_submodule(found[-1][0])
+    stages = []
+    for info in getattr(backbone, "feature_info", None) or []:
+        name = info.get("module") if isinstance(info, dict) else None
+        if name:
+            try:
+                stages.append((name, backbone.get_submodule(name)))
+            except AttributeError:
+                continue
+    wide = [n for n, side in _spatial_sides(backbone, stages + children, in_chans, input_size)
+            if side >= min_side]
+    name = wide[-1] if wide else (found[-1][0] if found else None)
+    if name is None:
+        raise ValueError(f"no spatial feature map found in {type(backbone).__name__} for a CAM")
+    return name, backbone.get_submodule(name)
 
 
 def _cam_classes() -> dict[str, type]:
@@ -251,7 +273,8 @@ class SaliencyExplainer:
         backbone = classifier.backbone
         if layer is None:
             in_chans = getattr(backbone, "in_chans", None) or 3
-            self.layer_name, self.layer = find_target_layer(backbone, in_chans)
+            input_size = getattr(classifier, "input_size", None) or 64
+            self.layer_name, self.layer = find_target_layer(backbone, in_chans, input_size)
         else:
             self.layer_name, self.layer = layer, backbone.get_submodule(layer)
         self._cams: dict[str, Any] = {}
@@ -348,14 +371,21 @@ def measure_mask_energy(
             areas.append(float(mask.mean()))
             by_dx.setdefault(data.rows[i]["dx"], []).append(energy)
     energies_a = np.array(energies)
+    finite = energies_a[np.isfinite(energies_a)]  # an all-zero map has no energy to share
+
+    def mean(values: list[float]) -> float | None:
+        values = [v for v in values if np.isfinite(v)]
+        return round(float(np.mean(values)), 4) if values else None
+
     return {
         "split": split, "method": method, "target": target or "predicted",
         "layer": explainer.layer_name, "n": len(energies),
-        "mean_energy_in_mask": float(np.nanmean(energies_a)),
-        "median_energy_in_mask": float(np.nanmedian(energies_a)),
-        "share_of_images_over_0.5": float(np.nanmean(energies_a > 0.5)),
+        "n_empty_maps": int(len(energies_a) - len(finite)),
+        "mean_energy_in_mask": float(finite.mean()) if len(finite) else float("nan"),
+        "median_energy_in_mask": float(np.median(finite)) if len(finite) else float("nan"),
+        "share_of_images_over_0.5": float((finite > 0.5).mean()) if len(finite) else 0.0,
         "uniform_map_baseline": float(np.mean(areas)),
-        "per_dx": {dx: round(float(np.nanmean(v)), 4) for dx, v in sorted(by_dx.items())},
+        "per_dx": {dx: mean(v) for dx, v in sorted(by_dx.items())},
     }
 
 

@@ -88,26 +88,37 @@ def image_statistics(pixels: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ calibration
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> float:
-    """The temperature T > 0 minimising NLL(softmax(logits / T), labels) (Guo et al. 2017).
-    Optimised over log T, so T stays positive."""
-    logits = logits.detach().float()
-    labels = labels.detach().long()
-    log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+def fit_temperature(
+    logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200,
+    bounds: tuple[float, float] = (0.05, 20.0),
+) -> float:
+    """The temperature T minimising NLL(softmax(logits / T), labels) (Guo et al. 2017).
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
+    The NLL is convex in 1/T, so a bounded scalar search over log T finds it: no learning
+    rate, no line search to go astray. A model no better than chance on the split wants
+    T → ∞; the answer then stops at the upper bound (logged), which makes the probabilities
+    nearly uniform, as they should be."""
+    from scipy.optimize import minimize_scalar
 
-    optimizer.step(closure)
-    temperature = float(log_t.detach().exp())
-    if not math.isfinite(temperature) or not 0.01 < temperature < 100:
-        logger.warning("temperature fit gave %s; keeping T = 1", temperature)
+    logits = logits.detach().double().cpu()
+    labels = labels.detach().long().cpu()
+    if len(labels) == 0:
+        raise ValueError("no labelled logits to fit a temperature on")
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+
+    def nll(log_t: float) -> float:
+        return float(F.cross_entropy(logits / math.exp(log_t), labels))
+
+    result = minimize_scalar(nll, bounds=(lo, hi), method="bounded",
+                             options={"xatol": 1e-4, "maxiter": max_iter})
+    log_t = float(result.x)
+    if not math.isfinite(log_t):
+        logger.warning("temperature fit failed (%s); keeping T = 1", result.message)
         return 1.0
-    return temperature
+    if hi - log_t < 1e-2 or log_t - lo < 1e-2:
+        logger.warning("temperature fit stopped at the bound T = %.3g: the classifier is "
+                       "barely better than chance on this split", math.exp(log_t))
+    return math.exp(log_t)
 
 
 def calibration_summary(
