@@ -1,0 +1,176 @@
+"""How fast is the app for a user? Times app.py as a real server process on loopback:
+
+- cold start: process start → first HTTP 200 (the page is served; the model loads after);
+- model ready: process start → first diagnose answered (includes loading the model);
+- diagnose round-trip through the app via gradio_client (p50 and p90 over repeated calls);
+- generate 4 images at the model's default sampler and steps, through the app (median).
+
+    python benchmarks/app_startup.py                       # embedded weights (the bars)
+    python benchmarks/app_startup.py --weights DIR_OR_HUB_ID
+    python benchmarks/app_startup.py --quick               # CI: < 1 min, a tiny model if
+                                                           # no weights are given
+
+Bars (embedded weights, CPU): cold start ≤ 10 s, diagnose ≤ 1 s, generate 4 images ≤ 10 s.
+Prints a table, then ONE JSON line with the figures. The upload is a synthetic lesion drawn
+here (or --image); no dataset image is used. Loopback only; HF_HUB_OFFLINE=1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.app_server import start_app, stop_app  # noqa: E402
+
+BARS = {"cold_start_s": 10.0, "diagnose_p50_s": 1.0, "generate4_s": 10.0}
+
+
+def tiny_weights(folder: Path) -> Path:
+    """A tiny model trained for a few steps on a made-up dataset (the test suite's), for
+    --quick without weights: it exercises the app, not the model."""
+    from classndiff.config import ClassNDiffConfig
+    from classndiff.train import train
+    from tests.conftest import TINY_MODEL, TINY_TRAIN, make_dataset
+
+    data = make_dataset(folder / "data")
+    config = ClassNDiffConfig.from_dict({
+        "model": TINY_MODEL, "train": {**TINY_TRAIN, "data_dir": str(data)},
+        "sampling": {"steps": 20, "max_images": 8, "max_steps": 100}})
+    out = folder / "weights"
+    train(config, out)
+    return out
+
+
+def upload_image(folder: Path, given: str | None) -> Path:
+    if given:
+        return Path(given)
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import make_lesion
+
+    path = folder / "lesion.png"
+    Image.fromarray(make_lesion(np.random.default_rng(0), 4, size=256)).save(path)
+    return path
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", help="weights folder, Hub id or id@rev (default: the "
+                        "app's own choice: CLASSNDIFF_WEIGHTS, Hub default, weights/embedded)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats; a tiny model when no --weights and no embedded")
+    parser.add_argument("--image", help="image to diagnose (default: a synthetic lesion)")
+    parser.add_argument("--cold-starts", type=int, help="cold starts to time (default 3; 1)")
+    parser.add_argument("--diagnoses", type=int, help="diagnose calls (default 20; quick 5)")
+    parser.add_argument("--generations", type=int, help="4-image batches (default 3; 1)")
+    args = parser.parse_args()
+    cold_starts = args.cold_starts or (1 if args.quick else 3)
+    diagnoses = args.diagnoses or (5 if args.quick else 20)
+    generations = args.generations or (1 if args.quick else 3)
+
+    from gradio_client import Client, handle_file
+
+    work = Path(tempfile.mkdtemp(prefix="classndiff-bench-"))
+    weights = args.weights or os.environ.get("CLASSNDIFF_WEIGHTS")
+    embedded = Path(os.environ.get("CLASSNDIFF_EMBEDDED", ROOT / "weights" / "embedded"))
+    if not weights and not (embedded / "model.safetensors").is_file():
+        if not args.quick:
+            sys.exit(f"no weights: {embedded} is empty; pass --weights (or --quick)")
+        weights = str(tiny_weights(work / "tiny"))
+    label = weights or f"embedded ({embedded})"
+    image = upload_image(work, args.image)
+
+    # Cold starts: the first one also warms the OS file cache; all are reported.
+    cold: list[float] = []
+    for i in range(cold_starts - 1):
+        server = start_app(weights or "", work / f"cold{i}")
+        cold.append(server.cold_start_s)
+        stop_app(server.process)
+    server = start_app(weights or "", work / "main")
+    cold.append(server.cold_start_s)
+    started = time.perf_counter() - server.cold_start_s  # the process start
+    try:
+        client = Client(server.url, verbose=False, download_files=False)
+        client.predict(handle_file(str(image)), api_name="/diagnose")
+        model_ready = time.perf_counter() - started
+        times: list[float] = []
+        for _ in range(diagnoses):
+            t = time.perf_counter()
+            _, _, _, details = client.predict(handle_file(str(image)), api_name="/diagnose")
+            times.append(time.perf_counter() - t)
+        assert len(details["probabilities"]) == 7
+        gen: list[float] = []
+        settings: dict = {}
+        for i in range(generations):
+            t = time.perf_counter()
+            gallery, _, _, settings = client.predict(dx="mel", num_images=4, seed=i,
+                                                     api_name="/generate")
+            gen.append(time.perf_counter() - t)
+            assert len(gallery) == 4
+    finally:
+        stop_app(server.process)
+    loaded = re.search(r"model ready from (.+) on (\w+)", server.log_text())
+    device = loaded.group(2) if loaded else "?"
+    if loaded:
+        label = loaded.group(1)
+    shutil.rmtree(work, ignore_errors=True)
+
+    figures = {
+        "benchmark": "app_startup",
+        "weights": label,
+        "quick": args.quick,
+        "cold_start_s": round(statistics.median(cold), 2),
+        "cold_start_runs_s": [round(c, 2) for c in cold],
+        "model_ready_s": round(model_ready, 2),
+        "diagnose_p50_s": round(statistics.median(times), 3),
+        "diagnose_p90_s": round(percentile(times, 0.9), 3),
+        "diagnose_calls": len(times),
+        "generate4_s": round(statistics.median(gen), 2),
+        "generate4_runs_s": [round(g, 2) for g in gen],
+        "generate_sampler": settings.get("sampler"),
+        "generate_steps": settings.get("steps"),
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+    figures["bars_met"] = {name: figures[name] <= bar for name, bar in BARS.items()}
+
+    rows = [
+        ("cold start (process → HTTP 200)", f"{figures['cold_start_s']:.2f} s",
+         f"≤ {BARS['cold_start_s']:g} s", ", ".join(f"{c:.2f}" for c in cold)),
+        ("model ready (process → 1st diagnose)", f"{figures['model_ready_s']:.2f} s", "", ""),
+        ("diagnose round-trip p50", f"{figures['diagnose_p50_s']:.3f} s",
+         f"≤ {BARS['diagnose_p50_s']:g} s", f"p90 {figures['diagnose_p90_s']:.3f} s, "
+         f"{len(times)} calls"),
+        (f"generate 4 ({settings.get('sampler')}, {settings.get('steps')} steps)",
+         f"{figures['generate4_s']:.2f} s", f"≤ {BARS['generate4_s']:g} s",
+         ", ".join(f"{g:.2f}" for g in gen)),
+    ]
+    print(f"app.py on {label}  ({figures['cpus']} CPUs, OMP_NUM_THREADS="
+          f"{figures['omp_num_threads']})")
+    print(f"{'measure':40} {'value':>10} {'bar':>8}  runs")
+    for name, value, bar, runs in rows:
+        print(f"{name:40} {value:>10} {bar:>8}  {runs}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
