@@ -423,27 +423,64 @@ def jsonable(data: Any) -> Any:
     return json.loads(json.dumps(data, default=str))
 
 
+def group_tables(metrics: Any, path: str = "") -> list[tuple[str, dict[str, dict]]]:
+    """Every dict in `metrics` keyed by skin-tone group (at least two of TONE_GROUPS), as
+    (where, {group: its metrics}) — the per-skin-tone results, however the evaluator nests
+    them."""
+    found = []
+    if isinstance(metrics, dict):
+        groups = {k: v for k, v in metrics.items() if k in TONE_GROUPS or k == "unknown"}
+        if len([k for k in groups if k in TONE_GROUPS]) >= 2 and all(
+                isinstance(v, dict) for v in groups.values()):
+            found.append((path, groups))
+        for key, value in metrics.items():
+            if key not in groups:
+                found += group_tables(value, f"{path}.{key}" if path else str(key))
+    return found
+
+
+def scalar_rows(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [row for key, item in value.items()
+                for row in scalar_rows(item, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [(prefix, value)]
+    return []
+
+
+def shown(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def metrics_table(metrics: dict[str, Any], limit: int = 40) -> str:
-    """A markdown table of the scalar entries of a (nested) metrics dict."""
-    rows: list[tuple[str, Any]] = []
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            rows.append((prefix, value))
-
-    walk("", metrics)
-    if not rows:
-        return "_no numeric results_"
-    lines = ["| measure | value |", "|---|---|"]
-    for key, value in rows[:limit]:
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        lines.append(f"| {key} | {shown} |")
-    if len(rows) > limit:
-        lines.append(f"| … {len(rows) - limit} more in metrics.json | |")
-    return "\n".join(lines)
+    """Markdown tables of a (nested) metrics dict: one per per-skin-tone block (groups as
+    rows), then the other scalar entries."""
+    parts = []
+    skip = set()
+    for where, groups in group_tables(metrics):
+        skip.add(where)
+        columns: list[str] = []
+        for values in groups.values():
+            columns += [k for k, _ in scalar_rows(values) if k not in columns]
+        columns = columns[:8]
+        title = f"**Per skin-tone group{' (' + where + ')' if where else ''}**"
+        lines = [title, "", "| group | " + " | ".join(columns) + " |",
+                 "|---" * (len(columns) + 1) + "|"]
+        for group, values in groups.items():
+            flat = dict(scalar_rows(values))
+            lines.append(f"| {group} | " + " | ".join(shown(flat[c]) if c in flat else "–"
+                                                     for c in columns) + " |")
+        parts.append("\n".join(lines))
+    rows = [(key, value) for key, value in scalar_rows(metrics)
+            if not any(key == w or key.startswith(w + ".") for w in skip if w)
+            and not (("" in skip) and key.split(".")[0] in (*TONE_GROUPS, "unknown"))]
+    if rows:
+        lines = ["| measure | value |", "|---|---|"]
+        lines += [f"| {key} | {shown(value)} |" for key, value in rows[:limit]]
+        if len(rows) > limit:
+            lines.append(f"| … {len(rows) - limit} more in metrics.json | |")
+        parts.insert(0, "\n".join(lines))
+    return "\n\n".join(parts) if parts else "_no numeric results_"
 
 
 def model_card(pipe: Any) -> str:
@@ -479,14 +516,21 @@ def model_card(pipe: Any) -> str:
         f"condition dropout {t.cond_drop_prob}, {t.mixed_precision} mixed precision).",
         f"- Calibration: {'temperature ' + str(pipe.temperature) if pipe.calibrated else 'none'}",
     ]
+    per_tone = False
     for name, title in (("metrics.json", "Measured results (test split)"),
                         ("best_val.json", "Validation results during training")):
         path = folder / name
         if path.is_file():
             try:
-                parts += [f"### {title}", metrics_table(json.loads(path.read_text()))]
+                metrics = json.loads(path.read_text())
+                parts += [f"### {title}", metrics_table(metrics)]
+                per_tone = per_tone or bool(group_tables(metrics))
             except (OSError, ValueError):
                 pass
+    if not per_tone:
+        parts += ["### Per skin-tone results",
+                  "Not measured for these weights yet. HAM10000 has very few images of darker "
+                  "skin, so expect the model to be least reliable there."]
     parts += [
         "### Limitations",
         "- A research demo, **not a medical device**: not validated clinically, not for "

@@ -156,6 +156,13 @@ def test_model_card_from_config_and_from_file(app: ModuleType, tiny_pipe,  # noq
     tiny_pipe.weights_path, saved = folder, tiny_pipe.weights_path
     try:
         assert "| classification.accuracy | 0.812 |" in app.model_card(tiny_pipe)
+        assert "Per skin-tone results" in app.model_card(tiny_pipe)  # not measured yet
+        (folder / "metrics.json").write_text(json.dumps(
+            {"classification": {"accuracy": 0.812}, "by_skin_tone": {
+                "lighter": {"n": 900, "accuracy": 0.83}, "darker": {"n": 4, "accuracy": 0.5}}}))
+        card = app.model_card(tiny_pipe)
+        assert "| group | n | accuracy |" in card and "| darker | 4 | 0.500 |" in card
+        assert "| classification.accuracy | 0.812 |" in card
         (folder / "MODEL_CARD.md").write_text("---\nlicense: x\n---\n# The shipped card\n")
         card = app.model_card(tiny_pipe)
         assert "# The shipped card" in card and "license: x" not in card
