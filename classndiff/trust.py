@@ -346,6 +346,19 @@ def _data_dir_for(config: Any, data_dir: str | Path | None) -> Path:
     return configured if (configured / "metadata.csv").exists() else default_data_dir()
 
 
+def _stored_dtype(path: Path, model_keys: set[str]) -> torch.dtype | None:
+    """The one floating dtype the model's weights were exported in (e.g. float16), so that
+    rewriting the folder keeps its size; None when mixed."""
+    from safetensors import safe_open
+
+    names = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
+             "F64": torch.float64}
+    with safe_open(str(path), "pt") as f:
+        found = {f.get_slice(k).get_dtype() for k in f.keys() if k in model_keys}
+    found &= set(names)
+    return names[found.pop()] if len(found) == 1 else None
+
+
 def calibrate_folder(
     weights: str | Path,
     data_dir: str | Path | None = None,
@@ -397,9 +410,10 @@ def calibrate_folder(
     }
     extras = {k: v for k, v in pipe.extras.items() if not k.startswith(OODDetector.PREFIX)}
     extras.update(detector.to_tensors())
+    dtype = _stored_dtype(folder / WEIGHTS_NAME, set(pipe.model.state_dict()))
     # Write next to the old files, then swap: a crash never leaves a half-written folder.
     with tempfile.TemporaryDirectory(dir=folder, prefix=".calibrate-") as tmp:
-        save_pretrained(pipe.model, config, tmp, extras)
+        save_pretrained(pipe.model, config, tmp, extras, dtype=dtype)
         for name in (WEIGHTS_NAME, CONFIG_NAME):
             os.replace(Path(tmp) / name, folder / name)
 
