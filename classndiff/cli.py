@@ -93,6 +93,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.report:
+        return _evaluate_report(args)
     from .evaluate import evaluate_classification, write_json
     from .pipeline import ClassNDiffPipeline
 
@@ -103,6 +105,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     write_json(result, output)
     print(json.dumps(result["classification"], indent=2))
     print(f"wrote {output}")
+    return 0
+
+
+def _evaluate_command(args: argparse.Namespace) -> str:
+    """The command line that regenerates a report, written at the top of report.md."""
+    import shlex
+
+    parts = ["classndiff", "evaluate", str(args.weights), "--report", str(args.report)]
+    options = [("--data-dir", args.data_dir, None), ("--evaluator", args.evaluator,
+               "weights/evaluator"), ("--compare", args.compare, None),
+               ("--compare-name", args.compare_name if args.compare else None, None),
+               ("--generate-per-cell", args.generate_per_cell, 0),
+               ("--fairness-augment", args.fairness_augment, 0),
+               ("--bootstrap", args.bootstrap, 1000), ("--cas-steps", args.cas_steps, 300),
+               ("--fairness-steps", args.fairness_steps, 600), ("--fd-reps", args.fd_reps, 30),
+               ("--saliency-methods", args.saliency_methods, "gradcam,gradcam++"),
+               ("--saliency-limit", args.saliency_limit, None), ("--limit", args.limit, None),
+               ("--seed", args.seed, 0)]
+    for flag, value, default in options:
+        if value is not None and value != default:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _evaluate_report(args: argparse.Namespace) -> int:
+    import time
+
+    from .report import build_report
+
+    started = time.perf_counter()
+    methods = [m for m in (args.saliency_methods or "").split(",") if m.strip()]
+    result = build_report(
+        args.weights, args.report, data_dir=args.data_dir, evaluator_dir=args.evaluator,
+        compare=args.compare, compare_name=args.compare_name,
+        generate_per_cell=args.generate_per_cell, limit=args.limit,
+        fairness_augment=args.fairness_augment, reps=args.bootstrap, seed=args.seed,
+        cas_steps=args.cas_steps, fairness_steps=args.fairness_steps, fd_reps=args.fd_reps,
+        saliency_methods=methods, saliency_limit=args.saliency_limit,
+        command=_evaluate_command(args),
+        progress=lambda text: print(f"[{time.perf_counter() - started:7.1f} s] {text}",
+                                    flush=True))
+    c = result["classification"]
+    print(json.dumps({k: c[k] for k in ("accuracy", "balanced_accuracy", "macro_auc",
+                                        "malignant_auc", "ece")}, indent=2))
+    print(f"wrote {Path(args.report) / 'report.md'} and metrics.json")
     return 0
 
 
@@ -186,12 +233,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("evaluate", help="metrics on a split, to JSON")
+    p = sub.add_parser("evaluate", help="metrics on a split, to JSON; --report: the full report")
     p.add_argument("weights", nargs="?", default="weights/embedded")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--limit", type=int, help="evaluate the first N images only (smoke tests)")
     p.add_argument("--output", type=Path, help="JSON path (default: WEIGHTS/metrics.json)")
+    p.add_argument("--report", type=Path, metavar="DIR",
+                   help="write DIR/report.md + metrics.json + plots (test split)")
+    p.add_argument("--evaluator", default="weights/evaluator",
+                   help="the independent evaluator's folder (generation metrics)")
+    p.add_argument("--compare", metavar="WEIGHTS", help="a second model for the ablation table")
+    p.add_argument("--compare-name", default="lambda0")
+    p.add_argument("--generate-per-cell", type=int, default=0, metavar="N",
+                   help="images per (dx, tone) cell, tone in any/lighter/brown/darker "
+                        "(0: no generation metrics)")
+    p.add_argument("--fairness-augment", type=int, default=0, metavar="N",
+                   help="fairness experiment: N synthetic images per class of each of the "
+                        "brown and darker cells added to a small classifier's training set")
+    p.add_argument("--bootstrap", type=int, default=1000, help="lesion bootstrap resamples")
+    p.add_argument("--cas-steps", type=int, default=300,
+                   help="step budget of the CAS classifier (0: skip CAS)")
+    p.add_argument("--fairness-steps", type=int, default=600)
+    p.add_argument("--fd-reps", type=int, default=30, help="bootstrap resamples for FD's CI")
+    p.add_argument("--saliency-methods", default="gradcam,gradcam++",
+                   help="comma-separated CAM methods ('' to skip)")
+    p.add_argument("--saliency-limit", type=int, help="first N test images for saliency")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train-evaluator",

@@ -1,0 +1,138 @@
+"""The evaluation report: lesion-grouped bootstrap, fast metrics, FD/KID, and the whole
+`classndiff evaluate --report` on the tiny model with a random-weight evaluator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from classndiff.generation import class_fidelity, frechet_distance, kernel_distance
+from classndiff.metrics import classification_metrics
+from classndiff.report import bootstrap, fast_metrics, lesion_codes, lesion_resample
+
+
+def test_lesion_resample_draws_whole_lesions() -> None:
+    sizes = [1, 3, 2, 5, 1, 4]
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        index = lesion_resample(codes, rng)
+        counts = np.bincount(index, minlength=len(codes))
+        for lesion in range(len(sizes)):
+            # every image of a lesion comes the same number of times: the lesion is the unit
+            assert len(set(counts[codes == lesion])) == 1
+        drawn = sum(counts[codes == lesion][0] for lesion in range(len(sizes)))
+        assert drawn == len(sizes)
+
+
+def test_bootstrap_ci_contains_point_and_counts_lesions_once() -> None:
+    rng = np.random.default_rng(1)
+    n_lesions = 120
+    correct = rng.random(n_lesions) < 0.7
+    copies = 5  # each lesion photographed 5 times, same outcome: near-duplicates
+
+    def accuracy(values: np.ndarray) -> callable:
+        return lambda index: {"accuracy": float(values[index].mean())}
+
+    grouped = bootstrap(accuracy(np.repeat(correct, copies)),
+                        np.repeat(np.arange(n_lesions), copies), reps=300, seed=0)["accuracy"]
+    single = bootstrap(accuracy(correct), np.arange(n_lesions), reps=300, seed=0)["accuracy"]
+    as_images = bootstrap(accuracy(np.repeat(correct, copies)), np.arange(n_lesions * copies),
+                          reps=300, seed=0)["accuracy"]
+    assert grouped["lo"] <= grouped["value"] <= grouped["hi"]
+    assert grouped["value"] == pytest.approx(correct.mean())
+    width = grouped["hi"] - grouped["lo"]
+    # Grouped by lesion, duplicates add no information: the width is that of one copy each,
+    # and wider than a (wrong) image-level bootstrap.
+    assert width == pytest.approx(single["hi"] - single["lo"], rel=0.35)
+    assert width > 1.5 * (as_images["hi"] - as_images["lo"])
+    assert list(lesion_codes(["b", "a", "b"])) == [1, 0, 1]
+
+
+def test_fast_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.concatenate([np.arange(7), rng.integers(0, 7, 193)])
+    probs = rng.dirichlet(np.ones(7), 200)
+    probs[np.arange(200), labels] += rng.random(200)  # some signal
+    probs /= probs.sum(1, keepdims=True)
+    fast = fast_metrics(probs, labels)
+    slow = classification_metrics(probs, labels)
+    for key in ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc"):
+        assert fast[key] == pytest.approx(slow[key], abs=1e-9)
+    one_class = fast_metrics(probs[labels == 5], labels[labels == 5])
+    assert np.isnan(one_class["macro_auc"]) and one_class["balanced_accuracy"] == one_class[
+        "accuracy"]
+
+
+def test_frechet_and_kernel_distance() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(300, 16))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    same = frechet_distance(a, rng.normal(size=(300, 16)))
+    shifted = frechet_distance(a, rng.normal(size=(300, 16)) + 1.0)
+    assert shifted > 10 * same and shifted == pytest.approx(16, rel=0.2)
+    # fewer images than dimensions (the per-class case): still finite and ≥ 0
+    assert frechet_distance(a[:20, :], a[20:40, :] + 0.5) > 0
+    assert abs(kernel_distance(a, rng.normal(size=(300, 16)))["mean"]) < 0.05
+    assert kernel_distance(a, rng.normal(size=(300, 16)) + 1)["mean"] > 0.5
+    fidelity = class_fidelity(np.eye(7)[[0, 0, 1, 2]], np.array([0, 1, 1, 2]))
+    assert fidelity["per_class"] == {"akiec": 1.0, "bcc": 0.5, "bkl": 1.0}
+    assert fidelity["macro"] == pytest.approx(2.5 / 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_evaluator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An evaluator with random weights: the report's plumbing, not its numbers."""
+    from classndiff.evaluator import Evaluator, EvaluatorConfig, save_evaluator
+
+    torch.manual_seed(0)
+    model = Evaluator(EvaluatorConfig(backbone="test_resnet", image_size=32))
+    return save_evaluator(model, tmp_path_factory.mktemp("evaluator"))
+
+
+def test_report_end_to_end(tiny_weights: Path, tiny_data: Path, tiny_evaluator: Path,
+                           tmp_path: Path) -> None:
+    from classndiff.cli import main
+
+    out = tmp_path / "report"
+    code = main(["evaluate", str(tiny_weights), "--report", str(out), "--data-dir",
+                 str(tiny_data), "--evaluator", str(tiny_evaluator), "--compare",
+                 str(tiny_weights), "--compare-name", "lambda0", "--generate-per-cell", "2",
+                 "--fairness-augment", "1", "--bootstrap", "20", "--cas-steps", "2",
+                 "--fairness-steps", "2", "--fd-reps", "2", "--saliency-methods", "gradcam"])
+    assert code == 0
+    for name in ("report.md", "metrics.json", "confusion_matrix.png", "roc.png",
+                 "reliability.png", "groups_tone.png", "groups_sex.png", "samples_model.png",
+                 "samples_lambda0.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"accuracy", "balanced_accuracy", "macro_auc", "malignant_auc", "ece",
+            "thresholds"} <= set(metrics["classification"])
+    assert set(metrics["classification"]["thresholds"]) == {"0.5", "youden_val"}
+    overall = metrics["groups"]["ci"]["overall"]["accuracy"]
+    assert set(overall) == {"value", "lo", "hi", "valid"}
+    assert metrics["groups"]["sizes"]["tone"]  # group sizes recorded
+    assert metrics["bootstrap"]["unit"].startswith("lesion")
+    assert metrics["compare"]["name"] == "lambda0"
+    # the same model compared with itself: every paired difference is exactly 0
+    assert metrics["groups"]["ci"]["diff"]["accuracy"]["value"] == 0
+    gen = metrics["generation"]
+    model_gen = gen[tiny_weights.name]
+    assert model_gen["n_generated"] == 7 * 4 * 2
+    assert {"fd_macro_over_classes", "per_class", "per_tone", "fidelity", "cas"} <= set(model_gen)
+    assert gen["cas_real_reference"]["steps"] == 2
+    fair = metrics["fairness_experiment"]
+    assert fair["synthetic_images"] == 7 * 2
+    assert {"baseline", "augmented", "difference"} <= set(fair)
+    assert "gradcam" in metrics["saliency"]
+    text = (out / "report.md").read_text()
+    assert text.splitlines()[5].startswith("classndiff evaluate ")
+    for heading in ("## Headline", "## Fairness: per skin-tone group", "## Ablation",
+                    "## Generation quality", "## Fairness experiment", "## Saliency"):
+        assert heading in text
+    assert "darker-skin" in text
+    assert sum(p.stat().st_size for p in out.iterdir()) < 5e6
