@@ -50,6 +50,11 @@ except ImportError:  # anywhere else a no-op decorator
     def gpu(fn: Callable | None = None, **_: Any) -> Any:
         return fn if fn is not None else (lambda f: f)
 
+# On a ZeroGPU Space the main process has no real GPU: the model is loaded (and moved to
+# "cuda") before launch so that `spaces` can pack it, there is no warm-up pass, and the
+# decorated functions run in a worker process (so they get no closures for progress).
+ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
 
 import gradio as gr  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
@@ -114,15 +119,19 @@ class ModelHolder:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
     def _load(self) -> None:
         started = time.perf_counter()
         try:
             from classndiff.pipeline import ClassNDiffPipeline
 
             pipe = ClassNDiffPipeline.from_pretrained(self.source)
-            # One warm-up pass so the first real request does not pay for lazy initialisation.
-            warm = Image.new("RGB", (pipe.config.model.pixel_size,) * 2, (200, 150, 130))
-            pipe.diagnose(warm)
+            if not ZERO_GPU:
+                # A warm-up pass so the first real request does not pay for lazy set-up.
+                warm = Image.new("RGB", (pipe.config.model.pixel_size,) * 2, (200, 150, 130))
+                pipe.diagnose(warm)
             self.pipe = pipe
             logger.info("model ready from %s on %s", pipe.source, pipe.device)
         except Exception as error:  # noqa: BLE001 - shown to the user, not a crash
@@ -704,7 +713,7 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
             progress((step, total), desc="Sampling", unit="steps")
 
         try:
-            out = run_generate(kwargs, on_step)
+            out = run_generate(kwargs, None if ZERO_GPU else on_step)
         except user_errors() as error:
             raise gr.Error(str(error), title="Cannot generate with these settings") from None
         settings = out.settings
@@ -884,6 +893,9 @@ def main() -> None:
     temp = TempFiles(ttl=float(os.environ.get("CLASSNDIFF_FILE_TTL", 300)))
     holder = ModelHolder(source)
     demo = build_demo(holder, temp)
+    if ZERO_GPU:  # `spaces` packs the model's tensors when the app launches
+        holder.start()
+        holder.wait()  # a failure is shown in the UI, as elsewhere
     # SIGTERM (docker stop, Spaces) exits like Ctrl-C, so atexit removes the temp folder.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # One model run at a time (concurrency_id "model"); a bounded queue for everyone else.

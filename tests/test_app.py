@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,30 @@ def test_importing_the_app_does_not_import_torch() -> None:
                          timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_zerogpu_decorates_the_model_calls_when_spaces_is_importable(tmp_path: Path) -> None:
+    """With the `spaces` package (Hugging Face ZeroGPU) the model calls get spaces.GPU; without
+    it the decorator is a no-op (the other tests)."""
+    fake = tmp_path / "spaces"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "CALLS = []\n"
+        "def GPU(fn=None, **kwargs):\n"
+        "    def wrap(f):\n"
+        "        CALLS.append([f.__name__, kwargs])\n"
+        "        return f\n"
+        "    return wrap(fn) if fn is not None else wrap\n")
+    code = ("import importlib.util, json, spaces; s = importlib.util.spec_from_file_location("
+            f"'a', {str(ROOT / 'app.py')!r}); m = importlib.util.module_from_spec(s); "
+            "s.loader.exec_module(m); print(json.dumps(sorted(spaces.CALLS)))")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    calls = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert set(calls) == {"run_diagnose", "run_generate"}
+    assert all(kwargs.get("duration") for kwargs in calls.values())
 
 
 def test_mirrored_vocabularies_match_the_package(app: ModuleType) -> None:
@@ -179,6 +204,60 @@ def test_model_events_share_one_concurrency_slot(app: ModuleType, tiny_weights: 
         assert fns[name].concurrency_id == "model", name
     public = {n for n, fn in fns.items() if fn.api_visibility == "public"}
     assert public == {"diagnose", "generate"}
+
+
+# --------------------------------------------------------------------------- README
+def readme() -> str:
+    path = ROOT / "README.md"
+    if not path.is_file():
+        pytest.skip("no README.md yet")
+    return path.read_text()
+
+
+def front_matter(text: str) -> dict[str, str]:
+    """The README's YAML front matter (Hugging Face Spaces), top-level `key: value` lines;
+    a list (`models:` followed by `- id` lines) is joined with commas."""
+    match = re.match(r"\A---\n(.*?)\n---\n", text, re.S)
+    assert match, "README.md starts with no --- front matter --- block"
+    data: dict[str, str] = {}
+    key = None
+    for line in match.group(1).splitlines():
+        item = re.match(r"\s+-\s*(.+)", line)
+        if item and key:
+            data[key] = ",".join(filter(None, [data[key], item.group(1).strip()]))
+        elif ":" in line and not line.startswith((" ", "#")):
+            key, _, value = line.partition(":")
+            key, data[key] = key.strip(), value.strip().strip("\"'")
+    return data
+
+
+def test_readme_shows_the_tested_client_example() -> None:
+    """The README's gradio_client example is README_CLIENT_EXAMPLE, verbatim (it is run
+    against a live server by test_readme_client_example_runs)."""
+    assert README_CLIENT_EXAMPLE.strip() in readme()
+
+
+def test_readme_front_matter_for_spaces() -> None:
+    meta = front_matter(readme())
+    gradio_pin = re.search(r"^gradio==(\S+)", (ROOT / "requirements.txt").read_text(), re.M)
+    assert meta.get("title")
+    assert meta.get("sdk") == "gradio"
+    assert gradio_pin and meta.get("sdk_version") == gradio_pin.group(1)
+    assert meta.get("app_file") == "app.py"
+    assert re.fullmatch(r"3\.\d+", meta.get("python_version", "")), meta
+    assert meta.get("license")
+    assert meta.get("models"), "models: the Hub repo(s) of the weights"
+
+
+def test_readme_screenshots_exist_and_are_small() -> None:
+    shots = re.findall(r"docs/screenshot-[\w-]+\.png", readme())
+    assert {"docs/screenshot-diagnose.png", "docs/screenshot-generate.png",
+            "docs/screenshot-model.png"} <= set(shots)
+    for shot in shots:
+        path = ROOT / shot
+        assert path.is_file(), shot
+        assert path.stat().st_size < 400_000, (shot, path.stat().st_size)
+        assert Image.open(path).format == "PNG"
 
 
 # --------------------------------------------------------------------------- real server
