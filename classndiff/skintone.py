@@ -89,7 +89,8 @@ def estimate_skin_tone(
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB image, got shape {rgb.shape}")
-    lab = rgb2lab(rgb.astype(np.float64) / 255.0 if rgb.dtype == np.uint8 else rgb)
+    integer = np.issubdtype(rgb.dtype, np.integer)  # 0-255; floats are taken as 0-1
+    lab = rgb2lab(rgb.astype(np.float64) / 255.0 if integer else rgb)
     lightness, b_star = lab[..., 0], lab[..., 2]
     h, w = lightness.shape
     scale = min(h, w) / REFERENCE_SIDE
