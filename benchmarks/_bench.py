@@ -1,0 +1,108 @@
+"""Shared plumbing of the speed benchmarks: arguments, the model under test (a real weights
+folder, or a tiny random model for --quick), a synthetic upload, timing, and the one JSON
+line every benchmark ends with."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# The test suite's tiny model: a DiT at 16 px and a small timm net at 32 px (random init).
+TINY_MODEL = {
+    "image_size": 16, "in_channels": 3, "patch_size": 4, "hidden_size": 32, "depth": 2,
+    "num_heads": 2, "classifier_backbone": "test_resnet", "classifier_image_size": 32,
+    "pixel_size": 32, "num_train_timesteps": 1000,
+}
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny random model and few repeats (CI, under a minute)")
+    p.add_argument("--weights", default=None,
+                   help="a weights folder or Hub id (default: weights/embedded)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def setup(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+
+def tiny_pipe(seed: int = 0) -> Any:
+    """A ClassNDiffPipeline over a randomly initialised tiny model: it measures the code
+    path, not the embedded model."""
+    from classndiff.config import ClassNDiffConfig
+    from classndiff.model import ClassNDiff
+    from classndiff.pipeline import ClassNDiffPipeline
+
+    config = ClassNDiffConfig.from_dict({
+        "model": TINY_MODEL, "train": {"batch_size": 8, "mixed_precision": "no"},
+        "sampling": {"steps": 20, "max_images": 16, "max_steps": 1000}})
+    torch.manual_seed(seed)
+    return ClassNDiffPipeline(ClassNDiff(config.model).eval(), config, "cpu",
+                              source="tiny random model (--quick)")
+
+
+def load_pipe(args: argparse.Namespace) -> Any:
+    from classndiff.pipeline import ClassNDiffPipeline
+
+    if args.quick and not args.weights:
+        return tiny_pipe(args.seed)
+    return ClassNDiffPipeline.from_pretrained(args.weights or str(ROOT / "weights/embedded"),
+                                              device="cpu", fallback=False)
+
+
+def synthetic_lesion(size: int = 128, seed: int = 0) -> Any:
+    """A skin-coloured square with a dark blob: an upload that is not a dataset image."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    image = np.ones((size, size, 3)) * np.array([205, 160, 140])
+    image[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2] = (110, 70, 50)
+    return Image.fromarray(np.clip(image + rng.normal(0, 5, image.shape), 0, 255).astype(np.uint8))
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def percentiles(times: list[float]) -> dict[str, float]:
+    """p50 / p95 in milliseconds."""
+    return {"p50_ms": round(float(np.percentile(times, 50)) * 1000, 1),
+            "p95_ms": round(float(np.percentile(times, 95)) * 1000, 1), "n": len(times)}
+
+
+def print_table(header: list[str], rows: list[list[Any]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)), flush=True)
+
+
+def environment(args: argparse.Namespace, pipe: Any | None = None) -> dict[str, Any]:
+    return {"quick": bool(args.quick), "threads": torch.get_num_threads(),
+            "weights": getattr(pipe, "source", args.weights), "torch": torch.__version__,
+            "python": platform.python_version(), "machine": platform.machine()}
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The final line of every benchmark: its figures as one JSON object."""
+    print(json.dumps(result, default=float), flush=True)

@@ -1,0 +1,35 @@
+"""Each speed benchmark runs in --quick mode (a tiny random model) and ends its output with
+one JSON line of its figures — what CI and the report rely on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED = {
+    "sampling": {"speedup", "fd_ratio", "dpm++", "ddpm", "bar_speedup_10x"},
+    "train_step": {"joint_steps_per_s", "upstream_steps_per_s", "ratio", "bar_1_3x"},
+    "latency": {"diagnose", "generate", "saliency_overhead_ms"},
+    "scaling": {"sampling_seconds_by_images", "sampling_seconds_by_steps_4_images",
+                "train_step_seconds_by_batch"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_benchmark_quick_ends_with_json(name: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick",
+                           "--threads", "1"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    figures = json.loads(last)
+    assert figures["benchmark"] == name
+    assert figures["quick"] is True
+    assert EXPECTED[name] <= set(figures)
