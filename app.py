@@ -331,7 +331,7 @@ def stamp_synthetic(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image
     text = "SYNTHETIC"
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     pad = max(2, font_size // 4)
-    x, y = pad, image.height - (bottom - top) - 3 * pad
+    x, y = 2 * pad, 2 * pad - top  # top-left: the gallery's caption covers the bottom
     draw.rectangle((x - pad, y - pad + top, x + right - left + pad, y + bottom + pad),
                    fill=(0, 0, 0, 200))
     draw.text((x - left, y), text, font=font, fill=(255, 255, 255, 255))
@@ -484,10 +484,16 @@ def metrics_table(metrics: dict[str, Any], limit: int = 40) -> str:
             if not any(key == w or key.startswith(w + ".") for w in skip if w)
             and not (("" in skip) and key.split(".")[0] in (*TONE_GROUPS, "unknown"))]
     if rows:
-        lines = ["| measure | value |", "|---|---|"]
-        lines += [f"| {key} | {shown(value)} |" for key, value in rows[:limit]]
+        cells = [(key, shown(value)) for key, value in rows[:limit]]
         if len(rows) > limit:
-            lines.append(f"| … {len(rows) - limit} more in metrics.json | |")
+            cells.append((f"… {len(rows) - limit} more in metrics.json", ""))
+        pairs = 3 if len(cells) > 9 else 1  # long lists side by side, not one tall column
+        height = math.ceil(len(cells) / pairs)
+        lines = ["| measure | value " * pairs + "|", "|---|---" * pairs + "|"]
+        for r in range(height):
+            row = [cells[c * height + r] if c * height + r < len(cells) else ("", "")
+                   for c in range(pairs)]
+            lines.append("| " + " | ".join(f"{k} | {v}" for k, v in row) + " |")
         parts.insert(0, "\n".join(lines))
     return "\n\n".join(parts) if parts else "_no numeric results_"
 
@@ -695,7 +701,7 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
     # ---- generate
     def generate(dx: str = "mel", skin_tone: str = ANY, sex: str = ANY, num_images: int = 4,
                  sampler: str = sampling.sampler, steps: int = sampling.steps,
-                 guidance_scale: float = sampling.guidance_scale, seed: float | None = None,
+                 guidance_scale: float = sampling.guidance_scale, seed: float | None = -1,
                  keep_only_agreeing: bool = False,
                  progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
         """Generate synthetic lesions, each scored by the model's own classifier; returns the
@@ -718,15 +724,14 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
             raise gr.Error(str(error), title="Cannot generate with these settings") from None
         settings = out.settings
         gallery = []
-        for image, confidence, predicted, image_seed in zip(
-                out.images, out.confidences, out.predicted, out.seeds):
+        for image, confidence, predicted in zip(out.images, out.confidences, out.predicted):
+            # Short: a gallery thumbnail shows one line of caption.
             if settings["dx"]:
-                agree = "agrees" if predicted == settings["dx"] else f"says {predicted}"
-                caption = f"P({settings['dx']}) {percent(confidence)} · classifier {agree}"
+                agree = "✓" if predicted == settings["dx"] else f"≠ {predicted}"
+                caption = f"P({settings['dx']}) {percent(confidence)} {agree}"
             else:
-                caption = f"classifier: {predicted} {percent(confidence)}"
-            gallery.append((temp.save_png(stamp_synthetic(image)),
-                            f"{caption} · seed {image_seed}"))
+                caption = f"{predicted} {percent(confidence)}"
+            gallery.append((temp.save_png(stamp_synthetic(image)), caption))
         sidecar = {
             **settings,
             "images": [
@@ -747,7 +752,8 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
             archive.writestr("settings.json", json.dumps(sidecar, indent=2) + "\n")
         asked = settings["num_images"]
         summary = [f"**{len(out.images)} synthetic image(s)** in {settings['seconds']:.1f} s · "
-                   f"seed **{settings['seed']}** (enter it to reproduce this batch) · "
+                   f"seed **{settings['seed']}** (enter it to reproduce this batch; image *i* "
+                   "uses seed + *i*) · "
                    f"{settings['sampler']}, {settings['steps']} steps, guidance "
                    f"{settings['guidance_scale']:g}"]
         if len(out.images) < asked:
@@ -850,8 +856,9 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                                             step=1, label="Steps", elem_id="gen-steps")
                     g_guidance = gr.Slider(0, 10, value=sampling.guidance_scale, step=0.25,
                                            label="Guidance scale", elem_id="gen-guidance")
-                    g_seed = gr.Number(None, precision=0, minimum=-1, label="Seed",
-                                       info="Blank = random; the seed used is shown with the "
+                    # -1, not blank: the browser sends a blank Number as 0.
+                    g_seed = gr.Number(-1, precision=0, minimum=-1, label="Seed",
+                                       info="-1 = random; the seed used is shown with the "
                                        "results", elem_id="gen-seed")
                     g_agree = gr.Checkbox(False, label="Keep only images the classifier agrees "
                                           "with", elem_id="gen-agree")
@@ -860,9 +867,10 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                 with gr.Column(scale=2):
                     g_summary = gr.Markdown("Generated images are stamped SYNTHETIC.",
                                             label="summary", elem_id="gen-summary")
-                    gallery = gr.Gallery(label="Synthetic images", columns=4, format="png",
-                                         object_fit="contain", elem_id="gen-gallery",
-                                         interactive=False)
+                    # No label badge: it would cover the first image's SYNTHETIC stamp.
+                    gallery = gr.Gallery(label="Synthetic images", show_label=False, columns=4,
+                                         format="png", object_fit="contain",
+                                         elem_id="gen-gallery", interactive=False, height="auto")
                     g_zip = gr.File(label="Batch download (zip: PNGs + settings.json)",
                                     interactive=False, elem_id="gen-zip")
                     with gr.Accordion("Settings (JSON)", open=False):
@@ -900,8 +908,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # One model run at a time (concurrency_id "model"); a bounded queue for everyone else.
     demo.queue(max_size=64, default_concurrency_limit=1)
+    # Gradio's default font, with its bold face too (else bold text mixes in fallback glyphs).
+    theme = gr.themes.Default(font=[gr.themes.LocalFont("Source Sans Pro",
+                                                        weights=(400, 600, 700)),
+                                    "ui-sans-serif", "system-ui", "sans-serif"])
     demo.launch(
-        server_name=server_name, server_port=server_port, share=False,
+        theme=theme, server_name=server_name, server_port=server_port, share=False,
         max_file_size=os.environ.get("CLASSNDIFF_MAX_UPLOAD", "20mb"),
         show_error=False, footer_links=["api"], run_history=False, ssr_mode=False,
         mcp_server=False, pwa=False, enable_monitoring=False, prevent_thread_lock=True,

@@ -123,6 +123,7 @@ def test_a_non_image_gets_a_clear_message(page, tmp_path: Path) -> None:  # noqa
 
 def test_generate_two_images(page) -> None:  # noqa: ANN001
     page.get_by_role("tab", name="Generate").click()
+    assert page.locator("#gen-seed input[type=number]").input_value() == "-1"  # random
     for field, value in (("#gen-num", "2"), ("#gen-steps", "3"), ("#gen-seed", "42")):
         box = page.locator(f"{field} input[type=number]")
         box.fill(value)
@@ -151,3 +152,84 @@ def test_model_tab_shows_the_card_and_the_source(page, app_server) -> None:  # n
     assert "CC BY-NC 4.0" in text and "2510.16887" in text and "Tschandl" in text
     assert "local folder" in text
     shot(page, "model")
+
+
+# --------------------------------------------------------------------------- README screenshots
+README_SHOTS = os.environ.get("CLASSNDIFF_README_SCREENSHOTS")  # e.g. docs
+README_SHOT_BYTES = 400_000
+
+
+def save_small(png: bytes, path: Path, max_height: int = 1500) -> Path:
+    """A screenshot cropped to `max_height` and stored as a 256-colour PNG (< 400 KB)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image = image.crop((0, 0, image.width, min(image.height, max_height)))
+    colours = 256
+    while True:
+        image.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            path, optimize=True)
+        if path.stat().st_size < README_SHOT_BYTES or colours <= 32:
+            return path
+        colours //= 2
+
+
+def readme_upload(weights: str, folder: Path) -> Path:
+    """An image made by the model itself (never a dataset image): the first examples/ file,
+    else one generated now."""
+    from classndiff import ClassNDiffPipeline
+
+    examples = sorted((ROOT / "examples").glob("*.png")) if (ROOT / "examples").is_dir() else []
+    if examples:
+        return examples[0]
+    from PIL import Image
+
+    pipe = ClassNDiffPipeline.from_pretrained(weights, device="cpu")
+    path = folder / "synthetic_nv.png"
+    image = pipe.generate(dx="nv", num_images=1, seed=0).images[0]
+    image.resize((256, 256), Image.Resampling.LANCZOS).save(path)
+    return path
+
+
+@pytest.mark.skipif(not README_SHOTS, reason="set CLASSNDIFF_README_SCREENSHOTS=docs (and "
+                    "CLASSNDIFF_APP_TEST_WEIGHTS=<real weights>) to take the README screenshots")
+def test_readme_screenshots(browser, tmp_path: Path) -> None:  # noqa: ANN001
+    """docs/screenshot-{diagnose,generate,model}.png on the real model and the real examples/
+    (this test starts its own server: no stand-in examples)."""
+    from tests.app_server import running_app
+
+    weights = os.environ.get("CLASSNDIFF_APP_TEST_WEIGHTS") or str(ROOT / "weights" / "embedded")
+    out = Path(README_SHOTS)
+    out.mkdir(parents=True, exist_ok=True)
+    upload = readme_upload(weights, tmp_path)
+    with running_app(weights, tmp_path / "app") as server:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.goto(server.url)
+        page.wait_for_selector("#diagnose-upload", timeout=WAIT_MS)
+        page.get_by_text("Model ready").wait_for(timeout=WAIT_MS)
+
+        page.set_input_files("#diagnose-upload input[type=file]", str(upload))
+        wait_for_diagnosis(page)
+        page.locator("#saliency img").wait_for(timeout=WAIT_MS)
+        page.wait_for_function("document.querySelector('#saliency img').complete")
+        shots = [save_small(page.screenshot(full_page=True), out / "screenshot-diagnose.png")]
+
+        page.get_by_role("tab", name="Generate").click()
+        page.locator("#generate-button").click()
+        page.wait_for_function("document.querySelectorAll('#gen-gallery img').length >= 4",
+                               timeout=WAIT_MS)
+        page.locator("#gen-summary").get_by_text("synthetic image(s)").wait_for(timeout=WAIT_MS)
+        page.wait_for_function("[...document.querySelectorAll('#gen-gallery img')]"
+                               ".every(img => img.complete)")
+        shots.append(save_small(page.screenshot(full_page=True), out / "screenshot-generate.png"))
+
+        page.get_by_role("tab", name="Model").click()
+        page.locator("#model-card").get_by_text("Weights in use").wait_for(timeout=WAIT_MS)
+        shots.append(save_small(page.screenshot(full_page=True), out / "screenshot-model.png",
+                                max_height=1400))
+        context.close()
+    for path in shots:
+        assert path.stat().st_size < README_SHOT_BYTES, (path, path.stat().st_size)
