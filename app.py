@@ -160,15 +160,14 @@ def embedded_folder() -> Path:
 
 def hub_default() -> str | None:
     """The Hub repo (`id` or `id@revision`) the config names as the default weights:
-    `extra.hub_default` in the embedded weights' config.json, else in configs/embedded.json."""
-    for path in (embedded_folder() / "config.json", ROOT / "configs" / "embedded.json"):
-        try:
-            value = json.loads(path.read_text()).get("extra", {}).get("hub_default")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if value:
-            return str(value)
-    return None
+    `extra.hub_default` in the embedded weights' config.json (newer weights published there
+    replace the shipped ones when the Hub is reachable)."""
+    try:
+        config = json.loads((embedded_folder() / "config.json").read_text())
+        value = config.get("extra", {}).get("hub_default")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
 
 
 def weights_source() -> str | None:

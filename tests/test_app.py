@@ -147,7 +147,6 @@ def test_weights_source_order(app: ModuleType, tmp_path: Path,
     embedded = tmp_path / "embedded"
     embedded.mkdir()
     monkeypatch.setenv("CLASSNDIFF_EMBEDDED", str(embedded))
-    monkeypatch.setattr(app, "ROOT", tmp_path)  # no configs/embedded.json there
     monkeypatch.delenv("CLASSNDIFF_WEIGHTS", raising=False)
     assert app.weights_source() is None
     (embedded / "config.json").write_text(json.dumps({"extra": {"hub_default": "org/cnd@v1"}}))
