@@ -354,24 +354,41 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 # ------------------------------------------------------------------ the pieces
+# (id(pipe), id(dataset)) → (pipe, dataset, logits): the objects are held so that their ids
+# cannot be reused while cached; build_report empties it when done.
+_LOGITS: dict[tuple[int, int], tuple[Any, Any, torch.Tensor]] = {}
+
+
+def predict_probs(pipe: Any, dataset: Any, calibrated: bool = True, batch_size: int = 128
+                  ) -> np.ndarray:
+    """Probabilities for a dataset; logits are computed once per (model, dataset) and the
+    temperature applied here, so calibrated and raw probabilities cost one pass."""
+    key = (id(pipe), id(dataset))
+    if key not in _LOGITS:
+        _LOGITS[key] = (pipe, dataset, torch.cat([
+            pipe.logits(dataset.images[i:i + batch_size].float() / 127.5 - 1).cpu()
+            for i in range(0, len(dataset), batch_size)]))
+    temperature = pipe.temperature if calibrated else 1.0
+    return torch.softmax(_LOGITS[key][2] / temperature, 1).numpy()
+
+
 def classification_section(
     pipe: Any, test: Any, val: Any | None, reps: int, seed: int,
     other_probs: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Headline metrics, thresholds, group metrics with CIs (and paired differences
     against `other_probs`, a second model's test probabilities)."""
-    from .evaluate import predict_split
     from .metrics import classification_metrics
 
     labels = test.dx.numpy()
-    probs = predict_split(pipe, test)
+    probs = predict_probs(pipe, test)
     metrics = classification_metrics(probs, labels)
     if pipe.calibrated:
         metrics["ece_uncalibrated"] = classification_metrics(
-            predict_split(pipe, test, calibrated=False), labels)["ece"]
+            predict_probs(pipe, test, calibrated=False), labels)["ece"]
     threshold = 0.5
     if val is not None and 0 < MALIGNANT[val.dx.numpy()].sum() < len(val):
-        threshold = youden_threshold(predict_split(pipe, val), val.dx.numpy())
+        threshold = youden_threshold(predict_probs(pipe, val), val.dx.numpy())
     at = {}
     for name, t in (("0.5", 0.5), ("youden_val", threshold)):
         m = fast_metrics(probs, labels, t)
@@ -511,7 +528,10 @@ def fairness_experiment(
                       "seconds": round(result.seconds, 1), "train_images": int(len(labels))}
     labels = test.dx.numpy()
     attributes = {"tone": np.array([r.get("skin_tone_group") or "unknown" for r in test.rows])}
+    train_tones = [r.get("skin_tone_group") or "unknown" for r in train.rows]
     out: dict[str, Any] = {"synthetic_per_class_per_tone": per_class,
+                           "real_train_images_by_tone": {g: train_tones.count(g) for g in
+                                                         sorted(set(train_tones))},
                            "synthetic_images": int(len(chosen)), "steps": steps,
                            "classifier": f"{config.backbone} @ {config.image_size} px"}
     for name, run in runs.items():
@@ -600,10 +620,8 @@ def build_report(
 
     other_pipe = other_probs = None
     if compare:
-        from .evaluate import predict_split
-
         other_pipe = ClassNDiffPipeline.from_pretrained(compare, fallback=False)
-        other_probs = predict_split(other_pipe, test)
+        other_probs = predict_probs(other_pipe, test)
     cls = classification_section(pipe, test, val, reps, seed, other_probs)
     t = lap("classification", t)
     names = {"model": Path(str(weights)).name or str(weights), "compare": compare_name}
@@ -693,6 +711,7 @@ def build_report(
     }
     write_json(result, out_dir / "metrics.json")
     (out_dir / "report.md").write_text(render_markdown(result, names))
+    _LOGITS.clear()
     return result
 
 
@@ -752,6 +771,7 @@ def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
         "![confusion matrix](confusion_matrix.png) ![ROC](roc.png) "
         "![reliability](reliability.png)",
         "",
+        *_bars_md(r, names),
         "## Fairness: per skin-tone group and per sex",
         "",
         "Columns: images / lesions / malignant images, then each metric with its 95 % CI. "
@@ -800,6 +820,29 @@ def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
     lines += ["## Run", "",
               f"Seconds per part: {r['timings_s']}. Environment: {r['environment']}.", ""]
     return "\n".join(lines)
+
+
+def _bars_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
+    """The quality bars of DESIGN.md next to this run's numbers."""
+    c = r["classification"]
+    gen = (r.get("generation") or {}).get(names["model"]) or {}
+    sal = (r.get("saliency") or {}).get("gradcam") or {}
+    rows = [("accuracy (7-class)", c["accuracy"], "≥ 0.80", c["accuracy"] >= 0.80),
+            ("macro one-vs-rest AUC", c["macro_auc"], "≥ 0.93", c["macro_auc"] >= 0.93),
+            ("malignant vs benign AUC", c["malignant_auc"], "≥ 0.90", c["malignant_auc"] >= 0.90),
+            ("balanced accuracy", c["balanced_accuracy"], "≥ 0.65",
+             c["balanced_accuracy"] >= 0.65),
+            ("ECE" + (" after temperature scaling" if r["calibrated"] else " (uncalibrated)"),
+             c["ece"], "≤ 0.05", c["ece"] <= 0.05)]
+    if gen.get("fidelity"):
+        rows.append(("class fidelity, macro (independent evaluator)", gen["fidelity"]["macro"],
+                     "≥ 0.70", gen["fidelity"]["macro"] >= 0.70))
+    if sal.get("mean_energy_in_mask") is not None:
+        rows.append(("Grad-CAM energy inside the lesion mask, mean", sal["mean_energy_in_mask"],
+                     "≥ 0.6", sal["mean_energy_in_mask"] >= 0.6))
+    return ["Against the quality bars of DESIGN.md (point estimates; intervals above):", "",
+            table(["measure", "value", "bar", "met"],
+                  [[m, num(v), bar, "yes" if ok else "**no**"] for m, v, bar, ok in rows]), ""]
 
 
 def _ablation_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
@@ -940,7 +983,8 @@ def _fairness_md(r: dict[str, Any]) -> list[str]:
         f"A small classifier ({f['classifier']}, {f['steps']} steps, the evaluator's recipe) "
         f"trained on the {f['baseline']['train_images']} real train images, against the same "
         f"with {f['synthetic_images']} synthetic images added ({f['synthetic_per_class_per_tone']}"
-        " per class for each of the brown and darker cells, made by this model). Same seed, "
+        " per class for each of the brown and darker cells, made by this model; the real "
+        f"train split holds {f.get('real_train_images_by_tone')} images by tone). Same seed, "
         "same steps; tested on real test images; differences are paired bootstraps "
         "(augmented − baseline).",
         "",
