@@ -96,6 +96,7 @@ def main() -> None:
         weights = str(tiny_weights(work / "tiny"))
     label = weights or f"embedded ({embedded})"
     image = upload_image(work, args.image)
+    load_before = [round(x, 2) for x in os.getloadavg()]
 
     # Cold starts: the first one also warms the OS file cache; all are reported.
     cold: list[float] = []
@@ -150,6 +151,8 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_before": load_before,  # this machine is shared: context for the times
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     figures["bars_met"] = {name: figures[name] <= bar for name, bar in BARS.items()}
 
@@ -165,7 +168,8 @@ def main() -> None:
          ", ".join(f"{g:.2f}" for g in gen)),
     ]
     print(f"app.py on {label}  ({figures['cpus']} CPUs, OMP_NUM_THREADS="
-          f"{figures['omp_num_threads']})")
+          f"{figures['omp_num_threads']}, load average {load_before[0]} → "
+          f"{figures['load_average_after'][0]})")
     print(f"{'measure':40} {'value':>10} {'bar':>8}  runs")
     for name, value, bar, runs in rows:
         print(f"{name:40} {value:>10} {bar:>8}  {runs}")
