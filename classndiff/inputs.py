@@ -165,6 +165,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         lo, hi = float(a.min()), float(a.max())
         if im.mode.startswith("I;16") or (lo >= 0 and 255 < hi <= 65535):
             a = a / 257.0  # 16-bit: keep the exposure, don't stretch
+        elif im.mode == "F" and lo >= 0 and hi <= 1.0:
+            a = a * 255.0  # floating point in [0, 1], as float TIFFs usually are
         elif lo < 0 or hi > 255:
             a = (a - lo) * (255.0 / (hi - lo))
         im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))

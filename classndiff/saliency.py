@@ -421,12 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", action="store_true",
                         help="also time diagnose(saliency=True) at the model's pixel size")
     parser.add_argument("--threads", type=int, help="torch threads (the speed bar uses 2)")
+    parser.add_argument("--layer", help="backbone layer for the CAM, e.g. layer3 (default: "
+                                        "found from the backbone)")
     args = parser.parse_args(argv)
     from .pipeline import ClassNDiffPipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = ClassNDiffPipeline.from_pretrained(args.weights, device="cpu", fallback=False)
+    if args.layer:
+        pipe._explainer = SaliencyExplainer(pipe.model.classifier, layer=args.layer)
     result: dict[str, Any] = {"weights": pipe.source}
     if args.latency:
         result["latency"] = measure_latency(pipe, method=args.method)

@@ -247,6 +247,13 @@ def test_greyscale_palette_and_16_bit_keep_their_values() -> None:
     sixteen[:20] = 200 * 257
     out = np.asarray(load_image(encode(Image.fromarray(sixteen), "PNG")))
     assert out[30, 0, 0] == 128 and out[0, 0, 0] == 200
+    # floating-point TIFF in [0, 1] is scaled to 0-255, not rounded to black
+    for name in ("tiff_float32", "array_float01"):
+        out = np.asarray(load_image(GOOD[name]())).astype(int)
+        assert np.abs(out[..., 0] - lesion()[..., 0]).max() <= 1, name
+    # 32-bit integers beyond 16 bits are stretched to the full range
+    out = np.asarray(load_image(GOOD["tiff_int32"]()))
+    assert out.min() == 0 and out.max() == 255
 
 
 def test_cmyk_colours_survive() -> None:
