@@ -497,10 +497,16 @@ def metrics_table(metrics: dict[str, Any], limit: int = 40) -> str:
     return "\n\n".join(parts) if parts else "_no numeric results_"
 
 
+def display_source(pipe: Any) -> str:
+    """Where the weights came from, with this checkout's folder left out of the paths."""
+    return str(pipe.source).replace(str(ROOT) + os.sep, "")
+
+
 def model_card(pipe: Any) -> str:
     """MODEL_CARD.md shipped with the weights, else a summary built from the config."""
     folder = Path(getattr(pipe, "weights_path", "") or ".")
-    source = f"**Weights in use:** {pipe.source} · device {pipe.device} · classndiff {__version__}"
+    source = (f"**Weights in use:** {display_source(pipe)} · device {pipe.device} · "
+              f"classndiff {__version__}")
     card = folder / "MODEL_CARD.md"
     if card.is_file():
         text = re.sub(r"\A---\n.*?\n---\n", "", card.read_text(), flags=re.S)  # front matter
@@ -770,7 +776,8 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
         except gr.Error as error:
             message = f"⚠ {error.message}"
             return message, message
-        status = f"Model ready · {pipe.source} · {pipe.device} (loaded in {holder.seconds} s)"
+        status = (f"Model ready · {display_source(pipe)} · {pipe.device} "
+                  f"(loaded in {holder.seconds} s)")
         return status, model_card(pipe)
 
     with gr.Blocks(title="Class-N-Diff — research demo", analytics_enabled=False,

@@ -186,7 +186,7 @@ def readme_upload(weights: str, folder: Path) -> Path:
         return examples[0]
     from PIL import Image
 
-    pipe = ClassNDiffPipeline.from_pretrained(weights, device="cpu")
+    pipe = ClassNDiffPipeline.from_pretrained(weights or None, device="cpu")
     path = folder / "synthetic_nv.png"
     image = pipe.generate(dx="nv", num_images=1, seed=0).images[0]
     image.resize((256, 256), Image.Resampling.LANCZOS).save(path)
@@ -200,7 +200,7 @@ def test_readme_screenshots(browser, tmp_path: Path) -> None:  # noqa: ANN001
     (this test starts its own server: no stand-in examples)."""
     from tests.app_server import running_app
 
-    weights = os.environ.get("CLASSNDIFF_APP_TEST_WEIGHTS") or str(ROOT / "weights" / "embedded")
+    weights = os.environ.get("CLASSNDIFF_APP_TEST_WEIGHTS") or ""  # "": the app's default
     out = Path(README_SHOTS)
     out.mkdir(parents=True, exist_ok=True)
     upload = readme_upload(weights, tmp_path)
