@@ -177,6 +177,17 @@ def group_sizes(groups: np.ndarray, lesion_ids: Sequence[Any], labels: np.ndarra
     return out
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score 95 % interval for k successes in n: sensible at n = 4, where a
+    percentile bootstrap collapses to a point when every image is right (or wrong)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def nest(flat: dict[str, dict[str, float]]) -> dict[str, Any]:
     """{"tone/brown/accuracy": ci} → {"tone": {"brown": {"accuracy": ci}}}."""
     out: dict[str, Any] = {}
@@ -399,6 +410,12 @@ def classification_section(
     stat = group_statistic(probs, labels, attributes, threshold, other_probs)
     cis = nest(bootstrap(stat, test.lesion_ids, reps, seed))
     sizes = {a: group_sizes(g, test.lesion_ids, labels) for a, g in attributes.items()}
+    correct = probs.argmax(1) == labels
+    for attribute, groups in attributes.items():
+        for group, row in sizes[attribute].items():
+            k = int(correct[groups == group].sum())
+            row["correct"] = k
+            row["accuracy_wilson"] = [round(x, 4) for x in wilson(k, row["images"])]
     sizes["overall"] = {"images": len(labels), "lesions": len(set(test.lesion_ids)),
                         "malignant_images": int(MALIGNANT[labels].sum())}
     return {"metrics": metrics, "thresholds": at, "threshold_used_for_groups": threshold,
@@ -537,8 +554,12 @@ def fairness_experiment(
     for name, run in runs.items():
         other = runs["baseline"]["probs"] if name == "augmented" else None
         stat = group_statistic(run["probs"], labels, attributes, 0.5, other)
+        right = run["probs"].argmax(1) == labels
         out[name] = {"ci": nest(bootstrap(stat, test.lesion_ids, reps, seed)),
-                     "seconds": run["seconds"], "train_images": run["train_images"]}
+                     "seconds": run["seconds"], "train_images": run["train_images"],
+                     "correct_by_tone": {g: [int(right[attributes["tone"] == g].sum()),
+                                             int((attributes["tone"] == g).sum())]
+                                         for g in TONE_GROUPS}}
     # Per-group paired difference augmented − baseline, on the same resamples.
     base, aug = runs["baseline"]["probs"], runs["augmented"]["probs"]
     tones = attributes["tone"]
@@ -720,9 +741,12 @@ def _group_rows(ci: dict[str, Any], sizes: dict[str, Any], attribute: str) -> li
     rows = []
     for group, metrics in ci.get(attribute, {}).items():
         s = sizes.get(attribute, {}).get(group, {})
+        cells = [fmt(metrics.get(m)) for m in GROUP_METRICS]
+        if s.get("lesions", 99) < 20 and "accuracy_wilson" in s:
+            lo, hi = s["accuracy_wilson"]
+            cells[0] += f"; {s['correct']}/{s['images']} right, Wilson [{lo:.2f}, {hi:.2f}]"
         rows.append([group, f"{s.get('images', '?')} / {s.get('lesions', '?')} / "
-                            f"{s.get('malignant_images', '?')}"]
-                    + [fmt(metrics.get(m)) for m in GROUP_METRICS])
+                            f"{s.get('malignant_images', '?')}"] + cells)
     return rows
 
 
@@ -804,8 +828,10 @@ def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
         f"{darker['images']} darker-skin images of {darker['lesions']} lesions "
         f"(classes: {darker.get('classes', {})}) and {brown['images']} brown-skin images of "
         f"{brown['lesions']} lesions. With a handful of lesions, all of one or two classes, "
-        "AUCs are undefined or rest on one or two positives, and an accuracy interval spans "
-        "most of [0, 1]: darker-skin results are anecdotal and cannot show that the model is "
+        "AUCs are undefined or rest on one or two positives, and an honest accuracy interval "
+        "spans most of [0, 1] (where the bootstrap collapses to a point because every image is "
+        "right or every one wrong, the Wilson interval next to it is the honest one): "
+        "darker-skin results are anecdotal and cannot show that the model is "
         "fair or unfair to darker skin. The brown group is large enough for accuracy, not for "
         "per-class claims. Skin tone is an ITA estimate from the image, not a self-reported "
         "Fitzpatrick type.",
@@ -967,10 +993,15 @@ def _fairness_md(r: dict[str, Any]) -> list[str]:
     for group in ("lighter", "brown", "darker"):
         s = sizes.get(group, {})
         for m in ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc"):
+            cells = [fmt(f[run]["ci"].get("tone", {}).get(group, {}).get(m))
+                     for run in ("baseline", "augmented")]
+            if m == "accuracy" and s.get("lesions", 99) < 20:
+                for i, run in enumerate(("baseline", "augmented")):
+                    k, n = f[run].get("correct_by_tone", {}).get(group, (0, 0))
+                    lo, hi = wilson(k, n)
+                    cells[i] += f"; {k}/{n}, Wilson [{lo:.2f}, {hi:.2f}]"
             rows.append([f"{group} (n {s.get('images', 0)} img / {s.get('lesions', 0)} les.)", m,
-                         fmt(f["baseline"]["ci"].get("tone", {}).get(group, {}).get(m)),
-                         fmt(f["augmented"]["ci"].get("tone", {}).get(group, {}).get(m)),
-                         fmt(f["difference"].get(group, {}).get(m))])
+                         *cells, fmt(f["difference"].get(group, {}).get(m))])
     for pair in ("lighter-brown", "lighter-darker"):
         for m in ("accuracy", "balanced_accuracy"):
             gaps = [f[run]["ci"].get("gap", {}).get("tone", {}).get(pair, {}).get(m)
