@@ -423,6 +423,41 @@ def classification_section(
             "attributes": attributes}
 
 
+def load_compare(compare: str | Path, pipe: Any) -> tuple[Any, dict[str, Any]]:
+    """The model to compare with. A full weights folder loads as is. A folder holding only
+    `denoiser.safetensors` (how the λ = 0 ablation ships) is paired with THIS model's
+    classifier: its generation is compared, its classification cannot be, and the
+    classification metrics its own run recorded (metrics.json, no intervals) are quoted."""
+    import copy
+    import json
+
+    from safetensors.torch import load_file
+
+    from .config import ClassNDiffConfig
+    from .pipeline import ClassNDiffPipeline
+
+    folder = Path(compare)
+    if not (folder / "denoiser.safetensors").is_file() or (folder / "model.safetensors").is_file():
+        other = ClassNDiffPipeline.from_pretrained(compare, fallback=False)
+        return other, {"own_classifier": True}
+    config = ClassNDiffConfig.from_json(folder / "config.json")
+    config.sampling = copy.deepcopy(pipe.config.sampling)  # same sampler settings for both
+    model = copy.deepcopy(pipe.model)
+    state = {k.removeprefix("denoiser."): v.float()
+             for k, v in load_file(str(folder / "denoiser.safetensors")).items()}
+    model.denoiser.load_state_dict(state, strict=True)
+    other = ClassNDiffPipeline(model, config, pipe.device, pipe.vae,
+                               source=f"local folder {folder} (denoiser only)", extras=pipe.extras)
+    info: dict[str, Any] = {"own_classifier": False,
+                            "lambda_cls": config.train.lambda_cls,
+                            "training": config.extra.get("training")}
+    if (folder / "metrics.json").is_file():
+        recorded = json.loads((folder / "metrics.json").read_text())
+        info["recorded_classification"] = recorded.get("classification")
+        info["recorded_by"] = "its own training run (metrics.json in the folder; no intervals)"
+    return other, info
+
+
 def _load_evaluator(directory: str | Path | None) -> Any:
     from .evaluator import load_evaluator
 
@@ -640,9 +675,11 @@ def build_report(
     t = lap("load", started)
 
     other_pipe = other_probs = None
+    compare_info: dict[str, Any] = {}
     if compare:
-        other_pipe = ClassNDiffPipeline.from_pretrained(compare, fallback=False)
-        other_probs = predict_probs(other_pipe, test)
+        other_pipe, compare_info = load_compare(compare, pipe)
+        if compare_info["own_classifier"]:
+            other_probs = predict_probs(other_pipe, test)
     cls = classification_section(pipe, test, val, reps, seed, other_probs)
     t = lap("classification", t)
     names = {"model": Path(str(weights)).name or str(weights), "compare": compare_name}
@@ -652,7 +689,7 @@ def build_report(
     plot_reliability(cls["labels"], cls["probs"], out_dir / "reliability.png",
                      cls["metrics"]["ece"])
     compare_cls = None
-    if other_pipe is not None:
+    if other_pipe is not None and compare_info["own_classifier"]:
         compare_cls = classification_section(other_pipe, test, val, reps, seed)
     for attribute in ("tone", "sex"):
         series = {names["model"]: cls["ci"]}
@@ -717,10 +754,11 @@ def build_report(
                    "ci": cls["ci"]},
         "bootstrap": {"reps": reps, "unit": "lesion (lesion_id)", "interval": "percentile 95 %",
                       "seed": seed},
-        "compare": None if compare_cls is None else {
-            "name": compare_name, "weights": other_pipe.source,
-            "classification": {**compare_cls["metrics"], "thresholds": compare_cls["thresholds"]},
-            "ci": compare_cls["ci"]},
+        "compare": None if other_pipe is None else {
+            "name": compare_name, "weights": other_pipe.source, **compare_info,
+            "classification": None if compare_cls is None else {
+                **compare_cls["metrics"], "thresholds": compare_cls["thresholds"]},
+            "ci": None if compare_cls is None else compare_cls["ci"]},
         "generation": generation,
         "fairness_experiment": fairness,
         "saliency": saliency,
@@ -875,14 +913,29 @@ def _ablation_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
     cmp = r["compare"]
     ci, other = r["groups"]["ci"], cmp["ci"]
     rows = []
-    for m in (*HEADLINE, "sensitivity", "specificity"):
-        rows.append([m, fmt(ci["overall"].get(m)), fmt(other["overall"].get(m)),
-                     fmt(ci.get("diff", {}).get(m))])
-    rows.append(["ECE", num(r["classification"]["ece"]), num(cmp["classification"]["ece"]), ""])
-    for pair, metrics in ci.get("gap", {}).get("tone", {}).items():
-        for m in ("accuracy", "balanced_accuracy"):
-            rows.append([f"tone gap {pair}: {m}", fmt(metrics.get(m)),
-                         fmt(other.get("gap", {}).get("tone", {}).get(pair, {}).get(m)), ""])
+    notes = []
+    if other is not None:
+        for m in (*HEADLINE, "sensitivity", "specificity"):
+            rows.append([m, fmt(ci["overall"].get(m)), fmt(other["overall"].get(m)),
+                         fmt(ci.get("diff", {}).get(m))])
+        rows.append(["ECE", num(r["classification"]["ece"]), num(cmp["classification"]["ece"]),
+                     ""])
+        for pair, metrics in ci.get("gap", {}).get("tone", {}).items():
+            for m in ("accuracy", "balanced_accuracy"):
+                rows.append([f"tone gap {pair}: {m}", fmt(metrics.get(m)),
+                             fmt(other.get("gap", {}).get("tone", {}).get(pair, {}).get(m)), ""])
+    else:
+        recorded = cmp.get("recorded_classification") or {}
+        for m in (*HEADLINE, "ece"):
+            value = ci["overall"].get(m) if m != "ece" else {"value": r["classification"]["ece"]}
+            rows.append([m, fmt(value), num(recorded.get(m)) + (" (recorded)" if recorded else ""),
+                         ""])
+        notes.append(
+            f"`{cmp['name']}` ships only its denoiser (λ = {cmp.get('lambda_cls')}), so its "
+            "classification numbers are the ones its own run recorded on the same test split "
+            "(no intervals, no paired difference), and its generation below is sampled with "
+            "this model's settings; the classifier only matters for generation through the "
+            "sampler's own confidence, which the evaluator does not use.")
     gen = r.get("generation", {})
     a, b = gen.get(names["model"]), gen.get(cmp["name"])
     if a and b:
@@ -914,6 +967,7 @@ def _ablation_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
         "",
         table(["measure", names["model"], cmp["name"], "difference [95 % CI]"], rows),
         "",
+        *[n + "\n" for n in notes],
         "Classification: compare the paired difference interval with 0. Generation: FD "
         "intervals come from resampling real lesions and generated images; they overlap "
         "unless the difference is large.",

@@ -136,3 +136,27 @@ def test_report_end_to_end(tiny_weights: Path, tiny_data: Path, tiny_evaluator: 
         assert heading in text
     assert "darker-skin" in text
     assert sum(p.stat().st_size for p in out.iterdir()) < 5e6
+
+
+def test_compare_with_a_denoiser_only_folder(tiny_pipe, tiny_weights: Path,  # noqa: ANN001
+                                             tmp_path: Path) -> None:
+    """The λ = 0 ablation ships only its denoiser: it is paired with this model's classifier
+    and its own recorded classification metrics are quoted."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from classndiff.report import load_compare
+
+    state = {f"denoiser.{k}": v.half().contiguous()
+             for k, v in tiny_pipe.model.denoiser.state_dict().items()}
+    save_file(state, str(tmp_path / "denoiser.safetensors"))
+    shutil.copy(tiny_weights / "config.json", tmp_path / "config.json")
+    (tmp_path / "metrics.json").write_text(json.dumps({"classification": {"accuracy": 0.5}}))
+    other, info = load_compare(tmp_path, tiny_pipe)
+    assert info["own_classifier"] is False
+    assert info["recorded_classification"] == {"accuracy": 0.5}
+    assert other.model is not tiny_pipe.model
+    assert len(other.generate(dx="mel", num_images=1, steps=2).images) == 1
+    full, info = load_compare(tiny_weights, tiny_pipe)
+    assert info["own_classifier"] is True
