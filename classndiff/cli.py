@@ -35,7 +35,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.time_budget:
         overrides["train.time_budget_s"] = args.time_budget
     config = config.override(overrides)
-    metrics = train(config, args.output_dir, resume=args.resume, step_kind=args.step_kind)
+    metrics = train(config, args.output_dir, resume=args.resume, step_kind=args.step_kind,
+                    init_from=args.init_from)
     print(json.dumps({"output_dir": str(args.output_dir), "validation": metrics}, indent=2))
     return 0
 
@@ -181,6 +182,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .card import plot_training_log, sample_grid
+    from .pipeline import ClassNDiffPipeline
+
+    out = Path(args.output_dir or args.weights)
+    if args.log:
+        print("wrote", plot_training_log(args.log, out / "training_curves.png"))
+    pipe = ClassNDiffPipeline.from_pretrained(args.weights, device="cpu")
+    print("wrote", sample_grid(pipe, out / "samples_grid.png", per_tone=args.per_tone,
+                               seed=args.seed))
+    return 0
+
+
+def cmd_examples(args: argparse.Namespace) -> int:
+    from .card import select_examples
+    from .evaluator import load_evaluator
+    from .pipeline import ClassNDiffPipeline
+
+    pipe = ClassNDiffPipeline.from_pretrained(args.weights, device="cpu")
+    evaluator = load_evaluator(args.evaluator)
+    chosen = select_examples(pipe, evaluator, args.output_dir, per_class=args.per_class,
+                             candidates=args.candidates, seed=args.seed)
+    agree = sum(c["evaluator_agrees"] for c in chosen)
+    print(f"wrote {len(chosen)} examples to {args.output_dir}; the evaluator agrees with "
+          f"{agree} of them")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .trust import calibrate_folder
 
@@ -202,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--max-steps", type=int)
+    p.add_argument("--init-from", type=Path, metavar="WEIGHTS",
+                   help="start from exported weights (fresh optimizer and schedule)")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="stop after this long (the LR schedule decays to fit)")
     p.add_argument("--data-dir", type=Path)
@@ -285,6 +316,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push", action="store_true", help="upload to the Hub (only when asked)")
     p.add_argument("--public", action="store_true", help="with --push: a public repo")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("figures", help="model-card figures: training curves + a sample grid")
+    p.add_argument("weights", nargs="?", default=None)
+    p.add_argument("--log", type=Path, help="the trainer's log.csv")
+    p.add_argument("--output-dir", type=Path, help="default: the weights folder")
+    p.add_argument("--per-tone", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("examples", help="generated examples per class, chosen by the evaluator")
+    p.add_argument("weights", nargs="?", default=None)
+    p.add_argument("--evaluator", type=Path, default=Path("weights/evaluator"))
+    p.add_argument("--output-dir", type=Path, default=Path("examples"))
+    p.add_argument("--per-class", type=int, default=2)
+    p.add_argument("--candidates", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_examples)
 
     p = sub.add_parser("calibrate", help="fit the temperature and the abstention statistics "
                                          "(rewrites the weights folder)")

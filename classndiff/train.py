@@ -4,6 +4,7 @@ best-by-validation export to the output folder (`from_pretrained(output_dir)` wo
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -69,7 +70,7 @@ def predict_dataset(
 
 class Trainer:
     def __init__(self, config: ClassNDiffConfig, output_dir: str | Path, resume: bool = False,
-                 step_kind: str = "joint"):
+                 step_kind: str = "joint", init_from: str | Path | None = None):
         from accelerate import Accelerator
 
         self.config = config
@@ -105,6 +106,13 @@ class Trainer:
             self.train_images = self.train_images.to(self.accelerator.device)
 
         model = ClassNDiff(m, cond_drop_prob=t.cond_drop_prob)
+        if init_from is not None and not resume:
+            # Fine-tune from exported weights (e.g. continue a GPU run on the CPU): weights
+            # only; the optimizer, schedule and step count start afresh.
+            state = load_file(str(Path(init_from) / "model.safetensors"))
+            model.load_state_dict({k: v for k, v in state.items()
+                                   if k in model.state_dict()}, strict=True)
+            logger.info("initialised from %s", init_from)
         optimizer = build_optimizer(model, config)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         from timm.utils import ModelEmaV3
@@ -114,8 +122,20 @@ class Trainer:
         self.schedule = NoiseSchedule(m)
         self.step = 0
         self.best_score = -float("inf")
+        # Selection by validation applies to the classifier alone: the denoiser keeps
+        # improving after the classifier starts to overfit, so the export pairs the latest
+        # EMA denoiser with the best-by-validation EMA classifier.
+        self.best_classifier: dict[str, torch.Tensor] | None = None
+        self.best_step = 0
         if resume:
             self.load_checkpoint()
+        if init_from is not None and self.step == 0:
+            # The starting classifier is the one to beat.
+            start = self.validate()
+            self.best_score = start["score"]
+            self.best_classifier = {k: v.detach().clone().contiguous() for k, v in
+                                    self.ema.module.classifier.state_dict().items()}
+            logger.info("starting validation score %.4f", self.best_score)
 
     # ---------------------------------------------------------------- batches
     def next_batch(self) -> Batch:
@@ -149,8 +169,10 @@ class Trainer:
         save_file({k: v.contiguous() for k, v in self.ema.module.state_dict().items()},
                   str(folder / "ema.safetensors"))
         torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")  # tensors only
-        state = {"step": self.step, "best_score": self.best_score,
+        state = {"step": self.step, "best_score": self.best_score, "best_step": self.best_step,
                  "generator": self.generator.get_state().tolist()}
+        if self.best_classifier is not None:
+            save_file(self.best_classifier, str(folder / "best_classifier.safetensors"))
         (folder / "state.json").write_text(json.dumps(state))
         old = sorted(self.checkpoint_dir.glob("step-*"))[: -self.config.train.keep_checkpoints]
         for path in old:
@@ -173,6 +195,9 @@ class Trainer:
         state = json.loads((folder / "state.json").read_text())
         self.step = state["step"]
         self.best_score = state["best_score"]
+        self.best_step = state.get("best_step", 0)
+        if (folder / "best_classifier.safetensors").exists():
+            self.best_classifier = load_file(str(folder / "best_classifier.safetensors"))
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
         self.ema.num_updates = self.step  # ModelEmaV3 warm-up follows the step count
         logger.info("resumed from %s (step %d)", folder, self.step)
@@ -189,12 +214,21 @@ class Trainer:
         metrics["score"] = selection_score(metrics)
         return metrics
 
-    def export(self, directory: Path | None = None) -> Path:
+    def export(self, directory: Path | None = None, best_classifier: bool = True) -> Path:
+        """EMA denoiser as of now + the best-by-validation EMA classifier (or the current
+        one with `best_classifier=False`)."""
         directory = directory or self.output_dir
         config = ClassNDiffConfig.from_dict(self.config.to_dict())
-        config.extra["training"] = {"step": self.step, "step_kind": self.step_kind}
+        model = self.ema.module
+        classifier_step = self.step
+        if best_classifier and self.best_classifier is not None:
+            model = copy.deepcopy(model)
+            model.classifier.load_state_dict(self.best_classifier)
+            classifier_step = self.best_step
+        config.extra["training"] = {"step": self.step, "classifier_step": classifier_step,
+                                    "step_kind": self.step_kind}
         dtype = getattr(torch, self.config.train.export_dtype)
-        return save_pretrained(self.ema.module, config, directory, dtype=dtype)
+        return save_pretrained(model, config, directory, dtype=dtype)
 
     # ---------------------------------------------------------------- loop
     def train(self, max_steps: int | None = None) -> dict[str, float]:
@@ -270,7 +304,10 @@ class Trainer:
                             ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc",
                              "score")})
                 if last_val["score"] > self.best_score and self.accelerator.is_main_process:
-                    self.best_score = last_val["score"]
+                    self.best_score, self.best_step = last_val["score"], self.step
+                    self.best_classifier = {
+                        k: v.detach().clone().contiguous()
+                        for k, v in self.ema.module.classifier.state_dict().items()}
                     self.export()
                     (self.output_dir / "best_val.json").write_text(
                         json.dumps({"step": self.step, **last_val}, indent=2))
@@ -282,12 +319,16 @@ class Trainer:
         progress.close()
         log_file.close()
         if self.accelerator.is_main_process:
-            self.export(self.output_dir / "last")
+            self.export()  # the final denoiser with the best classifier
+            self.export(self.output_dir / "last", best_classifier=False)
         return last_val
 
 
 def train(config: ClassNDiffConfig, output_dir: str | Path, resume: bool = False,
-          max_steps: int | None = None, step_kind: str = "joint") -> dict[str, float]:
-    """Train (or resume) and export the best-by-validation EMA weights to `output_dir`."""
-    trainer = Trainer(config, output_dir, resume=resume, step_kind=step_kind)
+          max_steps: int | None = None, step_kind: str = "joint",
+          init_from: str | Path | None = None) -> dict[str, float]:
+    """Train (or resume, or fine-tune from `init_from` weights) and export to `output_dir`:
+    the final EMA denoiser with the best-by-validation EMA classifier."""
+    trainer = Trainer(config, output_dir, resume=resume, step_kind=step_kind,
+                      init_from=init_from)
     return trainer.train(max_steps)
