@@ -744,6 +744,7 @@ def build_report(
     data_root = str(test.root)
     result: dict[str, Any] = {
         "command": command,
+        "names": names,
         "weights": pipe.source,
         "data_dir": data_root,
         "split": "test",
@@ -809,6 +810,7 @@ def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
         "resamples of LESIONS (all images of a drawn lesion come along), so near-duplicate "
         "images of one lesion are not counted as independent evidence.",
         "",
+        *_findings_md(r, names),
         "## Headline",
         "",
         table(["measure", "value [95 % CI]"], [
@@ -884,6 +886,77 @@ def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
     lines += ["## Run", "",
               f"Seconds per part: {r['timings_s']}. Environment: {r['environment']}.", ""]
     return "\n".join(lines)
+
+
+def _verdict(ci: dict[str, Any] | None) -> str:
+    """In words: does a difference interval exclude 0?"""
+    if not ci or ci.get("lo") is None or ci.get("hi") is None:
+        return "undefined"
+    if ci["lo"] > 0 or ci["hi"] < 0:
+        return "the interval excludes 0"
+    return "the interval contains 0, no difference detected"
+
+
+def _findings_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
+    """A few sentences computed from the numbers below, so they cannot drift from them."""
+    ci, sizes = r["groups"]["ci"], r["groups"]["sizes"]
+    o = ci["overall"]
+    out = [f"- Classification on real test images: accuracy {fmt(o['accuracy'])}, balanced "
+           f"accuracy {fmt(o['balanced_accuracy'])}, macro AUC {fmt(o['macro_auc'])}, "
+           f"malignant AUC {fmt(o['malignant_auc'])}."]
+    tone_gap = ci.get("gap", {}).get("tone", {}).get("lighter-brown")
+    if tone_gap:
+        out.append(f"- Lighter vs brown skin (n {sizes['tone']['lighter']['images']} vs "
+                   f"{sizes['tone']['brown']['images']} images): accuracy gap "
+                   f"{fmt(tone_gap['accuracy'])}: {_verdict(tone_gap['accuracy'])}; malignant "
+                   f"AUC gap {fmt(tone_gap['malignant_auc'])}: "
+                   f"{_verdict(tone_gap['malignant_auc'])}.")
+    darker = sizes.get("tone", {}).get("darker")
+    if darker:
+        lo, hi = darker.get("accuracy_wilson", [float("nan")] * 2)
+        out.append(f"- Darker skin: {darker['images']} test images of {darker['lesions']} "
+                   f"lesions ({darker.get('classes')}); {darker.get('correct')} classified "
+                   f"right (Wilson 95 % CI {lo:.2f}–{hi:.2f}). Nothing about darker skin can be "
+                   "concluded from this test set.")
+    sex_gap = ci.get("gap", {}).get("sex", {}).get("female-male")
+    if sex_gap:
+        out.append(f"- Female vs male: accuracy gap {fmt(sex_gap['accuracy'])}: "
+                   f"{_verdict(sex_gap['accuracy'])}.")
+    cmp = r.get("compare")
+    gen = r.get("generation") or {}
+    a = gen.get(names.get("model", ""))
+    if cmp:
+        b = gen.get(cmp["name"])
+        if ci.get("diff"):
+            out.append(f"- Ablation, classification: {names['model']} − {cmp['name']} accuracy "
+                       f"{fmt(ci['diff']['accuracy'])}: {_verdict(ci['diff']['accuracy'])}; "
+                       f"macro AUC {fmt(ci['diff']['macro_auc'])}: "
+                       f"{_verdict(ci['diff']['macro_auc'])}.")
+        if a and b and a.get("fd_macro_over_classes") is not None \
+                and b.get("fd_macro_over_classes") is not None:
+            better = a["fd_macro_over_classes"] < b["fd_macro_over_classes"]
+            ia, ib = a.get("fd_macro_ci"), b.get("fd_macro_ci")
+            overlap = bool(ia and ib and ia[0] <= ib[1] and ib[0] <= ia[1])
+            out.append(
+                f"- Ablation, generation: per-class FD (macro) {a['fd_macro_over_classes']:.2f} "
+                f"for {names['model']} vs {b['fd_macro_over_classes']:.2f} for {cmp['name']} "
+                f"({'lower' if better else 'higher'} for {names['model']}; intervals "
+                f"{'overlap' if overlap else 'do not overlap'}); class fidelity "
+                f"{a['fidelity']['macro']:.3f} vs {b['fidelity']['macro']:.3f}.")
+    elif a:
+        out.append(f"- Generation: per-class FD (macro) {num(a['fd_macro_over_classes'], 2)}, "
+                   f"class fidelity {a['fidelity']['macro']:.3f}.")
+    f = r.get("fairness_experiment") or {}
+    if f.get("difference"):
+        d = f["difference"].get("brown", {}).get("accuracy")
+        out.append(f"- Fairness experiment: adding {f['synthetic_images']} synthetic brown/darker "
+                   f"images changed brown-skin accuracy by {fmt(d)}: {_verdict(d)}.")
+    sal = (r.get("saliency") or {}).get("gradcam") or {}
+    if sal.get("mean_energy_in_mask") is not None:
+        out.append(f"- Grad-CAM puts {sal['mean_energy_in_mask']:.2f} of its energy inside the "
+                   f"expert lesion masks on average (a uniform map: "
+                   f"{sal['uniform_map_baseline']:.2f}).")
+    return ["## Findings", "", *out, ""]
 
 
 def _bars_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
@@ -1101,6 +1174,27 @@ def _saliency_md(r: dict[str, Any]) -> list[str]:
             "", table(["method", "n", "mean share in mask", "uniform baseline", "per class"],
                       rows), ""]
 
+
+def rerender(directory: str | Path) -> Path:
+    """Rewrite DIR/report.md from DIR/metrics.json (after a wording change, no recompute)."""
+    import json
+
+    directory = Path(directory)
+    r = json.loads((directory / "metrics.json").read_text())
+    names = r.get("names") or {}
+    if "model" not in names:
+        keys = [k for k in (r.get("generation") or {}) if k not in
+                ("cas_real_reference", (r.get("compare") or {}).get("name"), "skipped")]
+        names = {"model": keys[0] if keys else "model",
+                 "compare": (r.get("compare") or {}).get("name", "compare")}
+    (directory / "report.md").write_text(render_markdown(r, names))
+    return directory / "report.md"
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(rerender(sys.argv[1]))
 
 __all__ = [
     "auc", "bootstrap", "build_report", "fast_metrics", "group_statistic", "lesion_codes",
