@@ -26,7 +26,13 @@ from .labels import DX_CODES, SEXES, TONE_GROUPS, encode_dx, encode_sex, encode_
 from .model import ClassNDiff
 from .saliency import Saliency, SaliencyExplainer, make_target, normalize_method
 from .skintone import estimate_skin_tone
-from .trust import OODDetector, blank_reason, image_statistics, logits_and_features
+from .trust import (
+    OODDetector,
+    blank_reason,
+    colour_reason,
+    image_statistics,
+    logits_and_features,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -220,10 +226,13 @@ class ClassNDiffPipeline:
         extras: dict[str, Any] = {}
 
         reason = blank_reason(pixels)
-        if reason is None and self.trust is not None:
-            check = self.trust.check(features, image_statistics(pixels))[0]
-            extras["ood"] = {k: check[k] for k in ("feature_score", "stats_score")}
-            reason = check["reason"]
+        if reason is None:
+            stats = image_statistics(pixels)
+            reason = colour_reason(stats)
+            if reason is None and self.trust is not None:
+                check = self.trust.check(features, stats)[0]
+                extras["ood"] = {k: check[k] for k in ("feature_score", "stats_score")}
+                reason = check["reason"]
         abstained = abstain and reason is not None
         if reason is not None and not abstained:
             extras["warning"], reason = reason, None

@@ -308,6 +308,18 @@ def blank_reason(pixels: torch.Tensor) -> str | None:
     return None
 
 
+MIN_CHROMA = 1.0  # CIELAB units; the least colourful of the 10,015 HAM10000 images has 2.6
+
+
+def colour_reason(stats: torch.Tensor) -> str | None:
+    """A greyscale image (no chroma at all) is not a dermoscopy photo: the colour that the
+    diagnosis and the skin tone depend on is missing. `stats` from `image_statistics`."""
+    if float(stats[0, STAT_NAMES.index("chroma_mean")]) < MIN_CHROMA:
+        return ("The image has no colour (it is greyscale); a colour dermoscopic photo is "
+                "needed. No diagnosis is given.")
+    return None
+
+
 # ------------------------------------------------------------------ fitting a weights folder
 @torch.no_grad()
 def collect(
@@ -500,9 +512,13 @@ def measure_ood(
     data = collect(pipe, split, _data_dir_for(pipe.config, data_dir), batch_size)
     lesion_checks = pipe.trust.check(data["features"], data["stats"])
     rejected = np.array([c["abstain"] for c in lesion_checks])
+    greyscale = {name for name, image in photos.items() if image.ndim == 2}
     return {
         "natural_photos_rejected": float(np.mean(list(whole.values()))),
         "natural_photos_n": len(whole),
+        "colour_photos_rejected": float(np.mean([v for k, v in whole.items()
+                                                 if k not in greyscale])),
+        "colour_photos_n": len(whole) - len(greyscale),
         "natural_photos_accepted": [k for k, v in whole.items() if not v],
         "natural_crops_rejected": float(np.mean(cropped)),
         "natural_crops_n": len(cropped),

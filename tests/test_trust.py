@@ -199,6 +199,19 @@ def test_blank_image_is_turned_away(calibrated, tiny_pipe) -> None:
         assert d.prediction is None and "blank" in d.reason
 
 
+def test_a_greyscale_image_is_turned_away(calibrated, tiny_pipe) -> None:
+    from PIL import Image
+
+    colour = make_lesion(np.random.default_rng(2), 4, 64)
+    grey = Image.fromarray(colour).convert("L")
+    for pipe in (tiny_pipe, ClassNDiffPipeline.from_pretrained(calibrated[0], device="cpu")):
+        d = pipe.diagnose(grey)
+        assert d.prediction is None and "greyscale" in d.reason
+    # a faded but coloured photo is not greyscale: a quarter of the colour is still colour
+    faded = Image.blend(grey.convert("RGB"), Image.fromarray(colour), 0.25)
+    assert "greyscale" not in (tiny_pipe.diagnose(faded).reason or "")
+
+
 def test_natural_images_ship_with_the_packages() -> None:
     photos = natural_images()
     assert len(photos) >= 15
@@ -215,6 +228,7 @@ def test_bad_input_corpus_never_crashes_diagnose(calibrated) -> None:
     assert outcomes["huge_header_bomb"].startswith("error:")
     assert outcomes["truncated_jpeg"].startswith("error:")
     assert outcomes["blank_white"].startswith("abstain:")
+    assert "greyscale" in outcomes["png_greyscale"]
     assert all(o.split(":")[0] in ("error", "abstain", "diagnosed") for o in outcomes.values())
 
 
