@@ -21,7 +21,10 @@ from classndiff.model import ClassNDiff
 
 CANDIDATES = {
     # name: (model overrides, joint batch fraction)
-    "DiT-256x8 p8 @64 + resnet18@128 (chosen)": (
+    "DiT-256x8 p8 @64 + resnet10t@128 (chosen)": (
+        dict(image_size=64, patch_size=8, hidden_size=256, depth=8, num_heads=4,
+             classifier_backbone="resnet10t"), 0.5),
+    "DiT-256x8 p8 @64 + resnet18@128": (
         dict(image_size=64, patch_size=8, hidden_size=256, depth=8, num_heads=4), 0.5),
     "DiT-256x8 p4 @64 + resnet18@128": (
         dict(image_size=64, patch_size=4, hidden_size=256, depth=8, num_heads=4), 0.5),

@@ -134,3 +134,210 @@ def select_examples(pipe: Any, evaluator: Any, output_dir: str | Path, per_class
             (output_dir / f"{dx}_{n}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
             chosen.append(sidecar)
     return chosen
+
+
+# ---------------------------------------------------------------------------- model card
+BARS = {  # the project's quality bars (DESIGN.md); the measured values come from JSON files
+    "accuracy": 0.80, "macro_auc": 0.93, "malignant_auc": 0.90, "balanced_accuracy": 0.65,
+    "ece": 0.05,
+}
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "—"
+
+
+def _params(state_path: Path) -> tuple[float, float]:
+    from safetensors import safe_open
+
+    denoiser = classifier = 0
+    with safe_open(str(state_path), "pt") as f:
+        for key in f.keys():
+            n = int(np.prod(f.get_slice(key).get_shape()))
+            if key.startswith("denoiser."):
+                denoiser += n
+            elif key.startswith("classifier."):
+                classifier += n
+    return denoiser / 1e6, classifier / 1e6
+
+
+def _data_counts(data_dir: Path) -> dict[str, dict[str, int]]:
+    import pandas as pd
+
+    meta = pd.read_csv(data_dir / "metadata.csv")
+    counts = {}
+    for split, frame in meta.groupby("split"):
+        counts[str(split)] = {str(k): int(v) for k, v in
+                              frame["skin_tone_group"].value_counts().items()}
+    return counts
+
+
+def write_model_card(weights: str | Path, evaluator: str | Path | None = "weights/evaluator",
+                     report: str | Path | None = "reports/embedded",
+                     data_dir: str | Path | None = None) -> Path:
+    """Render MODEL_CARD.md from what commands wrote: config.json (training, calibration),
+    metrics.json (`classndiff evaluate`), the evaluator's config, and the report's
+    metrics.json when it exists. No number in the card is typed by hand."""
+    from .config import ClassNDiffConfig
+
+    weights = Path(weights)
+    config = ClassNDiffConfig.from_json(weights / "config.json")
+    metrics = _load_json(weights / "metrics.json")
+    cls = metrics.get("classification", {})
+    training = config.extra.get("training", {})
+    calibration = config.extra.get("calibration", {})
+    abstention = config.extra.get("abstention", {})
+    ev = _load_json(Path(evaluator) / "config.json") if evaluator else {}
+    rep = _load_json(Path(report) / "metrics.json") if report else {}
+    data_dir = Path(data_dir or config.train.data_dir)
+    m, t = config.model, config.train
+    den_m, cls_m = _params(weights / "model.safetensors")
+
+    rows = []
+    for key, name in (("accuracy", "accuracy, 7 classes"), ("balanced_accuracy",
+                      "balanced accuracy"), ("macro_auc", "macro one-vs-rest AUC"),
+                      ("malignant_auc", "malignant vs benign AUC"), ("ece", "ECE")):
+        bar = BARS[key]
+        value = cls.get(key)
+        met = "—" if value is None else (
+            "yes" if (value <= bar if key == "ece" else value >= bar) else "**no**")
+        sign = "≤" if key == "ece" else "≥"
+        rows.append(f"| {name} | {_fmt(value)} | {sign} {bar:.2f} | {met} |")
+    per_class = " · ".join(f"{dx} {_fmt(cls.get(f'auc_{dx}'))}" for dx in DX_CODES)
+
+    model_index = "\n".join(
+        f"      - {{type: {k}, value: {round(float(cls[k]), 4)}, name: {k.replace('_', ' ')}}}"
+        for k in ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc")
+        if k in cls)
+
+    gen_lines = []
+    generation = rep.get("generation") if isinstance(rep, dict) else None
+    if isinstance(generation, dict):
+        for key in ("fidelity_macro", "fd", "kid", "cas_accuracy"):
+            if key in generation:
+                gen_lines.append(f"| {key} | {_fmt(generation[key])} |")
+
+    counts = _data_counts(data_dir) if (data_dir / "metadata.csv").exists() else {}
+    test_counts = counts.get("test", {})
+    train_counts = counts.get("train", {})
+    tone_line = ", ".join(f"{g} {test_counts.get(g, 0)}" for g in
+                          ("lighter", "brown", "darker", "unknown"))
+    train_tone_line = ", ".join(f"{g} {train_counts.get(g, 0)}" for g in
+                                ("lighter", "brown", "darker", "unknown"))
+    figures = "\n".join(f"![{alt}]({name})" for name, alt in
+                        (("training_curves.png", "training curves"),
+                         ("samples_grid.png", "generated samples: rows akiec…vasc, columns "
+                          "lighter ×2, brown ×2, darker ×2"))
+                        if (weights / name).exists())
+
+    text = f"""---
+license: cc-by-nc-4.0
+library_name: classndiff
+pipeline_tag: image-classification
+tags: [dermoscopy, skin-lesion, diffusion, dit, class-n-diff, medical-imaging, research-demo]
+datasets: [HAM10000]
+metrics: [accuracy, balanced_accuracy, roc_auc]
+model-index:
+  - name: class-n-diff-embedded
+    results:
+      - task: {{type: image-classification, name: 7-class dermoscopic lesion diagnosis}}
+        dataset: {{type: HAM10000, name: "HAM10000, lesion-grouped test split"}}
+        metrics:
+{model_index}
+---
+# Class-N-Diff — embedded default weights
+
+One jointly trained model that **diagnoses** a dermoscopic image (7 HAM10000 classes,
+benign/malignant) and **generates** synthetic lesions by diagnosis, skin-tone group and sex:
+a DiT denoiser and a timm classifier trained together, the classifier also fed the
+denoiser's one-pass estimate x̂0 (Class-N-Diff, Imran & Munia, EMBC 2025, arXiv 2510.16887).
+
+> **Research demo, not a medical device.** It must not be used to diagnose, triage or treat
+> anyone. Its accuracy is below that of dermatologists and of pretrained models, it was
+> trained on one public dataset of mostly light skin, and it has not been validated
+> clinically.
+
+## Intended use
+Teaching and research: exploring how a jointly trained diffusion/classification model
+behaves, producing clearly labelled synthetic example lesions per class, and studying
+saliency, calibration and per-skin-tone performance. **Not intended** for clinical decisions,
+for images other than dermoscopy (the model abstains on images that do not look like
+dermoscopy, but that check is not perfect), or for commercial use (licence below).
+
+## Model
+| part | details |
+|---|---|
+| denoiser | DiT (adaLN-Zero), {m.image_size}×{m.image_size} px, patch {m.patch_size}, hidden {m.hidden_size}, depth {m.depth}, {m.num_heads} heads — {den_m:.1f} M parameters; conditions: diagnosis, skin-tone group, sex, each with a null token (dropped with p = {t.cond_drop_prob} in training → classifier-free guidance) |
+| classifier | timm `{m.classifier_backbone}` from scratch at {m.classifier_image_size} px — {cls_m:.1f} M parameters |
+| joint loss | ε-MSE + λ·ᾱ_t·CE(classifier(x̂0), dx) with λ = {t.lambda_cls} on {t.joint_batch_fraction:.0%} of each batch, + CE(classifier(real), dx) |
+| sampling | DPM-Solver++ {config.sampling.steps} steps, guidance {config.sampling.guidance_scale} (DDIM and DDPM available) |
+| files | `config.json` + `model.safetensors` (float16, EMA weights); no pickles |
+
+## Training
+Data: HAM10000 at 128 px from `{t.data_dir}` (lesion-grouped split; training split skin-tone
+groups: {train_tone_line}). Class-balanced sampling (weight ∝ count^-{t.balance_power}),
+flips and 90° turns, label smoothing {t.label_smoothing}, AdamW, EMA {t.ema_decay}, bf16.
+
+Recorded in `config.json` → `extra.training`: {json.dumps(training, ensure_ascii=False)}
+
+The denoiser is the final EMA; the classifier is the EMA snapshot with the best validation
+score (step {training.get('classifier_step', '—')}): the classifier starts to overfit
+long before the denoiser stops improving. `training_log.csv` is the trainer's log.
+
+{figures}
+
+## Results (HAM10000 test split, lesion-grouped, {cls.get('n', '—')} images)
+Measured by `classndiff evaluate weights/embedded` (writes `metrics.json`); calibrated
+probabilities (temperature {_fmt(calibration.get('temperature'))}, fitted on the
+validation split by `classndiff calibrate weights/embedded`).
+
+| measure | value | bar | met |
+|---|---|---|---|
+{chr(10).join(rows)}
+
+Per-class AUC: {per_class}. ECE before temperature scaling: {_fmt(cls.get('ece_uncalibrated'))}.
+
+Test split skin-tone groups: {tone_line}. Per-group results with bootstrap confidence
+intervals (resampled by lesion) are in `reports/embedded/report.md`
+(`classndiff evaluate weights/embedded --report reports/embedded …`): with so few brown and
+darker images, per-group numbers are anecdotal.
+
+### Generation
+Graded by the independent evaluator in `weights/evaluator` (timm `{ev.get('backbone', '—')}`
+at {ev.get('image_size', '—')} px, trained on real training images only; its own test
+accuracy {_fmt(ev.get('test', {}).get('accuracy'))}, macro AUC
+{_fmt(ev.get('test', {}).get('macro_auc'))}).
+{chr(10).join(['| measure | value |', '|---|---|', *gen_lines]) if gen_lines else 'See `reports/embedded/report.md` for class fidelity, Fréchet distance and KID in the evaluator feature space, and the λ = 0 ablation.'}
+
+### Abstention
+An upload is refused as "not a dermoscopic lesion image" when its classifier features are far
+from every class (Mahalanobis) or its colour statistics are far from the training images;
+thresholds fitted by `classndiff calibrate`: {json.dumps(abstention, ensure_ascii=False) if abstention else 'not fitted'}.
+
+## Limitations
+- The 7-class accuracy and balanced accuracy are below the project's bars (table above):
+  a classifier trained from scratch at 128 px on ~7,000 images; pretrained backbones do better.
+- Generated images are 64 px and, after a short training run, often blocky (patch-8 DiT):
+  recognisable colour and texture per class, not fine dermoscopic structure.
+- HAM10000 is ~94 % lighter skin; the skin-tone groups come from an ITA estimate on 128 px
+  images and are themselves uncertain. Darker-skin results rest on a handful of images.
+- Images come from two sites (Vienna, Queensland); other dermatoscopes, populations and
+  lesion types (e.g. acral, mucosal, non-pigmented) are out of distribution.
+
+## Licence and citation
+Weights: **CC BY-NC 4.0** (trained on HAM10000, CC BY-NC 4.0). Non-commercial use only;
+credit the dataset:
+
+- Tschandl P., Rosendahl C., Kittler H. The HAM10000 dataset, a large collection of
+  multi-source dermatoscopic images of common pigmented skin lesions. *Scientific Data* 5,
+  180161 (2018). doi:10.1038/sdata.2018.161
+- Imran A., Munia N. Class-N-Diff: Classification-Induced Diffusion Model Can Make Fair Skin
+  Cancer Diagnosis. EMBC 2025. arXiv:2510.16887
+"""
+    path = weights / "MODEL_CARD.md"
+    path.write_text(text)
+    return path

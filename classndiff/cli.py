@@ -183,15 +183,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from .card import plot_training_log, sample_grid
+    from .card import plot_training_log, sample_grid, write_model_card
     from .pipeline import ClassNDiffPipeline
 
     out = Path(args.output_dir or args.weights)
     if args.log:
         print("wrote", plot_training_log(args.log, out / "training_curves.png"))
+    if args.card_only:
+        print("wrote", write_model_card(out))
+        return 0
     pipe = ClassNDiffPipeline.from_pretrained(args.weights, device="cpu")
     print("wrote", sample_grid(pipe, out / "samples_grid.png", per_tone=args.per_tone,
                                seed=args.seed))
+    print("wrote", write_model_card(out))
     return 0
 
 
@@ -317,11 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public", action="store_true", help="with --push: a public repo")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("figures", help="model-card figures: training curves + a sample grid")
+    p = sub.add_parser("figures", help="model card: training curves, a sample grid, MODEL_CARD.md")
     p.add_argument("weights", nargs="?", default=None)
     p.add_argument("--log", type=Path, help="the trainer's log.csv")
     p.add_argument("--output-dir", type=Path, help="default: the weights folder")
     p.add_argument("--per-tone", type=int, default=2)
+    p.add_argument("--card-only", action="store_true",
+                   help="only re-render MODEL_CARD.md from the JSON files")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_figures)
 
