@@ -177,12 +177,13 @@ def save_small(png: bytes, path: Path, max_height: int = 1500) -> Path:
 
 
 def readme_upload(weights: str, folder: Path) -> Path:
-    """An image made by the model itself (never a dataset image): the first examples/ file,
-    else one generated now."""
+    """An image made by the model itself (never a dataset image): an examples/ file, else one
+    generated now."""
     from classndiff import ClassNDiffPipeline
 
-    examples = sorted((ROOT / "examples").glob("*.png")) if (ROOT / "examples").is_dir() else []
-    if examples:
+    folder = ROOT / "examples"
+    examples = sorted(folder.glob("nv_*.png")) + sorted(folder.glob("*.png"))
+    if examples:  # a nevus first: the most common class, so the likeliest clean result
         return examples[0]
     from PIL import Image
 
