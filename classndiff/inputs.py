@@ -106,6 +106,8 @@ def _open(source: Any) -> Image.Image:
             "downscale it first"
         ) from None
     except UnidentifiedImageError:
+        if not data.getbuffer().nbytes:
+            raise ImageInputError(f"the file is empty; upload a {READABLE} image") from None
         what = _describe_unreadable(data.getvalue()[:16])
         raise ImageInputError(f"this file is {what}; upload a {READABLE} image") from None
     except Exception as error:  # noqa: BLE001 - a malformed header can raise almost anything
