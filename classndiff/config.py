@@ -23,6 +23,9 @@ class ModelConfig:
     beta_schedule: str = "linear"
     beta_start: float = 0.0001
     beta_end: float = 0.02
+    # What the denoiser predicts: "epsilon" (the noise) or "v_prediction" (α·ε − σ·x0, which
+    # keeps x̂0 = α·x_t − σ·v stable near pure noise, where ε-prediction divides by α ≈ 0).
+    prediction_type: str = "epsilon"
     # Classifier: a timm backbone beside the denoiser, fed images or x̂0.
     classifier_backbone: str = "resnet18"
     classifier_image_size: int = 128  # pixel-space side the classifier sees

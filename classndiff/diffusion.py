@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch.func import functional_call
 
 from .config import ModelConfig, TrainConfig
-from .labels import DX_NULL, SEX_NULL, TONE_NULL
+from .labels import DX_NULL
 from .model import ClassNDiff
 
 SAMPLERS = ("dpm++", "ddim", "ddpm")
@@ -30,7 +30,7 @@ def make_scheduler(name: str, config: ModelConfig):  # noqa: ANN201 - a diffuser
         beta_schedule=config.beta_schedule,
         beta_start=config.beta_start,
         beta_end=config.beta_end,
-        prediction_type="epsilon",
+        prediction_type=config.prediction_type,
     )
     pixel_space = config.vae is None
     if name == "dpm++":
@@ -58,6 +58,9 @@ class NoiseSchedule:
         )
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
         self.num_timesteps = config.num_train_timesteps
+        self.prediction_type = config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
 
     def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         return self.alphas_cumprod.to(t.device)[t].view(-1, 1, 1, 1)
@@ -65,10 +68,20 @@ class NoiseSchedule:
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.scheduler.add_noise(x0, noise, t)
 
-    def predict_x0(self, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t."""
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the denoiser is trained to output: ε, or v = √ᾱ_t·ε − √(1−ᾱ_t)·x0."""
+        if self.prediction_type == "epsilon":
+            return noise
+        a = self.alpha_bar(t).to(x0.dtype)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+    def predict_x0(self, x_t: torch.Tensor, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x̂0 from the denoiser's output: (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t for ε-prediction,
+        √ᾱ_t·x_t − √(1−ᾱ_t)·v̂ for v-prediction."""
         a = self.alpha_bar(t).to(x_t.dtype)
-        return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+        if self.prediction_type == "epsilon":
+            return (x_t - (1 - a).sqrt() * out) / a.sqrt()
+        return a.sqrt() * x_t - (1 - a).sqrt() * out
 
     def posterior_mean(self, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Mean of q(x_{t−1} | x_t, x0): the one-step-denoised input of the upstream code."""
@@ -143,10 +156,15 @@ def joint_loss(
     noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
     x_t = schedule.add_noise(x0, noise, t)
     eps = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)
-    mse = F.mse_loss(eps.float(), noise.float())
+    mse = F.mse_loss(eps.float(), schedule.target(x0, noise, t).float())
 
-    logits_real = model.classifier(batch.cls_input)
-    cls_real = F.cross_entropy(logits_real.float(), batch.dx, label_smoothing=train.label_smoothing)
+    if train.classifier_learning_rate > 0:
+        logits_real = model.classifier(batch.cls_input)
+        cls_real = F.cross_entropy(logits_real.float(), batch.dx,
+                                   label_smoothing=train.label_smoothing)
+    else:  # a frozen classifier (fine-tuning the denoiser alone): skip the wasted pass
+        logits_real = torch.zeros(n, 7, device=x0.device)
+        cls_real = torch.zeros((), device=x0.device)
 
     cls_x0 = torch.zeros((), device=x0.device)
     if train.lambda_cls > 0:
@@ -189,7 +207,7 @@ def upstream_style_loss(
     noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
     x_t = schedule.add_noise(x0, noise, t)
     eps = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)
-    mse = F.mse_loss(eps.float(), noise.float())
+    mse = F.mse_loss(eps.float(), schedule.target(x0, noise, t).float())
     logits_real = model.classifier(batch.cls_input)
     cls_real = F.cross_entropy(logits_real.float(), batch.dx, label_smoothing=train.label_smoothing)
     cls_branch = torch.zeros((), device=x0.device)
@@ -223,8 +241,11 @@ def sample(
     (pixels in [-1, 1], or scaled latents). Image i depends only on generators[i], so a
     batch is reproducible from its seeds whatever its size.
 
-    Classifier-free guidance: ε = ε(∅) + s·(ε(c) − ε(∅)), where ∅ drops all three
-    conditions; s = 1 runs the conditional pass only."""
+    Classifier-free guidance on the diagnosis: ε = ε(∅, tone, sex) + s·(ε(dx, tone, sex) −
+    ε(∅, tone, sex)); s = 1 runs the conditional pass only. Only the diagnosis is nulled in
+    the unconditional branch: each condition is dropped independently in training, so
+    "diagnosis dropped" is seen on ~10 % of steps while "all three dropped" is seen on ~0.1 %
+    and is too poorly learned to guide against (it fills patches with noise)."""
     cfg = model.config
     denoiser = model.denoiser
     device = dx.device
@@ -236,11 +257,8 @@ def sample(
     x = x * scheduler.init_noise_sigma
     guided = guidance_scale != 1.0
     if guided:
-        labels = (
-            torch.cat([dx, torch.full_like(dx, DX_NULL)]),
-            torch.cat([tone, torch.full_like(tone, TONE_NULL)]),
-            torch.cat([sex, torch.full_like(sex, SEX_NULL)]),
-        )
+        labels = (torch.cat([dx, torch.full_like(dx, DX_NULL)]), torch.cat([tone, tone]),
+                  torch.cat([sex, sex]))
     for i, t in enumerate(scheduler.timesteps):
         x_in = scheduler.scale_model_input(x, t)
         if guided:
