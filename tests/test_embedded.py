@@ -1,0 +1,74 @@
+"""The shipped artefacts: the embedded weights load and work, the model card and metrics
+were written by the commands, the examples are generated images with their settings.
+Accuracy is not tested here: `classndiff evaluate weights/embedded` measures it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from classndiff import ClassNDiffPipeline
+from classndiff.labels import DX_CODES
+
+ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED = ROOT / "weights" / "embedded"
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def pipe() -> ClassNDiffPipeline:
+    return ClassNDiffPipeline.from_pretrained(EMBEDDED, device="cpu")
+
+
+def test_weights_folder_is_complete_and_small() -> None:
+    for name in ("config.json", "model.safetensors", "MODEL_CARD.md", "metrics.json",
+                 "training_log.csv"):
+        assert (EMBEDDED / name).is_file(), name
+    total = sum(p.stat().st_size for p in (ROOT / "weights").rglob("*") if p.is_file())
+    assert total < 50 * 2**20
+    assert not list((ROOT / "weights").rglob("*.pt")) and not list(
+        (ROOT / "weights").rglob("*.pkl"))
+
+
+def test_model_card_states_licence_and_not_a_medical_device() -> None:
+    card = (EMBEDDED / "MODEL_CARD.md").read_text()
+    assert card.startswith("---\nlicense: cc-by-nc-4.0")
+    assert "not a medical device" in card
+    metrics = json.loads((EMBEDDED / "metrics.json").read_text())["classification"]
+    assert f"{metrics['accuracy']:.3f}" in card  # the card quotes what evaluate wrote
+
+
+def test_generation_is_deterministic_and_shaped(pipe: ClassNDiffPipeline) -> None:
+    a = pipe.generate(dx="mel", skin_tone="brown", num_images=2, steps=4, seed=3)
+    b = pipe.generate(dx="mel", skin_tone="brown", num_images=2, steps=4, seed=3)
+    size = pipe.config.model.image_size
+    assert [im.size for im in a.images] == [(size, size)] * 2
+    for x, y in zip(a.images, b.images):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+    assert all(0.0 <= c <= 1.0 for c in a.confidences)
+
+
+def test_diagnose_a_shipped_example(pipe: ClassNDiffPipeline) -> None:
+    image = sorted(EXAMPLES.glob("*.png"))[0]
+    d = pipe.diagnose(image)
+    assert set(d.probabilities) == set(DX_CODES)
+    assert abs(sum(d.probabilities.values()) - 1) < 1e-5
+    assert d.calibrated
+
+
+def test_examples_are_generated_images_with_settings() -> None:
+    for dx in DX_CODES:
+        sidecars = sorted(EXAMPLES.glob(f"{dx}_*.json"))
+        assert len(sidecars) >= 2, dx
+        for path in sidecars:
+            info = json.loads(path.read_text())
+            assert info["diagnosis"] == dx and info["synthetic"] is True
+            for key in ("skin_tone", "sex", "seed", "steps", "guidance_scale",
+                        "evaluator_probability"):
+                assert key in info
+            image = Image.open(EXAMPLES / info["file"])
+            assert image.size[0] == image.size[1] <= 128  # model-sized, not a dataset image
