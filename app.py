@@ -409,14 +409,23 @@ def diagnosis_markdown(d: Any, saliency_caption: str | None) -> str:
         lines.append(f"### Prediction: {dx_label(d.prediction)} — {percent(d.confidence)}")
     else:
         lines.append("### No prediction: the model abstains")
-        lines.append(f"**Why:** {d.reason or 'the image does not look like what it was trained on'}"
-                     ". The class probabilities are shown for transparency only; no saliency "
-                     "map is drawn.")
+        reason = (d.reason or "the image does not look like what it was trained on").rstrip(". ")
+        lines.append(f"**Why:** {reason}. The class probabilities are shown for transparency "
+                     "only; no saliency map is drawn. Tick *Predict even if the image looks "
+                     "unusual* to see the model's guess anyway.")
+    warning = (getattr(d, "extras", None) or {}).get("warning")
+    if warning and d.prediction is not None:
+        warning = re.sub(r"\s*No diagnosis is given\.?\s*$", "", str(warning)).rstrip(". ")
+        lines.append(f"⚠ **The model would normally abstain on this image:** "
+                     f"{warning}. Shown because *Predict even if the image "
+                     "looks unusual* is ticked: treat this result with extra caution.")
     malignant = "+".join(MALIGNANT_DX)
     lines.append(f"**Malignant probability** ({malignant}): **{percent(d.malignant)}**")
     tone = describe_skin_tone(getattr(d, "skin_tone", None))
     lines.append(f"**Skin-tone estimate:** {tone} — from the skin around the lesion (ITA), an "
                  "imaging proxy, not a measurement of the patient" if tone else
+                 "**Skin-tone estimate:** not estimated (the model abstained)"
+                 if d.prediction is None else
                  "**Skin-tone estimate:** not available for this model version")
     calibrated = getattr(d, "calibrated", False)
     lines.append("Probabilities are temperature-calibrated." if calibrated else
@@ -576,8 +585,9 @@ def model_card(pipe: Any) -> str:
 HOLDER: ModelHolder | None = None  # set by build_demo; module-level so spaces.GPU can reach it
 
 
-def _diagnose_kwargs(pipe: Any, method: str, target: str, opacity: float) -> dict[str, Any]:
-    """The saliency keyword arguments this pipeline's diagnose() accepts (older ones: none)."""
+def _diagnose_kwargs(pipe: Any, method: str, target: str, opacity: float,
+                     predict_anyway: bool = False) -> dict[str, Any]:
+    """The keyword arguments this pipeline's diagnose() accepts (older ones: fewer)."""
     import inspect
 
     params = inspect.signature(pipe.diagnose).parameters
@@ -586,14 +596,17 @@ def _diagnose_kwargs(pipe: Any, method: str, target: str, opacity: float) -> dic
         "cam_method": method,
         "cam_target": None if target in (None, "", PREDICTED) else target,
         "opacity": float(opacity),
+        "abstain": not predict_anyway,
     }
     return {k: v for k, v in wanted.items() if k in params}
 
 
 @gpu(duration=30)
-def run_diagnose(image: bytes | Image.Image, method: str, target: str, opacity: float) -> Any:
+def run_diagnose(image: bytes | Image.Image, method: str, target: str, opacity: float,
+                 predict_anyway: bool = False) -> Any:
     pipe = HOLDER.get()  # type: ignore[union-attr]
-    return pipe.diagnose(image, **_diagnose_kwargs(pipe, method, target, opacity))
+    return pipe.diagnose(image, **_diagnose_kwargs(pipe, method, target, opacity,
+                                                   predict_anyway))
 
 
 @gpu(duration=120)
@@ -633,11 +646,11 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
         details = {**jsonable(d.to_dict()), "disclaimer": "research demo, not a medical device"}
         return probabilities, diagnosis_markdown(d, caption), temp.save_png(overlay), details
 
-    def analyse(data: bytes, method: str, target: str, opacity: float,
+    def analyse(data: bytes, method: str, target: str, opacity: float, predict_anyway: bool,
                 progress: gr.Progress) -> tuple:
         holder.get(progress)
         try:
-            return show(run_diagnose(data, method, target, opacity), data)
+            return show(run_diagnose(data, method, target, opacity, bool(predict_anyway)), data)
         except user_errors() as error:
             raise gr.Error(str(error), title="This image cannot be diagnosed") from None
 
@@ -656,7 +669,7 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
         return data
 
     def validate(image: str | None, cam_method: str, cam_target: str, opacity: float,
-                 last: str | None) -> list:
+                 predict_anyway: bool, last: str | None) -> list:
         """Checks the upload before the queue, so a bad file gets its message right on the
         upload box (and a ValidationError through the API)."""
         message = None
@@ -674,34 +687,38 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
         else:
             message = "This upload has expired; please upload the image again."
         return [gr.validate(message is None, message or ""), *(gr.validate(True, "")
-                                                              for _ in range(4))]
+                                                              for _ in range(5))]
 
     def diagnose(image: str | None, cam_method: str = "gradcam", cam_target: str = PREDICTED,
-                 opacity: float = 0.5, last: str | None = None,
+                 opacity: float = 0.5, predict_anyway: bool = False, last: str | None = None,
                  progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008 - gradio idiom
         """Diagnose one dermoscopic image: class probabilities, malignant probability,
-        prediction or abstention, saliency overlay and skin-tone estimate."""
+        prediction or abstention, saliency overlay and skin-tone estimate. `predict_anyway`:
+        give the prediction (with a warning) even where the model would abstain."""
         key = str(image) if image else last  # no file: re-run the last image (new settings)
         data = read_image(key)
         try:
-            return (*analyse(data, cam_method, cam_target, opacity, progress), key)
+            return (*analyse(data, cam_method, cam_target, opacity, predict_anyway, progress),
+                    key)
         except gr.Error:
             memory.discard(key)
             raise
 
     def redraw(image: str | None, cam_method: str, cam_target: str, opacity: float,
-               last: str | None, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
-        if not (image or last):  # saliency settings changed before any image: nothing to do
+               predict_anyway: bool, last: str | None,
+               progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+        if not (image or last):  # settings changed before any image: nothing to do
             return tuple(gr.skip() for _ in range(5))
-        return diagnose(image, cam_method, cam_target, opacity, last, progress)
+        return diagnose(image, cam_method, cam_target, opacity, predict_anyway, last, progress)
 
     def clear_results() -> tuple:
         return None, EMPTY_SUMMARY, None, None
 
-    def diagnose_example(cam_method: str, cam_target: str, opacity: float,
+    def diagnose_example(cam_method: str, cam_target: str, opacity: float, predict_anyway: bool,
                          evt: gr.SelectData, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
         path = str(examples[evt.index])
-        return (None, *diagnose(path, cam_method, cam_target, opacity, None, progress))
+        return (None, *diagnose(path, cam_method, cam_target, opacity, predict_anyway, None,
+                                progress))
 
     # ---- generate
     def generate(dx: str = "mel", skin_tone: str = ANY, sex: str = ANY, num_images: int = 4,
@@ -797,6 +814,12 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                                      type="filepath", elem_id="diagnose-upload", height=170)
                     diagnose_button = gr.Button("Diagnose", variant="primary",
                                                 elem_id="diagnose-button")
+                    predict_anyway = gr.Checkbox(
+                        False, label="Predict even if the image looks unusual",
+                        info="Off: the model declines images unlike its training data "
+                        "(e.g. other cameras, non-dermoscopic photos). On: its guess, with a "
+                        "warning.",
+                        elem_id="predict-anyway")
                     with gr.Accordion("Saliency settings", open=True):
                         cam_method = gr.Dropdown([(CAM_LABELS[m], m) for m in CAM_METHODS],
                                                  value=CAM_METHODS[0], label="Method",
@@ -811,7 +834,7 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                     if examples:
                         example_gallery = gr.Gallery(
                             [(str(p), p.stem) for p in examples], label="Synthetic examples "
-                            "(made by the model): click one", columns=4, height=220,
+                            "(made by the model): click one", columns=3, height=230,
                             allow_preview=False, interactive=False, elem_id="examples")
                 with gr.Column(scale=2):
                     summary = gr.Markdown(EMPTY_SUMMARY, label="summary",
@@ -826,7 +849,7 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                     with gr.Accordion("Details (JSON)", open=False):
                         details = gr.JSON(label="diagnose() result")
             outputs = [probabilities, summary, overlay, details, last_image]
-            inputs = [upload, cam_method, cam_target, opacity, last_image]
+            inputs = [upload, cam_method, cam_target, opacity, predict_anyway, last_image]
             # Clear the previous result first, so that a failed upload never leaves another
             # image's result on screen.
             gr.on([upload.upload, diagnose_button.click], clear_results, None, outputs[:4],
@@ -836,11 +859,13 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                 validator=validate)
             upload.clear(clear_results, None, outputs[:4], queue=False,
                          api_name="clear_upload", api_visibility="private")
-            gr.on([cam_method.change, cam_target.change, opacity.release], redraw, inputs,
+            gr.on([cam_method.change, cam_target.change, opacity.release,
+                   predict_anyway.change], redraw, inputs,
                   outputs, api_name="redraw", api_visibility="private", concurrency_id="model",
                   show_progress="minimal", trigger_mode="always_last")
             if examples:
-                example_gallery.select(diagnose_example, [cam_method, cam_target, opacity],
+                example_gallery.select(diagnose_example,
+                                       [cam_method, cam_target, opacity, predict_anyway],
                                        [upload, *outputs], api_name="diagnose_example",
                                        api_visibility="private", concurrency_id="model")
 

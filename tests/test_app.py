@@ -299,6 +299,24 @@ def test_diagnose_api(app_server, tmp_path: Path) -> None:  # noqa: ANN001
     assert "not a medical device" in summary2
 
 
+def test_diagnose_api_abstains_and_can_predict_anyway(app_server, tmp_path: Path) -> None:  # noqa: ANN001
+    """A blank image: the model abstains (with its reason, no saliency); with predict_anyway
+    it gives its guess and says it would have abstained."""
+    from gradio_client import handle_file
+
+    client = client_for(app_server)
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(blank)
+    _, summary, _, details = client.predict(handle_file(str(blank)), api_name="/diagnose")
+    assert details["prediction"] is None and details["reason"]
+    assert "No prediction" in summary and "Why:" in summary and ".." not in summary
+    assert "not estimated (the model abstained)" in summary
+    _, summary, _, details = client.predict(handle_file(str(blank)), "gradcam", "predicted",
+                                            0.5, True, api_name="/diagnose")
+    assert details["prediction"] in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+    assert "Prediction:" in summary and "would normally abstain" in summary
+
+
 def test_diagnose_api_rejects_a_non_image_clearly(app_server, tmp_path: Path) -> None:  # noqa: ANN001
     from gradio_client import handle_file
 
