@@ -429,7 +429,6 @@ def load_compare(compare: str | Path, pipe: Any) -> tuple[Any, dict[str, Any]]:
     classifier: its generation is compared, its classification cannot be, and the
     classification metrics its own run recorded (metrics.json, no intervals) are quoted."""
     import copy
-    import json
 
     from safetensors.torch import load_file
 
@@ -437,9 +436,20 @@ def load_compare(compare: str | Path, pipe: Any) -> tuple[Any, dict[str, Any]]:
     from .pipeline import ClassNDiffPipeline
 
     folder = Path(compare)
-    if not (folder / "denoiser.safetensors").is_file() or (folder / "model.safetensors").is_file():
+    if (folder / "model.safetensors").is_file() or not (folder / "denoiser.safetensors").is_file():
         other = ClassNDiffPipeline.from_pretrained(compare, fallback=False)
-        return other, {"own_classifier": True}
+        mine = pipe.model.classifier.state_dict()
+        shared = all(torch.equal(v.float(), mine[k].float())
+                     for k, v in other.model.classifier.state_dict().items())
+        if not shared:
+            return other, {"own_classifier": True}
+        # Its classifier tensors are copies of this model's (how the ablation folder was
+        # completed): comparing them would show a difference of exactly 0, so don't.
+        info = {"own_classifier": False, "lambda_cls": other.config.train.lambda_cls,
+                "training": other.config.extra.get("training"),
+                "classifier": "a copy of this model's classifier"}
+        other.config.sampling = copy.deepcopy(pipe.config.sampling)
+        return other, {**info, **_recorded(folder)}
     config = ClassNDiffConfig.from_json(folder / "config.json")
     config.sampling = copy.deepcopy(pipe.config.sampling)  # same sampler settings for both
     model = copy.deepcopy(pipe.model)
@@ -450,12 +460,22 @@ def load_compare(compare: str | Path, pipe: Any) -> tuple[Any, dict[str, Any]]:
                                source=f"local folder {folder} (denoiser only)", extras=pipe.extras)
     info: dict[str, Any] = {"own_classifier": False,
                             "lambda_cls": config.train.lambda_cls,
-                            "training": config.extra.get("training")}
-    if (folder / "metrics.json").is_file():
-        recorded = json.loads((folder / "metrics.json").read_text())
-        info["recorded_classification"] = recorded.get("classification")
-        info["recorded_by"] = "its own training run (metrics.json in the folder; no intervals)"
-    return other, info
+                            "training": config.extra.get("training"),
+                            "classifier": "this model's (the folder ships only a denoiser)"}
+    return other, {**info, **_recorded(folder)}
+
+
+def _recorded(folder: Path) -> dict[str, Any]:
+    """Classification metrics the compared model's own run wrote (no intervals)."""
+    import json
+
+    for path in [*sorted(folder.glob("metrics_*classifier*.json")), folder / "metrics.json"]:
+        if path.is_file():
+            recorded = json.loads(path.read_text())
+            return {"recorded_classification": recorded.get("classification", recorded),
+                    "recorded_by": f"{path.name} in the folder (its own classifier; no "
+                                   "intervals)"}
+    return {}
 
 
 def _load_evaluator(directory: str | Path | None) -> Any:
@@ -1004,11 +1024,11 @@ def _ablation_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
             rows.append([m, fmt(value), num(recorded.get(m)) + (" (recorded)" if recorded else ""),
                          ""])
         notes.append(
-            f"`{cmp['name']}` ships only its denoiser (λ = {cmp.get('lambda_cls')}), so its "
-            "classification numbers are the ones its own run recorded on the same test split "
-            "(no intervals, no paired difference), and its generation below is sampled with "
-            "this model's settings; the classifier only matters for generation through the "
-            "sampler's own confidence, which the evaluator does not use.")
+            f"`{cmp['name']}` (λ = {cmp.get('lambda_cls')}) carries {cmp.get('classifier')} "
+            "beside its own denoiser, so its classification numbers are the ones its own "
+            f"classifier recorded ({cmp.get('recorded_by', 'not available')}) — no intervals, "
+            "no paired difference. Its generation is its own denoiser's, sampled with this "
+            "model's settings; the classifier does not enter the evaluator's measures.")
     gen = r.get("generation", {})
     a, b = gen.get(names["model"]), gen.get(cmp["name"])
     if a and b:

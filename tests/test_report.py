@@ -63,6 +63,14 @@ def test_fast_metrics_match_scikit_learn() -> None:
     slow = classification_metrics(probs, labels)
     for key in ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc"):
         assert fast[key] == pytest.approx(slow[key], abs=1e-9)
+    from classndiff.report import group_statistic
+
+    stat = group_statistic(probs, labels, {"tone": np.array(["lighter", "brown"] * 100)}, 0.5,
+                           other=probs[::-1].copy())
+    values = stat(np.arange(200))
+    assert values["diff/accuracy"] == pytest.approx(
+        fast["accuracy"] - fast_metrics(probs[::-1], labels)["accuracy"])
+    assert "gap/tone/lighter-brown/accuracy" in values
     one_class = fast_metrics(probs[labels == 5], labels[labels == 5])
     assert np.isnan(one_class["macro_auc"]) and one_class["balanced_accuracy"] == one_class[
         "accuracy"]
@@ -118,8 +126,10 @@ def test_report_end_to_end(tiny_weights: Path, tiny_data: Path, tiny_evaluator: 
     assert metrics["groups"]["sizes"]["tone"]  # group sizes recorded
     assert metrics["bootstrap"]["unit"].startswith("lesion")
     assert metrics["compare"]["name"] == "lambda0"
-    # the same model compared with itself: every paired difference is exactly 0
-    assert metrics["groups"]["ci"]["diff"]["accuracy"]["value"] == 0
+    # compared with itself, the classifier is recognised as shared: no (zero) paired
+    # difference is reported for it
+    assert metrics["compare"]["own_classifier"] is False
+    assert "diff" not in metrics["groups"]["ci"]
     gen = metrics["generation"]
     model_gen = gen[tiny_weights.name]
     assert model_gen["n_generated"] == 7 * 4 * 2
@@ -158,5 +168,5 @@ def test_compare_with_a_denoiser_only_folder(tiny_pipe, tiny_weights: Path,  # n
     assert info["recorded_classification"] == {"accuracy": 0.5}
     assert other.model is not tiny_pipe.model
     assert len(other.generate(dx="mel", num_images=1, steps=2).images) == 1
-    full, info = load_compare(tiny_weights, tiny_pipe)
-    assert info["own_classifier"] is True
+    _, info = load_compare(tiny_weights, tiny_pipe)
+    assert info["own_classifier"] is False  # a full folder, but the same classifier tensors
