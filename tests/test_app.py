@@ -226,7 +226,11 @@ def front_matter(text: str) -> dict[str, str]:
             data[key] = ",".join(filter(None, [data[key], item.group(1).strip()]))
         elif ":" in line and not line.startswith((" ", "#")):
             key, _, value = line.partition(":")
-            key, data[key] = key.strip(), value.strip().strip("\"'")
+            value = value.strip().strip("\"'")
+            if value.startswith("[") and value.endswith("]"):  # an inline list
+                value = ",".join(v.strip().strip("\"'") for v in value[1:-1].split(",")
+                                 if v.strip())
+            key, data[key] = key.strip(), value
     return data
 
 
@@ -245,7 +249,9 @@ def test_readme_front_matter_for_spaces() -> None:
     assert meta.get("app_file") == "app.py"
     assert re.fullmatch(r"3\.\d+", meta.get("python_version", "")), meta
     assert meta.get("license")
-    assert meta.get("models"), "models: the Hub repo(s) of the weights"
+    assert "models" in meta and all(m.count("/") == 1 for m in meta["models"].split(",")
+                                    if m), meta.get("models")
+    assert meta["models"], "models: name the Hub repo of the weights (e.g. [you/class-n-diff])"
 
 
 def test_readme_screenshots_exist_and_are_small() -> None:
