@@ -78,6 +78,7 @@ CAM_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiR
 PREDICTED = "predicted"
 MALIGNANT = "malignant"
 ANY = "any"
+CSS = "#model-card td:first-child { white-space: nowrap; }"  # the card's row labels
 EMPTY_SUMMARY = "Upload an image to see the model's assessment."
 DISPLAY_SIZE = 256  # generated images are 64 px: upscaled for the gallery
 DISCLAIMER = (
@@ -511,6 +512,37 @@ def display_source(pipe: Any) -> str:
     return str(pipe.source).replace(str(ROOT) + os.sep, "")
 
 
+def inline_images(text: str, folder: Path, max_width: int = 900) -> str:
+    """Markdown images with paths relative to the weights folder (which the browser cannot
+    reach) as inline JPEG data; anything unreadable or outside the folder as plain text."""
+    import base64
+
+    root = folder.resolve()
+
+    def replace(match: re.Match) -> str:
+        alt, target = match.group(1), match.group(2)
+        if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", target):  # http(s):, data: … as they are
+            return match.group(0)
+        try:
+            path = (root / target).resolve()
+            if root not in path.parents or path.suffix.lower() not in EXAMPLE_SUFFIXES:
+                raise ValueError(target)
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                if image.width > max_width:
+                    image = image.resize((max_width, round(image.height * max_width /
+                                                           image.width)),
+                                         Image.Resampling.LANCZOS)
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG", quality=85)
+        except (OSError, ValueError):
+            return f"*({alt or target})*"
+        data = base64.b64encode(buffer.getvalue()).decode()
+        return f"![{alt}](data:image/jpeg;base64,{data})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", replace, text)
+
+
 def model_card(pipe: Any) -> str:
     """MODEL_CARD.md shipped with the weights, else a summary built from the config."""
     folder = Path(getattr(pipe, "weights_path", "") or ".")
@@ -519,7 +551,7 @@ def model_card(pipe: Any) -> str:
     card = folder / "MODEL_CARD.md"
     if card.is_file():
         text = re.sub(r"\A---\n.*?\n---\n", "", card.read_text(), flags=re.S)  # front matter
-        return f"{source}\n\n{text}"
+        return f"{source}\n\n{inline_images(text, folder)}"
     m, t = pipe.config.model, pipe.config.train
     space = f"latent space ({m.vae})" if m.vae else f"pixel space, {m.image_size} px"
     training = pipe.config.extra.get("training", {})
@@ -944,7 +976,7 @@ def main() -> None:
                                                         weights=(400, 600, 700)),
                                     "ui-sans-serif", "system-ui", "sans-serif"])
     demo.launch(
-        theme=theme, server_name=server_name, server_port=server_port, share=False,
+        theme=theme, css=CSS, server_name=server_name, server_port=server_port, share=False,
         max_file_size=os.environ.get("CLASSNDIFF_MAX_UPLOAD", "20mb"),
         show_error=False, footer_links=["api"], run_history=False, ssr_mode=False,
         mcp_server=False, pwa=False, enable_monitoring=False, prevent_thread_lock=True,

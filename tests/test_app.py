@@ -187,9 +187,14 @@ def test_model_card_from_config_and_from_file(app: ModuleType, tiny_pipe,  # noq
         card = app.model_card(tiny_pipe)
         assert "| group | n | accuracy |" in card and "| darker | 4 | 0.500 |" in card
         assert "| classification.accuracy | 0.812 |" in card
-        (folder / "MODEL_CARD.md").write_text("---\nlicense: x\n---\n# The shipped card\n")
+        (folder / "MODEL_CARD.md").write_text("---\nlicense: x\n---\n# The shipped card\n"
+                                              "![curves](curves.png) ![gone](../../x.png)\n")
+        Image.new("RGB", (1200, 600), (10, 20, 30)).save(folder / "curves.png")
         card = app.model_card(tiny_pipe)
         assert "# The shipped card" in card and "license: x" not in card
+        # Images beside the card are inlined (the browser cannot reach the weights folder);
+        # paths outside the folder are not read.
+        assert "![curves](data:image/jpeg;base64," in card and "*(gone)*" in card
     finally:
         tiny_pipe.weights_path = saved
 
