@@ -228,6 +228,27 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
                           ("lighter", "brown", "darker", "unknown"))
     train_tone_line = ", ".join(f"{g} {train_counts.get(g, 0)}" for g in
                                 ("lighter", "brown", "darker", "unknown"))
+    timings = ""
+    timing_file = weights / "candidate_timings.txt"
+    if timing_file.exists():
+        last = timing_file.read_text().strip().splitlines()[-1]
+        bench = json.loads(last)
+        lines = ["| candidate | training images/s | denoiser M | classifier M | vs chosen |",
+                 "|---|---|---|---|---|"]
+        for name, r in bench["results"].items():
+            lines.append(f"| {name} | {r['images_per_second']} | {r['denoiser_M']} | "
+                         f"{r['classifier_M']} | {r['relative_to_chosen']}× |")
+        timings = (
+            "### Size chosen by measurement\n"
+            f"One joint training step per candidate, this 2-core CPU, {bench['threads']} "
+            f"threads, batch {bench['batch_size']}, bf16 (`python benchmarks/candidates.py`, "
+            "output in `candidate_timings.txt`; measured while other jobs shared the machine, "
+            "so compare the ratios, not the absolute speeds):\n\n" + "\n".join(lines) + "\n\n"
+            "The denoiser is the ~10 M-parameter, 64-token DiT that this CPU can train; the "
+            "classifier is `resnet10t` rather than the faster-to-train `resnet18` so that "
+            "`weights/` (this model in float16 plus the evaluator) stays under 50 MB. The "
+            "shipped weights were trained on a lent GPU with the same code and config; "
+            "the CPU path runs the same command, about 20 minutes an epoch.\n")
     figures = "\n".join(f"![{alt}]({name})" for name, alt in
                         (("training_curves.png", "training curves"),
                          ("samples_grid.png", "generated samples: rows akiec…vasc, columns "
@@ -289,6 +310,8 @@ score (step {training.get('classifier_step', '—')}): the classifier starts to 
 long before the denoiser stops improving. `training_log.csv` is the trainer's log.
 
 {figures}
+
+{timings}
 
 ## Results (HAM10000 test split, lesion-grouped, {cls.get('n', '—')} images)
 Measured by `classndiff evaluate weights/embedded` (writes `metrics.json`); calibrated

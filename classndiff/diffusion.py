@@ -133,6 +133,32 @@ def _classify_frozen(model: ClassNDiff, x: torch.Tensor) -> torch.Tensor:
     return functional_call(model.classifier, {**params, **buffers}, (x,))
 
 
+def _denoising_pass(
+    model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise the batch at random t, run the denoiser once: (t, x_t, output, MSE to target)."""
+    x0 = batch.x0
+    t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), device=x0.device,
+                      generator=generator)
+    noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+    x_t = schedule.add_noise(x0, noise, t)
+    out = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)
+    return t, x_t, out, F.mse_loss(out.float(), schedule.target(x0, noise, t).float())
+
+
+def _real_image_loss(
+    model: ClassNDiff, batch: Batch, train: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, CE) of the classifier on the real images; skipped (zeros) when the classifier
+    is frozen (learning rate 0, fine-tuning the denoiser alone)."""
+    n = batch.dx.shape[0]
+    if train.classifier_learning_rate <= 0:
+        return torch.zeros(n, 7, device=batch.dx.device), torch.zeros((), device=batch.dx.device)
+    logits = model.classifier(batch.cls_input)
+    loss = F.cross_entropy(logits.float(), batch.dx, label_smoothing=train.label_smoothing)
+    return logits, loss
+
+
 def joint_loss(
     model: ClassNDiff,
     batch: Batch,
@@ -152,19 +178,8 @@ def joint_loss(
     """
     x0 = batch.x0
     n = x0.shape[0]
-    t = torch.randint(0, schedule.num_timesteps, (n,), device=x0.device, generator=generator)
-    noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
-    x_t = schedule.add_noise(x0, noise, t)
-    eps = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)
-    mse = F.mse_loss(eps.float(), schedule.target(x0, noise, t).float())
-
-    if train.classifier_learning_rate > 0:
-        logits_real = model.classifier(batch.cls_input)
-        cls_real = F.cross_entropy(logits_real.float(), batch.dx,
-                                   label_smoothing=train.label_smoothing)
-    else:  # a frozen classifier (fine-tuning the denoiser alone): skip the wasted pass
-        logits_real = torch.zeros(n, 7, device=x0.device)
-        cls_real = torch.zeros((), device=x0.device)
+    t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
+    logits_real, cls_real = _real_image_loss(model, batch, train)
 
     cls_x0 = torch.zeros((), device=x0.device)
     if train.lambda_cls > 0:
@@ -202,14 +217,8 @@ def upstream_style_loss(
     of steps, a SECOND denoiser pass gives the one-step-denoised input x_{t−1} for the
     classifier, weighted 0.2; the classifier is also trained on the clean input."""
     x0 = batch.x0
-    n = x0.shape[0]
-    t = torch.randint(0, schedule.num_timesteps, (n,), device=x0.device, generator=generator)
-    noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
-    x_t = schedule.add_noise(x0, noise, t)
-    eps = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)
-    mse = F.mse_loss(eps.float(), schedule.target(x0, noise, t).float())
-    logits_real = model.classifier(batch.cls_input)
-    cls_real = F.cross_entropy(logits_real.float(), batch.dx, label_smoothing=train.label_smoothing)
+    t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
+    logits_real, cls_real = _real_image_loss(model, batch, train)
     cls_branch = torch.zeros((), device=x0.device)
     take_branch = torch.rand((), generator=generator).item() < branch_probability
     if take_branch:
