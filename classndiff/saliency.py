@@ -338,6 +338,17 @@ def mask_energy(cam: np.ndarray, mask: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------ measurement (CLI)
+def _mask_as_cam(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """What a CAM that knew the mask exactly could show at the layer's resolution: the mask
+    averaged to `grid`, upsampled and scaled as pytorch-grad-cam does. Its mask energy is a
+    ceiling for maps taken at that layer (a 4×4 map cannot hug a lesion's outline)."""
+    x = torch.from_numpy(mask.astype(np.float32))[None, None]
+    small = torch.nn.functional.adaptive_avg_pool2d(x, grid)
+    up = torch.nn.functional.interpolate(small, size=mask.shape, mode="bilinear",
+                                         align_corners=False)[0, 0]
+    return ((up - up.min()) / (up.max() - up.min() + 1e-7)).numpy()
+
+
 def measure_mask_energy(
     pipe: Any,
     data_dir: str | Path | None = None,
@@ -355,7 +366,7 @@ def measure_mask_energy(
     data = LesionDataset(root, split, image_size=pipe.config.model.pixel_size, limit=limit)
     explainer = pipe.explainer
     size = pipe.config.model.pixel_size
-    energies, areas, by_dx = [], [], {}
+    energies, areas, ceilings, by_dx = [], [], [], {}
     for start in range(0, len(data), batch_size):
         index = range(start, min(start + batch_size, len(data)))
         pixels = torch.stack([data[i]["image"] for i in index]).to(pipe.device)
@@ -363,12 +374,15 @@ def measure_mask_energy(
             predicted = pipe.model.classify(pixels).argmax(1).tolist()
         targets = [make_target(target, p)[0] for p in predicted]
         cams, _ = explainer.maps(pixels, targets, method)
+        recorded = explainer.cam(method).activations_and_grads.activations
+        grid = tuple(recorded[0].shape[-2:]) if recorded else (size, size)
         for i, cam in zip(index, cams):
             with Image.open(root / "masks" / f"{data.image_ids[i]}.png") as m:
                 mask = np.asarray(m.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 0
             energy = mask_energy(cam, mask)
             energies.append(energy)
             areas.append(float(mask.mean()))
+            ceilings.append(mask_energy(_mask_as_cam(mask, grid), mask))
             by_dx.setdefault(data.rows[i]["dx"], []).append(energy)
     energies_a = np.array(energies)
     finite = energies_a[np.isfinite(energies_a)]  # an all-zero map has no energy to share
@@ -385,6 +399,8 @@ def measure_mask_energy(
         "median_energy_in_mask": float(np.median(finite)) if len(finite) else float("nan"),
         "share_of_images_over_0.5": float((finite > 0.5).mean()) if len(finite) else 0.0,
         "uniform_map_baseline": float(np.mean(areas)),
+        "mask_at_layer_resolution": float(np.nanmean(ceilings)),
+        "layer_grid": list(grid),
         "per_dx": {dx: mean(v) for dx, v in sorted(by_dx.items())},
     }
 

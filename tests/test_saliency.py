@@ -236,11 +236,24 @@ def test_mask_energy_arithmetic() -> None:
     assert mask_energy(uniform, mask) == pytest.approx(mask.mean())  # the baseline: the area
 
 
+def test_mask_ceiling_at_a_layer_resolution() -> None:
+    from classndiff.saliency import _mask_as_cam
+
+    mask = np.zeros((32, 32), bool)
+    mask[:16, :16] = True  # one quarter, aligned with a 2×2 grid: exactly representable
+    assert mask_energy(_mask_as_cam(mask, (2, 2)), mask) > 0.6
+    assert mask_energy(_mask_as_cam(mask, (32, 32)), mask) == pytest.approx(1.0)
+    coarse, fine = (mask_energy(_mask_as_cam(mask, g), mask) for g in ((2, 2), (8, 8)))
+    assert coarse < fine
+
+
 def test_measure_mask_energy_and_latency_run(tiny_pipe, tiny_data) -> None:
     result = measure_mask_energy(tiny_pipe, tiny_data, "test", batch_size=4)
     assert result["n"] == 7 and result["layer"] == "layer3"
     assert result["n_empty_maps"] < 7 and 0 <= result["mean_energy_in_mask"] <= 1
     assert result["uniform_map_baseline"] == pytest.approx(0.25, abs=0.02)  # 16×16 of 32×32
+    # layer3 of the tiny net is 2×2 at 32 px: the centred square mask, pooled to 2×2, is flat
+    assert result["layer_grid"] == [2, 2] and np.isnan(result["mask_at_layer_resolution"])
     malignant = measure_mask_energy(tiny_pipe, tiny_data, "test", target="malignant", limit=3)
     assert malignant["n"] == 3 and malignant["target"] == "malignant"
     latency = measure_latency(tiny_pipe, repeats=3)
