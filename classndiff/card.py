@@ -93,7 +93,8 @@ def select_examples(pipe: Any, evaluator: Any, output_dir: str | Path, per_class
                     candidates: int = 6, seed: int = 0, steps: int | None = None,
                     guidance_scale: float | None = None) -> list[dict[str, Any]]:
     """Generate `candidates` images per class (skin tones in turn) and keep the `per_class`
-    the evaluator is most sure belong to the requested class. Writes `<dx>_<n>.png` + `.json`
+    the evaluator is most sure belong to the requested class (among those, images the
+    pipeline does not abstain on first). Writes `<dx>_<n>.png` + `.json`
     and returns the sidecars. Images the evaluator disagrees with are kept only when too few
     agree, and their sidecar says so."""
     output_dir = Path(output_dir)
@@ -108,8 +109,12 @@ def select_examples(pipe: Any, evaluator: Any, output_dir: str | Path, per_class
                                 steps=steps, guidance_scale=guidance_scale)
             pool.append((out.images[0], out.confidences[0], out.settings))
         _, probs = evaluator.embed(_as_tensor([p[0] for p in pool]))
+        # Examples are offered in the Diagnose tab: prefer images the pipeline's own
+        # "does this look like dermoscopy" check accepts, then the evaluator's agreement.
+        accepted = [pipe.diagnose(p[0], skin_tone=False).prediction is not None for p in pool]
         order = sorted(range(len(pool)),
-                       key=lambda i: (int(probs[i].argmax()) == c, float(probs[i, c])),
+                       key=lambda i: (int(probs[i].argmax()) == c, accepted[i],
+                                      float(probs[i, c])),
                        reverse=True)
         for n, i in enumerate(order[:per_class], start=1):
             image, confidence, settings = pool[i]
@@ -127,6 +132,7 @@ def select_examples(pipe: Any, evaluator: Any, output_dir: str | Path, per_class
                 "model_confidence": round(float(confidence), 4),
                 "evaluator_probability": round(float(probs[i, c]), 4),
                 "evaluator_agrees": bool(int(probs[i].argmax()) == c),
+                "passes_abstention_check": bool(accepted[i]),
                 "chosen_from": len(pool),
                 "synthetic": True,
             }
@@ -228,6 +234,16 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
                           ("lighter", "brown", "darker", "unknown"))
     train_tone_line = ", ".join(f"{g} {train_counts.get(g, 0)}" for g in
                                 ("lighter", "brown", "darker", "unknown"))
+    stages = training.get("stages") or [training]
+    stage_rows = ["| stage | what | hardware | steps | images seen | wall time | command |",
+                  "|---|---|---|---|---|---|---|"]
+    for i, st in enumerate(stages, start=1):
+        wall = st.get("wall_seconds")
+        stage_rows.append(
+            f"| {i} | {st.get('what', st.get('step_kind', ''))} | {st.get('hardware', '—')} | "
+            f"{st.get('step', '—')} | {st.get('images_seen', '—')} | "
+            f"{'—' if wall is None else f'{wall / 60:.1f} min'} | `{st.get('command', '—')}` |")
+    stages_text = "\n".join(stage_rows)
     timings = ""
     timing_file = weights / "candidate_timings.txt"
     if timing_file.exists():
@@ -250,7 +266,8 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
             "shipped weights were trained on a lent GPU with the same code and config; "
             "the CPU path runs the same command, about 20 minutes an epoch.\n")
     figures = "\n".join(f"![{alt}]({name})" for name, alt in
-                        (("training_curves.png", "training curves"),
+                        (("training_curves.png", "training curves, stage 1"),
+                         ("training_curves_stage2.png", "training losses, stage 2"),
                          ("samples_grid.png", "generated samples: rows akiec…vasc, columns "
                           "lighter ×2, brown ×2, darker ×2"))
                         if (weights / name).exists())
@@ -303,11 +320,11 @@ Data: HAM10000 at 128 px from `{t.data_dir}` (lesion-grouped split; training spl
 groups: {train_tone_line}). Class-balanced sampling (weight ∝ count^-{t.balance_power}),
 flips and 90° turns, label smoothing {t.label_smoothing}, AdamW, EMA {t.ema_decay}, bf16.
 
-Recorded in `config.json` → `extra.training`: {json.dumps(training, ensure_ascii=False)}
+{stages_text}
 
-The denoiser is the final EMA; the classifier is the EMA snapshot with the best validation
-score (step {training.get('classifier_step', '—')}): the classifier starts to overfit
-long before the denoiser stops improving. `training_log.csv` is the trainer's log.
+The classifier is the EMA snapshot with the best validation score (step
+{training.get('classifier_step', '—')} of the first stage): it starts to overfit long before
+the denoiser stops improving. The logs are the trainer's `log.csv` of each stage.
 
 {figures}
 
@@ -344,8 +361,12 @@ thresholds fitted by `classndiff calibrate`: {json.dumps(abstention, ensure_asci
 ## Limitations
 - The 7-class accuracy and balanced accuracy are below the project's bars (table above):
   a classifier trained from scratch at 128 px on ~7,000 images; pretrained backbones do better.
-- Generated images are 64 px and, after a short training run, often blocky (patch-8 DiT):
-  recognisable colour and texture per class, not fine dermoscopic structure.
+- Generated images are 64 px and blocky: the 8×8-pixel patches of this small DiT show, and
+  after ~{sum(int(st.get('images_seen') or 0) for st in stages) // 1000}k training images the
+  samples carry the colour and rough shape of each class, not fine dermoscopic structure.
+  The first (ε-prediction) denoiser filled patches with noise at sampling time — x̂0 =
+  (x_t − σ·ε̂)/α amplifies small errors near pure noise — which is why the second stage
+  re-trained it as v-prediction.
 - HAM10000 is ~94 % lighter skin; the skin-tone groups come from an ITA estimate on 128 px
   images and are themselves uncertain. Darker-skin results rest on a handful of images.
 - Images come from two sites (Vienna, Queensland); other dermatoscopes, populations and

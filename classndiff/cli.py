@@ -188,7 +188,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     out = Path(args.output_dir or args.weights)
     if args.log:
-        print("wrote", plot_training_log(args.log, out / "training_curves.png"))
+        for i, log in enumerate(args.log, start=1):
+            name = "training_curves.png" if i == 1 else f"training_curves_stage{i}.png"
+            print("wrote", plot_training_log(log, out / name))
     if args.card_only:
         print("wrote", write_model_card(out))
         return 0
@@ -209,8 +211,9 @@ def cmd_examples(args: argparse.Namespace) -> int:
     chosen = select_examples(pipe, evaluator, args.output_dir, per_class=args.per_class,
                              candidates=args.candidates, seed=args.seed)
     agree = sum(c["evaluator_agrees"] for c in chosen)
+    accepted = sum(c["passes_abstention_check"] for c in chosen)
     print(f"wrote {len(chosen)} examples to {args.output_dir}; the evaluator agrees with "
-          f"{agree} of them")
+          f"{agree} of them; the pipeline accepts {accepted} as dermoscopy-like")
     return 0
 
 
@@ -323,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("figures", help="model card: training curves, a sample grid, MODEL_CARD.md")
     p.add_argument("weights", nargs="?", default=None)
-    p.add_argument("--log", type=Path, help="the trainer's log.csv")
+    p.add_argument("--log", type=Path, nargs="*", default=[],
+                   help="the trainer's log.csv of each training stage, in order")
     p.add_argument("--output-dir", type=Path, help="default: the weights folder")
     p.add_argument("--per-tone", type=int, default=2)
     p.add_argument("--card-only", action="store_true",
