@@ -400,7 +400,8 @@ def measure_mask_energy(
         "median_energy_in_mask": float(np.median(finite)) if len(finite) else float("nan"),
         "share_of_images_over_0.5": float((finite > 0.5).mean()) if len(finite) else 0.0,
         "uniform_map_baseline": float(np.mean(areas)),
-        "mask_at_layer_resolution": float(np.nanmean(ceilings)),
+        "mask_at_layer_resolution": mean(ceilings) if mean(ceilings) is not None
+        else float("nan"),
         "layer_grid": list(grid),
         "per_dx": {dx: mean(v) for dx, v in sorted(by_dx.items())},
     }
