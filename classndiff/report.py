@@ -868,7 +868,9 @@ def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
         table(["sex", "n (img/lesion/malig.)", *GROUP_METRICS], _group_rows(ci, sizes, "sex")),
         "",
         "Gaps (reference group minus the other; an interval that contains 0 means no "
-        "difference was detected, not that there is none):",
+        "difference was detected, not that there is none; intervals of gaps against a group "
+        "of a few lesions understate the uncertainty, as the bootstrap cannot vary that group "
+        "much):",
         "",
     ]
     gap_rows = []
@@ -926,11 +928,20 @@ def _findings_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
            f"malignant AUC {fmt(o['malignant_auc'])}."]
     tone_gap = ci.get("gap", {}).get("tone", {}).get("lighter-brown")
     if tone_gap:
+        nv = {g: sizes["tone"][g]["classes"].get("nv", 0) / max(1, sizes["tone"][g]["images"])
+              for g in ("lighter", "brown")}
         out.append(f"- Lighter vs brown skin (n {sizes['tone']['lighter']['images']} vs "
                    f"{sizes['tone']['brown']['images']} images): accuracy gap "
-                   f"{fmt(tone_gap['accuracy'])}: {_verdict(tone_gap['accuracy'])}; malignant "
-                   f"AUC gap {fmt(tone_gap['malignant_auc'])}: "
-                   f"{_verdict(tone_gap['malignant_auc'])}.")
+                   f"{fmt(tone_gap['accuracy'])}: {_verdict(tone_gap['accuracy'])}; balanced "
+                   f"accuracy gap {fmt(tone_gap['balanced_accuracy'])}: "
+                   f"{_verdict(tone_gap['balanced_accuracy'])}; malignant AUC gap "
+                   f"{fmt(tone_gap['malignant_auc'])}: {_verdict(tone_gap['malignant_auc'])}. "
+                   f"Read with the class mix: {nv['brown']:.0%} of brown-skin test images are "
+                   f"nv (the easiest, majority class) against {nv['lighter']:.0%} of lighter-skin "
+                   "ones, and brown has only "
+                   f"{sizes['tone']['brown']['malignant_images']} malignant images, so a gap in "
+                   "brown's favour says more about which lesions were photographed on brown "
+                   "skin than about the model treating skin tones differently.")
     darker = sizes.get("tone", {}).get("darker")
     if darker:
         lo, hi = darker.get("accuracy_wilson", [float("nan")] * 2)
@@ -976,6 +987,7 @@ def _findings_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
         out.append(f"- Grad-CAM puts {sal['mean_energy_in_mask']:.2f} of its energy inside the "
                    f"expert lesion masks on average (a uniform map: "
                    f"{sal['uniform_map_baseline']:.2f}).")
+    out += [f"- Note: {note}" for note in r.get("notes", [])]
     return ["## Findings", "", *out, ""]
 
 
@@ -1170,7 +1182,10 @@ def _fairness_md(r: dict[str, Any]) -> list[str]:
         "",
         f"The darker group has {darker['images']} test images of {darker['lesions']} lesions: "
         "whatever the difference there, it cannot be distinguished from chance, and only "
-        "accuracy is defined for it. The brown group carries the evidence; an interval that "
+        "accuracy is defined for it; when all its images are right (or all wrong) the "
+        "bootstrap collapses, so the lighter−darker gap intervals above only carry the "
+        "lighter group's uncertainty and understate the real one (see the Wilson intervals). "
+        "The brown group carries the evidence; an interval that "
         "contains 0 means augmentation made no detectable difference.",
         "",
     ]
