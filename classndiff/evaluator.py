@@ -252,7 +252,7 @@ def train_classifier(
         optimizer.step()
         ema.update(model, step=step)
         step += 1
-        running.append(float(loss))
+        running.append(float(loss.detach()))
         if step % eval_every == 0 or step == total:
             row: dict[str, Any] = {
                 "step": step, "epoch": round(step / steps_per_epoch, 3),
