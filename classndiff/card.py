@@ -221,11 +221,25 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
         if k in cls)
 
     gen_lines = []
-    generation = rep.get("generation") if isinstance(rep, dict) else None
+    generation = (rep.get("generation") or {}).get("embedded") if isinstance(rep, dict) else None
     if isinstance(generation, dict):
-        for key in ("fidelity_macro", "fd", "kid", "cas_accuracy"):
-            if key in generation:
-                gen_lines.append(f"| {key} | {_fmt(generation[key])} |")
+        fid = generation.get("fidelity", {})
+        fid_ci = generation.get("fidelity_macro_ci") or []
+        fd_ci = generation.get("fd_macro_ci") or []
+        cas = generation.get("cas", {})
+
+        def ci(values: list) -> str:
+            return f" [{_fmt(values[0])}, {_fmt(values[1])}]" if len(values) == 2 else ""
+
+        gen_lines += [
+            f"| Fréchet distance per class, macro (lower is better) | "
+            f"{_fmt(generation.get('fd_macro_over_classes'), 1)}{ci(fd_ci)} | reported |",
+            f"| class fidelity (evaluator agrees with the requested class), macro | "
+            f"{_fmt(fid.get('macro') if isinstance(fid, dict) else None)}{ci(fid_ci)} | ≥ 0.70 |",
+            f"| classification accuracy score (trained on {cas.get('train_images', '—')} "
+            f"generated images only): accuracy / balanced accuracy | "
+            f"{_fmt(cas.get('accuracy'))} / {_fmt(cas.get('balanced_accuracy'))} | — |",
+        ]
 
     counts = _data_counts(data_dir) if (data_dir / "metadata.csv").exists() else {}
     test_counts = counts.get("test", {})
@@ -351,7 +365,9 @@ Graded by the independent evaluator in `weights/evaluator` (timm `{ev.get('backb
 at {ev.get('image_size', '—')} px, trained on real training images only; its own test
 accuracy {_fmt(ev.get('test', {}).get('accuracy'))}, macro AUC
 {_fmt(ev.get('test', {}).get('macro_auc'))}).
-{chr(10).join(['| measure | value |', '|---|---|', *gen_lines]) if gen_lines else 'See `reports/embedded/report.md` for class fidelity, Fréchet distance and KID in the evaluator feature space, and the λ = 0 ablation.'}
+{chr(10).join(['From `reports/embedded/metrics.json` (`classndiff evaluate weights/embedded --report reports/embedded …`, {n} generated images):'.format(n=generation.get('n_generated', '—')) if gen_lines else '', '', '| measure | value | bar |', '|---|---|---|', *gen_lines]) if gen_lines else 'See `reports/embedded/report.md`.'}
+
+The λ = 0 ablation (same GPU run and steps, both ε-prediction) is `reports/ablation_gpu/report.md`.
 
 ### Abstention
 An upload is refused as "not a dermoscopic lesion image" when its classifier features are far
