@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch.func import functional_call
 
 from .config import ModelConfig, TrainConfig
-from .labels import DX_NULL
+from .labels import DX_CODES, DX_NULL
 from .model import ClassNDiff
 
 SAMPLERS = ("dpm++", "ddim", "ddpm")
@@ -153,7 +153,8 @@ def _real_image_loss(
     is frozen (learning rate 0, fine-tuning the denoiser alone)."""
     n = batch.dx.shape[0]
     if train.classifier_learning_rate <= 0:
-        return torch.zeros(n, 7, device=batch.dx.device), torch.zeros((), device=batch.dx.device)
+        device = batch.dx.device
+        return torch.zeros(n, len(DX_CODES), device=device), torch.zeros((), device=device)
     logits = model.classifier(batch.cls_input)
     loss = F.cross_entropy(logits.float(), batch.dx, label_smoothing=train.label_smoothing)
     return logits, loss

@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from .labels import DX_CODES
 from .metrics import classification_metrics, selection_score
+from .train import lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +138,6 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     model.eval()
@@ -239,7 +233,8 @@ def train_classifier(
     model.train()
     while step < total:
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * lr_factor(step, config.warmup_steps, total)
+            group["lr"] = config.learning_rate * lr_factor(step, config.warmup_steps, total,
+                                                           floor=0.02)
         idx = torch.multinomial(weights, config.batch_size, replacement=True,
                                 generator=generator)
         idx = idx.to(device)

@@ -44,13 +44,14 @@ def build_optimizer(model: ClassNDiff, config: ClassNDiffConfig) -> torch.optim.
     )
 
 
-def lr_factor(step: int, warmup: int, total: int, time_progress: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to 10 %. With a time budget, the decay follows
+def lr_factor(step: int, warmup: int, total: int, time_progress: float = 0.0,
+              floor: float = 0.1) -> float:
+    """Linear warm-up, then cosine decay to `floor`. With a time budget, the decay follows
     whichever runs out first: steps or seconds."""
     if step < warmup:
         return (step + 1) / max(1, warmup)
     progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress))
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -131,11 +132,14 @@ class Trainer:
             self.load_checkpoint()
         if init_from is not None and self.step == 0:
             # The starting classifier is the one to beat.
-            start = self.validate()
-            self.best_score = start["score"]
-            self.best_classifier = {k: v.detach().clone().contiguous() for k, v in
-                                    self.ema.module.classifier.state_dict().items()}
+            self.best_score = self.validate()["score"]
+            self.best_classifier = self.classifier_snapshot()
             logger.info("starting validation score %.4f", self.best_score)
+
+    def classifier_snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the EMA classifier's weights (the best-by-validation candidate)."""
+        return {k: v.detach().clone().contiguous()
+                for k, v in self.ema.module.classifier.state_dict().items()}
 
     # ---------------------------------------------------------------- batches
     def next_batch(self) -> Batch:
@@ -256,9 +260,6 @@ class Trainer:
         budget = t.time_budget_s
         while self.step < max_steps:
             elapsed = time.perf_counter() - started
-            if budget and elapsed >= budget:
-                logger.info("time budget of %.0f s reached at step %d", budget, self.step)
-                break
             factor = lr_factor(self.step, t.warmup_steps, max_steps,
                                elapsed / budget if budget else 0.0)
             for group, base in zip(self.optimizer.param_groups,
@@ -279,8 +280,9 @@ class Trainer:
             for key in ("loss", "mse", "cls_real", "cls_x0"):
                 running.setdefault(key, []).append(float(out[key].detach()))
             row = None
-            if self.step % t.log_every == 0 or self.step == max_steps or (
-                    budget and time.perf_counter() - started >= budget):
+            out_of_time = bool(budget) and time.perf_counter() - started >= budget
+            last_step = self.step == max_steps or out_of_time
+            if self.step % t.log_every == 0 or last_step:
                 now = time.perf_counter()
                 row = {k: round(float(np.mean(v)), 5) for k, v in running.items()}
                 row.update(
@@ -294,8 +296,6 @@ class Trainer:
                 )
                 running, last_log, last_log_step = {}, now, self.step
                 progress.set_postfix(loss=row["loss"], mse=row["mse"], cls=row["cls_real"])
-            out_of_time = bool(budget) and time.perf_counter() - started >= budget
-            last_step = self.step == max_steps or out_of_time
             if self.step % t.eval_every == 0 or last_step:
                 last_val = self.validate()
                 self.model.train()
@@ -305,9 +305,7 @@ class Trainer:
                              "score")})
                 if last_val["score"] > self.best_score and self.accelerator.is_main_process:
                     self.best_score, self.best_step = last_val["score"], self.step
-                    self.best_classifier = {
-                        k: v.detach().clone().contiguous()
-                        for k, v in self.ema.module.classifier.state_dict().items()}
+                    self.best_classifier = self.classifier_snapshot()
                     self.export()
                     (self.output_dir / "best_val.json").write_text(
                         json.dumps({"step": self.step, **last_val}, indent=2))
@@ -316,6 +314,9 @@ class Trainer:
                 log_file.flush()
             if self.step % t.checkpoint_every == 0 or last_step:
                 self.save_checkpoint()
+            if out_of_time:
+                logger.info("time budget of %.0f s reached at step %d", budget, self.step)
+                break
         progress.close()
         log_file.close()
         if self.accelerator.is_main_process:
