@@ -23,15 +23,12 @@ import torch
 from PIL import Image
 
 from .labels import DX_CODES, DX_NAMES, TONE_GROUPS
+from .plots import pyplot, save_figure
 
 
 def plot_training_log(log_csv: str | Path, png: str | Path) -> Path:
     """Two panels: training losses, and validation metrics, against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = list(csv.DictReader(Path(log_csv).open()))
 
     def series(key: str) -> tuple[list[int], list[float]]:
@@ -58,12 +55,7 @@ def plot_training_log(log_csv: str | Path, png: str | Path) -> Path:
     right.set_ylim(0.4, 1.0)
     right.grid(alpha=0.3)
     right.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=100)
 
 
 def sample_grid(pipe: Any, png: str | Path, per_tone: int = 2, seed: int = 0,

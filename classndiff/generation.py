@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .labels import DX_CODES, TONE_GROUPS
+from .plots import pyplot, save_figure
 
 
 # ------------------------------------------------------------------ distances
@@ -220,10 +221,7 @@ def bootstrap_fd(real_feats: np.ndarray, gen_feats: np.ndarray, real_groups: np.
 def sample_grid(images: torch.Tensor, dx: np.ndarray, tone: np.ndarray, path: str | Path,
                 per_cell: int = 4) -> Path:
     """A PNG grid: one row per class, one block of `per_cell` images per tone cell."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     dx, tone = np.asarray(dx), np.asarray(tone)
     tones = [g for g in range(len(TONE_GROUPS) + 1) if (tone == g).any()]
@@ -250,12 +248,7 @@ def sample_grid(images: torch.Tensor, dx: np.ndarray, tone: np.ndarray, path: st
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_title("SYNTHETIC samples (rows: requested dx; columns: requested tone)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=64)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=64)
 
 
 __all__ = [

@@ -25,6 +25,7 @@ import torch
 from scipy.stats import rankdata
 
 from .labels import DX_CODES, MALIGNANT_DX, TONE_GROUPS, malignant_mask
+from .plots import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -202,17 +203,8 @@ def nest(flat: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ plots
-def _plt():  # noqa: ANN202 - matplotlib.pyplot, imported lazily (slow import)
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_confusion(labels: np.ndarray, probs: np.ndarray, path: Path, title: str = "") -> Path:
-    plt = _plt()
+    plt = pyplot()
     matrix = np.zeros((len(DX_CODES), len(DX_CODES)), int)
     np.add.at(matrix, (labels, probs.argmax(1)), 1)
     rows = matrix / np.clip(matrix.sum(1, keepdims=True), 1, None)
@@ -228,17 +220,14 @@ def plot_confusion(labels: np.ndarray, probs: np.ndarray, path: Path, title: str
     ax.set_xlabel("predicted")
     ax.set_ylabel("true (row-normalised; counts in brackets)")
     ax.set_title(title or "confusion matrix")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_roc(labels: np.ndarray, probs: np.ndarray, path: Path, threshold: float | None = None
              ) -> Path:
     from sklearn.metrics import roc_curve
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
     for c, code in enumerate(DX_CODES):
         positive = labels == c
@@ -264,15 +253,12 @@ def plot_roc(labels: np.ndarray, probs: np.ndarray, path: Path, threshold: float
         ax.set_ylabel("true positive rate")
         ax.set_title(title)
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: Path, ece: float,
                      bins: int = 15) -> Path:
-    plt = _plt()
+    plt = pyplot()
     confidence, correct = probs.max(1), probs.argmax(1) == labels
     edges = np.linspace(0, 1, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
@@ -294,17 +280,14 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: Path, ece: flo
     ax.set_ylabel("accuracy / share")
     ax.set_title(f"reliability, n={len(labels)}: ECE {ece:.3f}")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_groups(cis: dict[str, Any], sizes: dict[str, Any], attribute: str, path: Path,
                 series: dict[str, dict[str, Any]] | None = None) -> Path:
     """Bars with 95 % intervals per group, group sizes in the labels. `series` maps a label
     (e.g. a model name) to its nested CIs for the same attribute; default one series."""
-    plt = _plt()
+    plt = pyplot()
     series = series or {"": cis}
     groups = [g for g in next(iter(series.values())).get(attribute, {}) if g in sizes]
     metrics = [m for m in GROUP_METRICS if m != "specificity"] + ["specificity"]
@@ -335,10 +318,7 @@ def plot_groups(cis: dict[str, Any], sizes: dict[str, Any], attribute: str, path
         axes[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(f"per {attribute}, 95 % CI by lesion bootstrap (n = images / lesions)",
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 # ------------------------------------------------------------------ formatting

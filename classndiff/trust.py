@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .plots import pyplot, save_figure
+
 logger = logging.getLogger(__name__)
 
 STATS_SIZE = 64  # image statistics are taken at this side (cheap, and enough for colour)
@@ -146,10 +148,7 @@ def reliability_diagram(
 ) -> Path:
     """Two panels, before and after temperature scaling: accuracy per confidence bin against
     the diagonal, with each bin's share of images."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from .metrics import expected_calibration_error
 
@@ -178,12 +177,7 @@ def reliability_diagram(
     axes[0].legend(loc="upper left")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # ------------------------------------------------------------------ abstention
