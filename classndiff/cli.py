@@ -110,23 +110,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_command(args: argparse.Namespace) -> str:
-    """The command line that regenerates a report, written at the top of report.md."""
+    """The command line that regenerates a report, written at the top of report.md: the
+    options that differ from the parser's own defaults (and the compared model's name)."""
     import shlex
 
+    defaults = vars(build_parser().parse_args(["evaluate", str(args.weights)]))
     parts = ["classndiff", "evaluate", str(args.weights), "--report", str(args.report)]
-    options = [("--data-dir", args.data_dir, None), ("--evaluator", args.evaluator,
-               "weights/evaluator"), ("--compare", args.compare, None),
-               ("--compare-name", args.compare_name if args.compare else None, None),
-               ("--generate-per-cell", args.generate_per_cell, 0),
-               ("--fairness-augment", args.fairness_augment, 0),
-               ("--bootstrap", args.bootstrap, 1000), ("--cas-steps", args.cas_steps, 300),
-               ("--fairness-steps", args.fairness_steps, 600), ("--fd-reps", args.fd_reps, 30),
-               ("--saliency-methods", args.saliency_methods, "gradcam,gradcam++"),
-               ("--saliency-limit", args.saliency_limit, None), ("--limit", args.limit, None),
-               ("--seed", args.seed, 0)]
-    for flag, value, default in options:
-        if value is not None and value != default:
-            parts += [flag, str(value)]
+    for dest in ("data_dir", "evaluator", "compare", "compare_name", "generate_per_cell",
+                 "fairness_augment", "bootstrap", "cas_steps", "fairness_steps", "fd_reps",
+                 "saliency_methods", "saliency_limit", "limit", "seed"):
+        value = getattr(args, dest)
+        named = dest == "compare_name" and args.compare is not None
+        if value is not None and (value != defaults[dest] or named):
+            parts += ["--" + dest.replace("_", "-"), str(value)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
