@@ -24,6 +24,7 @@ from PIL import Image
 
 from .labels import DX_CODES, DX_NAMES, TONE_GROUPS
 from .plots import pyplot, save_figure
+from .saliency import CAM_NAMES
 
 
 def plot_training_log(log_csv: str | Path, png: str | Path) -> Path:
@@ -37,16 +38,18 @@ def plot_training_log(log_csv: str | Path, png: str | Path) -> Path:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
     for key, label in (("mse", "denoising MSE"), ("cls_real", "CE, real images"),
-                       ("cls_x0", "CE, denoised x̂0 (λ·w(t) weighted)")):
+                       ("cls_x0", "CE, denoised x̂0 (λ·w(t) weighted)"),
+                       ("focus", "CAM share outside the lesion mask")):
         steps, values = series(key)
-        if steps:
+        if steps and any(v > 0 for v in values):  # a term that was off is not plotted
             left.plot(steps, values, label=label)
     left.set_yscale("log")
     left.set_xlabel("step")
     left.set_title("training losses")
     left.legend(fontsize=8)
     for key, label in (("val_accuracy", "accuracy"), ("val_balanced_accuracy", "balanced acc."),
-                       ("val_macro_auc", "macro AUC"), ("val_malignant_auc", "malignant AUC")):
+                       ("val_macro_auc", "macro AUC"), ("val_malignant_auc", "malignant AUC"),
+                       ("val_energy_in_mask", "CAM energy in lesion mask")):
         steps, values = series(key)
         if steps:
             right.plot(steps, values, marker="o", markersize=3, label=label)
@@ -174,6 +177,34 @@ def _data_counts(data_dir: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
+def _saliency_section(weights: Path, lambda_saliency: float) -> str:
+    """The saliency paragraph, from saliency.json (`python -m classndiff.saliency … --output`)."""
+    found = _load_json(weights / "saliency.json").get("mask_energy")
+    if not found:
+        return ""
+    share = found["mean_energy_in_mask"]
+    text = (
+        "### Saliency\n"
+        f"Measured by `python -m classndiff.saliency {weights} --output {weights}/saliency.json`"
+        f": {CAM_NAMES.get(found['method'], found['method'])} for the predicted class, at "
+        f"`{found['layer']}` ({found['layer_grid'][0]}×{found['layer_grid'][1]} map), puts "
+        f"**{share:.3f}** of its energy inside the expert lesion mask, mean over "
+        f"{found['n']} {found['split']} images (bar ≥ 0.60: "
+        f"{'met' if share >= 0.60 else 'not met'}; a uniform map scores "
+        f"{found['uniform_map_baseline']:.3f}, the mask itself averaged to the map's grid "
+        f"{found['mask_at_layer_resolution']:.3f}; median {found['median_energy_in_mask']:.3f}"
+        f", {found['share_of_images_over_0.5']:.0%} of images over 0.5).\n")
+    if lambda_saliency > 0:
+        text += (
+            "\nRead this with how it was obtained: the last training stage asked the "
+            "classifier to put its class-activation map (which *is* Grad-CAM at that layer) "
+            "inside the expert masks of the **training** images; the test masks were never "
+            "used. A map inside the lesion says where the evidence was found, not that the "
+            "reasoning is right, and it says nothing about images without a lesion mask "
+            "(e.g. lesions that fill the frame).\n")
+    return text + "\n"
+
+
 def write_model_card(weights: str | Path, evaluator: str | Path | None = "weights/evaluator",
                      report: str | Path | None = "reports/embedded",
                      data_dir: str | Path | None = None) -> Path:
@@ -271,12 +302,23 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
             "`weights/` (this model in float16 plus the evaluator) stays under 50 MB. The "
             "shipped weights were trained on a lent GPU with the same code and config; "
             "the CPU path runs the same command, about 20 minutes an epoch.\n")
+    curves = [("training_curves.png", "training curves, stage 1")] + [
+        (f"training_curves_stage{i}.png", f"training curves, stage {i}")
+        for i in range(2, len(stages) + 1)]
     figures = "\n".join(f"![{alt}]({name})" for name, alt in
-                        (("training_curves.png", "training curves, stage 1"),
-                         ("training_curves_stage2.png", "training losses, stage 2"),
+                        (*curves,
                          ("samples_grid.png", "generated samples: rows akiec…vasc, columns "
                           "lighter ×2, brown ×2, darker ×2"))
                         if (weights / name).exists())
+    saliency_text = _saliency_section(weights, t.lambda_saliency)
+    classifier_row = (f"timm `{m.classifier_backbone}` from scratch at {m.classifier_image_size} px"
+                      f" — {cls_m:.1f} M parameters")
+    if m.classifier_output_stride != 32:
+        classifier_row += (f"; output stride {m.classifier_output_stride} (last stage dilated, "
+                           "so its map — where Grad-CAM is taken — is twice as fine)")
+    focus_row = (f" + λ_s·(share of the classifier's class-activation map outside the expert "
+                 f"lesion mask, real training images) with λ_s = {t.lambda_saliency} in the last "
+                 "stage" if t.lambda_saliency > 0 else "")
 
     text = f"""---
 license: cc-by-nc-4.0
@@ -316,8 +358,8 @@ dermoscopy, but that check is not perfect), or for commercial use (licence below
 | part | details |
 |---|---|
 | denoiser | DiT (adaLN-Zero), {m.image_size}×{m.image_size} px, patch {m.patch_size}, hidden {m.hidden_size}, depth {m.depth}, {m.num_heads} heads — {den_m:.1f} M parameters; conditions: diagnosis, skin-tone group, sex, each with a null token (dropped with p = {t.cond_drop_prob} in training → classifier-free guidance) |
-| classifier | timm `{m.classifier_backbone}` from scratch at {m.classifier_image_size} px — {cls_m:.1f} M parameters |
-| joint loss | ε-MSE + λ·ᾱ_t·CE(classifier(x̂0), dx) with λ = {t.lambda_cls} on {t.joint_batch_fraction:.0%} of each batch, + CE(classifier(real), dx) |
+| classifier | {classifier_row} |
+| joint loss | ε-MSE + λ·ᾱ_t·CE(classifier(x̂0), dx) with λ = {t.lambda_cls} on {t.joint_batch_fraction:.0%} of each batch, + CE(classifier(real), dx){focus_row} |
 | sampling | DPM-Solver++ {config.sampling.steps} steps, guidance {config.sampling.guidance_scale} (DDIM and DDPM available) |
 | files | `config.json` + `model.safetensors` (float16, EMA weights); no pickles |
 
@@ -329,8 +371,9 @@ flips and 90° turns, label smoothing {t.label_smoothing}, AdamW, EMA {t.ema_dec
 {stages_text}
 
 The classifier is the EMA snapshot with the best validation score (step
-{training.get('classifier_step', '—')} of the first stage): it starts to overfit long before
-the denoiser stops improving. The logs are the trainer's `log.csv` of each stage.
+{training.get('classifier_step', '—')} of stage {training.get('classifier_stage', 1)}): it
+starts to overfit long before the denoiser stops improving. The logs are the trainer's
+`log.csv` of each stage.
 
 {figures}
 
@@ -361,6 +404,7 @@ accuracy {_fmt(ev.get('test', {}).get('accuracy'))}, macro AUC
 
 The λ = 0 ablation (same GPU run and steps, both ε-prediction) is `reports/ablation_gpu/report.md`.
 
+{saliency_text}
 ### Abstention
 An upload is refused as "not a dermoscopic lesion image" when its classifier features are far
 from every class (Mahalanobis) or its colour statistics are far from the training images;

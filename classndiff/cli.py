@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -35,8 +36,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.time_budget:
         overrides["train.time_budget_s"] = args.time_budget
     config = config.override(overrides)
+    command = shlex.join(["classndiff", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else None
     metrics = train(config, args.output_dir, resume=args.resume, step_kind=args.step_kind,
-                    init_from=args.init_from)
+                    init_from=args.init_from, command=command)
     print(json.dumps({"output_dir": str(args.output_dir), "validation": metrics}, indent=2))
     return 0
 

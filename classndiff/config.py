@@ -30,6 +30,10 @@ class ModelConfig:
     classifier_backbone: str = "resnet18"
     classifier_image_size: int = 128  # pixel-space side the classifier sees
     classifier_drop_rate: float = 0.0
+    # 32 = the backbone as designed; 16 dilates the last stage (timm `output_stride`), so the
+    # last feature map, where Grad-CAM is taken, is 8×8 instead of 4×4 at 128 px: a 4×4 map
+    # cannot follow a lesion's outline (even the mask itself at 4×4 puts only 0.63 inside).
+    classifier_output_stride: int = 32
     pretrained_backbone: bool = False  # True only when the Hub is reachable
     # Latent space: a diffusers AutoencoderKL (Hub id or folder); None = pixel space.
     vae: str | None = None
@@ -52,6 +56,10 @@ class TrainConfig:
     cls_weight_schedule: str = "alpha_bar"  # w(t): "alpha_bar", "sqrt_alpha_bar" or "constant"
     joint_batch_fraction: float = 1.0  # share of the batch that also feeds x̂0 to the classifier
     joint_updates_classifier: bool = True  # whether the x̂0 branch also trains the classifier
+    # Weight of the lesion-focus term: the share of the classifier's class-activation map
+    # (= Grad-CAM at its last feature map) that falls OUTSIDE the expert lesion mask, on real
+    # training images. 0 = off; masks are read from <data_dir>/masks only when it is on.
+    lambda_saliency: float = 0.0
     cond_drop_prob: float = 0.1  # each condition is dropped independently with this chance
     label_smoothing: float = 0.1
     balance_power: float = 0.5  # sample weight ∝ count(dx)^-power: 0 natural, 1 balanced

@@ -59,6 +59,21 @@ def load_rgb(path: Path, size: int) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
 
 
+def load_mask(path: Path, size: int) -> np.ndarray | None:
+    """A lesion mask as uint8 {0, 1} (size, size), cropped and resized as the images are
+    (nearest neighbour); None when the file is missing."""
+    if not path.exists():
+        return None
+    with Image.open(path) as im:
+        im = im.convert("L")
+        w, h = im.size
+        side = min(w, h)
+        im = im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2))
+        if side != size:
+            im = im.resize((size, size), Image.Resampling.NEAREST)
+        return (np.asarray(im) > 0).astype(np.uint8)
+
+
 class LesionDataset(Dataset):
     """Images in [-1, 1] (C, H, W) with their condition ids.
 
@@ -70,6 +85,7 @@ class LesionDataset(Dataset):
         split: str | Sequence[str] | None = "train",
         image_size: int = 128,
         limit: int | None = None,
+        masks: bool = False,
     ):
         self.root = Path(root) if root is not None else default_data_dir()
         rows = read_metadata(self.root, split)
@@ -87,6 +103,16 @@ class LesionDataset(Dataset):
         self.images = torch.from_numpy(
             np.stack([load_rgb(self.root / r["image"], image_size) for r in rows])
         ).permute(0, 3, 1, 2).contiguous()  # uint8 (N, 3, H, W): 10k images ≈ 0.5 GB
+        # Expert lesion masks (masks/<image_id>.png), uint8 (N, 1, H, W) in {0, 1}; an image
+        # without one gets all ones (no constraint) and has_mask False.
+        self.masks = self.has_mask = None
+        if masks:
+            loaded = [load_mask(self.root / "masks" / f"{i}.png", image_size)
+                      for i in self.image_ids]
+            self.has_mask = torch.tensor([m is not None for m in loaded])
+            full = np.ones((image_size, image_size), dtype=np.uint8)
+            self.masks = torch.from_numpy(
+                np.stack([full if m is None else m for m in loaded]))[:, None].contiguous()
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -116,6 +116,9 @@ class Batch:
     dx: torch.Tensor
     tone: torch.Tensor
     sex: torch.Tensor
+    # Expert lesion masks (N, 1, H, W) in {0, 1}, aligned with `cls_input`; all ones where an
+    # image has none (nothing is outside, so the focus term is 0 there). None = not loaded.
+    mask: torch.Tensor | None = None
 
 
 def denoiser_input(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
@@ -124,6 +127,32 @@ def denoiser_input(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
         return images
     return F.interpolate(images, size=(config.image_size, config.image_size), mode="bilinear",
                          align_corners=False, antialias=True)
+
+
+def energy_in_mask(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Share of each map's energy inside its mask, (N,), measured as the saliency bar is:
+    the map shifted to a minimum of 0 (as pytorch-grad-cam scales it), upsampled bilinearly
+    to the mask's size. `cams` (N, h, w) ≥ 0; `masks` (N, 1, H, W) in {0, 1}. A map with no
+    energy counts as all inside (it points nowhere, so nowhere wrong)."""
+    cams = cams - cams.amin(dim=(-2, -1), keepdim=True)
+    up = F.interpolate(cams[:, None].float(), size=masks.shape[-2:], mode="bilinear",
+                       align_corners=False).clamp(min=0)
+    total = up.sum(dim=(1, 2, 3))
+    inside = (up * masks.float()).sum(dim=(1, 2, 3))
+    return torch.where(total > 0, inside / total.clamp(min=1e-12), torch.ones_like(total))
+
+
+def _lesion_focus_loss(
+    model: ClassNDiff, feature_map: torch.Tensor, logits: torch.Tensor, batch: Batch
+) -> torch.Tensor:
+    """Mean share of the class-activation map outside the lesion mask, for the true class and
+    for the predicted one (the map the app shows): the classifier is asked to find its
+    evidence on the lesion rather than on rulers, vignetting or the surrounding skin."""
+    classifier = model.classifier
+    predicted = logits.detach().argmax(1)
+    inside = [energy_in_mask(classifier.class_activation_maps(feature_map, classes), batch.mask)
+              for classes in (batch.dx, predicted)]
+    return 1 - torch.stack(inside).mean()
 
 
 def _classify_frozen(model: ClassNDiff, x: torch.Tensor) -> torch.Tensor:
@@ -148,16 +177,22 @@ def _denoising_pass(
 
 def _real_image_loss(
     model: ClassNDiff, batch: Batch, train: TrainConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, CE) of the classifier on the real images; skipped (zeros) when the classifier
-    is frozen (learning rate 0, fine-tuning the denoiser alone)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, CE, lesion-focus loss) of the classifier on the real images; skipped (zeros)
+    when the classifier is frozen (learning rate 0, fine-tuning the denoiser alone)."""
     n = batch.dx.shape[0]
+    device = batch.dx.device
+    zero = torch.zeros((), device=device)
     if train.classifier_learning_rate <= 0:
-        device = batch.dx.device
-        return torch.zeros(n, len(DX_CODES), device=device), torch.zeros((), device=device)
-    logits = model.classifier(batch.cls_input)
+        return torch.zeros(n, len(DX_CODES), device=device), zero, zero
+    focus = zero
+    if train.lambda_saliency > 0 and batch.mask is not None:
+        logits, feature_map = model.classifier.forward_with_maps(batch.cls_input)
+        focus = _lesion_focus_loss(model, feature_map, logits, batch)
+    else:
+        logits = model.classifier(batch.cls_input)
     loss = F.cross_entropy(logits.float(), batch.dx, label_smoothing=train.label_smoothing)
-    return logits, loss
+    return logits, loss, focus
 
 
 def joint_loss(
@@ -172,15 +207,18 @@ def joint_loss(
     mse      = ‖ε − ε̂(x_t, t, c)‖²
     cls_x0   = mean_i w(t_i) · CE(classifier(x̂0_i), dx_i)   (x̂0 from that same ε̂)
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
-    loss     = mse + λ · cls_x0 + cls_real
+    focus    = CAM share outside the lesion mask (optional, λ_s = train.lambda_saliency)
+    loss     = mse + λ · cls_x0 + cls_real + λ_s · focus
 
     With λ = 0 the x̂0 branch is not computed at all: a plain DiT beside an independently
-    trained classifier (the ablation).
+    trained classifier (the ablation). With the denoiser's learning rate at 0 (fine-tuning
+    the classifier alone) its pass runs without a graph: it still supplies x̂0.
     """
     x0 = batch.x0
     n = x0.shape[0]
-    t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
-    logits_real, cls_real = _real_image_loss(model, batch, train)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and train.learning_rate > 0):
+        t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
+    logits_real, cls_real, focus = _real_image_loss(model, batch, train)
 
     cls_x0 = torch.zeros((), device=x0.device)
     if train.lambda_cls > 0:
@@ -200,9 +238,10 @@ def joint_loss(
         ce = F.cross_entropy(logits_x0.float(), batch.dx[:k], reduction="none")
         cls_x0 = (weight * ce).mean()
 
-    loss = mse + train.lambda_cls * cls_x0 + cls_real
+    loss = mse + train.lambda_cls * cls_x0 + cls_real + train.lambda_saliency * focus
     return {"loss": loss, "mse": mse.detach(), "cls_real": cls_real.detach(),
-            "cls_x0": cls_x0.detach(), "logits_real": logits_real.detach()}
+            "cls_x0": cls_x0.detach(), "focus": focus.detach(),
+            "logits_real": logits_real.detach()}
 
 
 def upstream_style_loss(
@@ -219,7 +258,7 @@ def upstream_style_loss(
     classifier, weighted 0.2; the classifier is also trained on the clean input."""
     x0 = batch.x0
     t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
-    logits_real, cls_real = _real_image_loss(model, batch, train)
+    logits_real, cls_real, _ = _real_image_loss(model, batch, train)
     cls_branch = torch.zeros((), device=x0.device)
     take_branch = torch.rand((), generator=generator).item() < branch_probability
     if take_branch:

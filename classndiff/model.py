@@ -234,6 +234,10 @@ class LesionClassifier(nn.Module):
             num_classes=len(DX_CODES),
             in_chans=config.in_channels,
             drop_rate=config.classifier_drop_rate,
+            # Only passed when it differs from the default, so backbones without the
+            # argument still build.
+            **({"output_stride": config.classifier_output_stride}
+               if config.classifier_output_stride != 32 else {}),
         )
         if self.pixel_space:
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
@@ -255,6 +259,24 @@ class LesionClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.prepare(x))
+
+    def forward_with_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, last feature map (N, C, h, w)) from one pass."""
+        feature_map = self.backbone.forward_features(self.prepare(x))
+        return self.backbone.forward_head(feature_map), feature_map
+
+    def class_activation_maps(
+        self, feature_map: torch.Tensor, classes: torch.Tensor
+    ) -> torch.Tensor:
+        """CAM (Zhou et al., 2016): ReLU(Σ_k w_ck A_k), (N, h, w), for class `classes[i]` of
+        image i. With a global-average-pool + linear head this is Grad-CAM at the last
+        feature map up to a positive factor (Grad-CAM's channel weights are w_ck / (h·w)),
+        but differentiable and without a backward pass, so training can shape it."""
+        head = self.backbone.get_classifier()
+        if not isinstance(head, nn.Linear):
+            raise ValueError(f"class activation maps need a linear head, not {type(head).__name__}")
+        weights = head.weight[classes].to(feature_map.dtype)
+        return F.relu(torch.einsum("nc,nchw->nhw", weights, feature_map))
 
 
 class ClassNDiff(nn.Module):

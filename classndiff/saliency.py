@@ -31,6 +31,8 @@ from PIL import Image
 from .labels import DX_CODES, MALIGNANT_DX
 
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "eigencam", "scorecam")
+CAM_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
+             "eigencam": "EigenCAM", "scorecam": "Score-CAM"}
 _ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
 
 
@@ -447,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads (the speed bar uses 2)")
     parser.add_argument("--layer", help="backbone layer for the CAM, e.g. layer3 (default: "
                                         "found from the backbone)")
+    parser.add_argument("--output", type=Path,
+                        help="also write the JSON here (e.g. WEIGHTS/saliency.json, which the "
+                             "model card reads)")
     args = parser.parse_args(argv)
     from .pipeline import ClassNDiffPipeline
 
@@ -461,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result["mask_energy"] = measure_mask_energy(pipe, args.data_dir, args.split, args.method,
                                                     args.target, args.limit)
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n")
     return 0
 
 

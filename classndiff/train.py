@@ -19,16 +19,25 @@ from safetensors.torch import load_file, save_file
 
 from .config import ClassNDiffConfig
 from .data import LesionDataset, augment, cached_latents
-from .diffusion import Batch, NoiseSchedule, denoiser_input, joint_loss, upstream_style_loss
+from .diffusion import (
+    Batch,
+    NoiseSchedule,
+    denoiser_input,
+    energy_in_mask,
+    joint_loss,
+    upstream_style_loss,
+)
 from .hub import load_vae, save_pretrained
 from .metrics import classification_metrics, selection_score
 from .model import ClassNDiff
 
 logger = logging.getLogger(__name__)
 
-LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "mse", "cls_real", "cls_x0", "lr",
-              "seconds", "images_per_second", "val_accuracy", "val_balanced_accuracy",
-              "val_macro_auc", "val_malignant_auc", "val_score"]
+LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "mse", "cls_real", "cls_x0", "focus",
+              "lr", "seconds", "images_per_second", "val_accuracy", "val_balanced_accuracy",
+              "val_macro_auc", "val_malignant_auc", "val_score", "val_energy_in_mask"]
+VAL_LOG_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc", "score",
+                "energy_in_mask")
 
 
 def build_optimizer(model: ClassNDiff, config: ClassNDiffConfig) -> torch.optim.Optimizer:
@@ -69,9 +78,30 @@ def predict_dataset(
     return torch.cat(out).numpy()
 
 
+@torch.no_grad()
+def validation_energy_in_mask(model: ClassNDiff, data: LesionDataset,
+                              batch_size: int = 128) -> float:
+    """Mean share of the predicted class's activation map inside the lesion mask, over the
+    images that have a mask: the saliency bar's measure, on validation images, computed from
+    the differentiable CAM the focus term trains (equal to Grad-CAM at the last map)."""
+    model.eval()
+    device = next(model.parameters()).device
+    shares = []
+    for start in range(0, len(data), batch_size):
+        x = data.images[start : start + batch_size].to(device).float() / 127.5 - 1
+        logits, feature_map = model.classifier.forward_with_maps(x)
+        cams = model.classifier.class_activation_maps(feature_map.float(), logits.argmax(1))
+        masks = data.masks[start : start + batch_size].to(device)
+        keep = data.has_mask[start : start + batch_size].to(device)
+        shares.append(energy_in_mask(cams, masks)[keep].cpu())
+    shares_all = torch.cat(shares)
+    return float(shares_all.mean()) if len(shares_all) else float("nan")
+
+
 class Trainer:
     def __init__(self, config: ClassNDiffConfig, output_dir: str | Path, resume: bool = False,
-                 step_kind: str = "joint", init_from: str | Path | None = None):
+                 step_kind: str = "joint", init_from: str | Path | None = None,
+                 command: str | None = None):
         from accelerate import Accelerator
 
         self.config = config
@@ -83,13 +113,19 @@ class Trainer:
             mixed = "bf16"
         self.accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
         self.step_kind = step_kind
+        self.command = command
+        # A fine-tune continues the history of the weights it starts from (model card stages).
+        self.previous_training = config.extra.get("training") if init_from is not None else None
+        self.seconds_trained = 0.0
         torch.manual_seed(t.seed + self.accelerator.process_index)
         rank = self.accelerator.process_index
         self.generator = torch.Generator().manual_seed(t.seed + 1000 * rank)
 
         m = config.model
-        self.train_set = LesionDataset(t.data_dir, "train", image_size=m.pixel_size)
-        self.val_set = LesionDataset(t.data_dir, "val", image_size=m.pixel_size, limit=t.val_limit)
+        masks = t.lambda_saliency > 0 and m.vae is None  # the focus term needs pixel space
+        self.train_set = LesionDataset(t.data_dir, "train", image_size=m.pixel_size, masks=masks)
+        self.val_set = LesionDataset(t.data_dir, "val", image_size=m.pixel_size, limit=t.val_limit,
+                                     masks=masks)
         self.latents = self.val_latents = None
         if m.vae:
             vae = load_vae(m.vae, m.vae_subfolder, self.accelerator.device)
@@ -101,6 +137,9 @@ class Trainer:
             del vae
         self.sample_weights = self.train_set.sample_weights(t.balance_power)
         self.train_images = self.train_set.images
+        if self.train_set.masks is not None:
+            # The mask rides along as a fourth channel, so augmentation moves it with the image.
+            self.train_images = torch.cat([self.train_images, self.train_set.masks], 1)
         if self.latents is None and self.accelerator.device.type == "cuda":
             # A few hundred MB of uint8 pixels: keep them on the GPU, so a step never waits
             # on host-side indexing and copies.
@@ -155,11 +194,12 @@ class Trainer:
                 x = augment(x, self.generator)
             x = x.to(device)
             return Batch(x, x, *labels)
-        images = self.train_images[idx.to(self.train_images.device)].to(device)
-        images = images.float() / 127.5 - 1
+        images = self.train_images[idx.to(self.train_images.device)].to(device).float()
         if t.augment:
             images = augment(images, self.generator)
-        return Batch(denoiser_input(images, m), images, *labels)
+        mask = images[:, 3:] if images.shape[1] > 3 else None
+        images = images[:, :3] / 127.5 - 1
+        return Batch(denoiser_input(images, m), images, *labels, mask=mask)
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
@@ -174,6 +214,7 @@ class Trainer:
                   str(folder / "ema.safetensors"))
         torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")  # tensors only
         state = {"step": self.step, "best_score": self.best_score, "best_step": self.best_step,
+                 "seconds_trained": self.seconds_trained,
                  "generator": self.generator.get_state().tolist()}
         if self.best_classifier is not None:
             save_file(self.best_classifier, str(folder / "best_classifier.safetensors"))
@@ -200,6 +241,7 @@ class Trainer:
         self.step = state["step"]
         self.best_score = state["best_score"]
         self.best_step = state.get("best_step", 0)
+        self.seconds_trained = state.get("seconds_trained", 0.0)
         if (folder / "best_classifier.safetensors").exists():
             self.best_classifier = load_file(str(folder / "best_classifier.safetensors"))
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
@@ -216,6 +258,8 @@ class Trainer:
             probs = predict_dataset(model, self.val_set.images)
         metrics = classification_metrics(probs, self.val_set.dx.numpy())
         metrics["score"] = selection_score(metrics)
+        if self.val_set.masks is not None:
+            metrics["energy_in_mask"] = validation_energy_in_mask(model, self.val_set)
         return metrics
 
     def export(self, directory: Path | None = None, best_classifier: bool = True) -> Path:
@@ -229,10 +273,30 @@ class Trainer:
             model = copy.deepcopy(model)
             model.classifier.load_state_dict(self.best_classifier)
             classifier_step = self.best_step
-        config.extra["training"] = {"step": self.step, "classifier_step": classifier_step,
-                                    "step_kind": self.step_kind}
+        config.extra["training"] = self.training_record(classifier_step)
         dtype = getattr(torch, self.config.train.export_dtype)
         return save_pretrained(model, config, directory, dtype=dtype)
+
+    def training_record(self, classifier_step: int) -> dict:
+        """What config.json says about how the weights were trained. A fine-tune (`init_from`)
+        appends itself to the stages of the weights it started from; when it never beat their
+        classifier, the classifier is still theirs."""
+        t = self.config.train
+        this = {"step": self.step, "classifier_step": classifier_step,
+                "step_kind": self.step_kind, "images_seen": self.step * t.batch_size,
+                "wall_seconds": round(self.seconds_trained, 1)}
+        if self.command:
+            this["command"] = self.command
+        previous = self.previous_training
+        if not previous:
+            return this
+        stages = [*(previous.get("stages") or [previous]), this]
+        record = {"stages": stages, "step": self.step, "classifier_step": classifier_step,
+                  "classifier_stage": len(stages)}
+        if classifier_step == 0:  # the starting classifier was never beaten
+            record["classifier_step"] = previous.get("classifier_step", 0)
+            record["classifier_stage"] = previous.get("classifier_stage", 1)
+        return record
 
     # ---------------------------------------------------------------- loop
     def train(self, max_steps: int | None = None) -> dict[str, float]:
@@ -258,6 +322,7 @@ class Trainer:
         progress = tqdm(total=max_steps, initial=self.step, desc="train",
                         disable=not self.accelerator.is_main_process, mininterval=5)
         budget = t.time_budget_s
+        seconds_before = self.seconds_trained  # from the checkpoint when resuming
         while self.step < max_steps:
             elapsed = time.perf_counter() - started
             factor = lr_factor(self.step, t.warmup_steps, max_steps,
@@ -276,9 +341,11 @@ class Trainer:
             self.optimizer.step()
             self.ema.update(self.accelerator.unwrap_model(self.model), step=self.step)
             self.step += 1
+            self.seconds_trained = seconds_before + time.perf_counter() - started
             progress.update(1)
-            for key in ("loss", "mse", "cls_real", "cls_x0"):
-                running.setdefault(key, []).append(float(out[key].detach()))
+            for key in ("loss", "mse", "cls_real", "cls_x0", "focus"):
+                if key in out:
+                    running.setdefault(key, []).append(float(out[key].detach()))
             row = None
             out_of_time = bool(budget) and time.perf_counter() - started >= budget
             last_step = self.step == max_steps or out_of_time
@@ -300,9 +367,8 @@ class Trainer:
                 last_val = self.validate()
                 self.model.train()
                 row = row or {"step": self.step}
-                row.update({f"val_{k}": round(last_val[k], 5) for k in
-                            ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc",
-                             "score")})
+                row.update({f"val_{k}": round(last_val[k], 5) for k in VAL_LOG_KEYS
+                            if k in last_val})
                 if last_val["score"] > self.best_score and self.accelerator.is_main_process:
                     self.best_score, self.best_step = last_val["score"], self.step
                     self.best_classifier = self.classifier_snapshot()
@@ -327,9 +393,10 @@ class Trainer:
 
 def train(config: ClassNDiffConfig, output_dir: str | Path, resume: bool = False,
           max_steps: int | None = None, step_kind: str = "joint",
-          init_from: str | Path | None = None) -> dict[str, float]:
+          init_from: str | Path | None = None, command: str | None = None) -> dict[str, float]:
     """Train (or resume, or fine-tune from `init_from` weights) and export to `output_dir`:
-    the final EMA denoiser with the best-by-validation EMA classifier."""
+    the final EMA denoiser with the best-by-validation EMA classifier. `command` (the command
+    line) is recorded in config.json."""
     trainer = Trainer(config, output_dir, resume=resume, step_kind=step_kind,
-                      init_from=init_from)
+                      init_from=init_from, command=command)
     return trainer.train(max_steps)

@@ -1,0 +1,217 @@
+"""The lesion-focus term and the dilated classifier: the differentiable CAM is Grad-CAM,
+`energy_in_mask` is the saliency bar's arithmetic, the term pulls the map into the mask,
+masks travel with their images through augmentation, and a classifier-only fine-tune leaves
+the denoiser untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from classndiff.config import ClassNDiffConfig
+from classndiff.data import LesionDataset
+from classndiff.diffusion import Batch, NoiseSchedule, energy_in_mask, joint_loss
+from classndiff.model import ClassNDiff, LesionClassifier
+from classndiff.saliency import SaliencyExplainer, _mask_as_cam, find_target_layer, mask_energy
+from classndiff.train import Trainer, validation_energy_in_mask
+
+
+def square_masks(n: int, size: int, lo: int, hi: int) -> torch.Tensor:
+    masks = torch.zeros(n, 1, size, size)
+    masks[..., lo:hi, lo:hi] = 1
+    return masks
+
+
+def test_output_stride_16_doubles_the_cam_grid(tiny_config: ClassNDiffConfig) -> None:
+    sides = []
+    for stride in (32, 16):
+        config = tiny_config.override({"model.classifier_output_stride": stride})
+        classifier = LesionClassifier(config.model).eval()
+        _, feature_map = classifier.forward_with_maps(torch.zeros(1, 3, 32, 32))
+        sides.append(feature_map.shape[-1])
+        name, _ = find_target_layer(classifier.backbone, 3, config.model.classifier_image_size)
+    assert sides[1] == 2 * sides[0]
+    # The dilated last stage is wide enough to be the CAM layer: Grad-CAM is taken on the
+    # very map the focus term trains (at 32 px the undilated one is 1×1 and is passed over).
+    assert name == "layer4"
+
+
+def test_class_activation_map_is_grad_cam(tiny_config: ClassNDiffConfig) -> None:
+    """With a pooled linear head, ReLU(Σ w_ck A_k) is pytorch-grad-cam's Grad-CAM at the last
+    map up to a positive factor: after the same min/max scaling they agree."""
+    config = tiny_config.override({"model.classifier_output_stride": 16})
+    torch.manual_seed(0)
+    classifier = LesionClassifier(config.model).eval()
+    pixels = torch.rand(3, 3, 32, 32) * 2 - 1
+    classes = torch.tensor([0, 3, 6])
+    from classndiff.saliency import ClassTarget
+
+    explainer = SaliencyExplainer(classifier)
+    grad_cam, _ = explainer.maps(pixels, [ClassTarget(int(c)) for c in classes], "gradcam")
+    with torch.no_grad():
+        _, feature_map = classifier.forward_with_maps(pixels)
+        cams = classifier.class_activation_maps(feature_map, classes)
+    for ours, theirs in zip(cams, grad_cam):
+        up = torch.nn.functional.interpolate(ours[None, None], size=(32, 32), mode="bilinear",
+                                             align_corners=False)[0, 0].numpy()
+        up = (up - up.min()) / (up.max() - up.min() + 1e-7)
+        np.testing.assert_allclose(up, theirs, atol=0.02)
+
+
+def test_class_activation_maps_need_a_linear_head(tiny_config: ClassNDiffConfig) -> None:
+    classifier = LesionClassifier(tiny_config.model)
+    classifier.backbone.reset_classifier(0)  # an Identity head
+    with pytest.raises(ValueError, match="linear head"):
+        classifier.class_activation_maps(torch.ones(1, 8, 2, 2), torch.tensor([0]))
+
+
+def test_energy_in_mask_matches_the_bar_arithmetic() -> None:
+    masks = square_masks(1, 32, 8, 24)
+    inside = torch.zeros(1, 8, 8)
+    inside[:, 3:5, 3:5] = 1
+    outside = torch.zeros(1, 8, 8)
+    outside[:, 0, 0] = 1
+    assert energy_in_mask(inside, masks).item() > 0.95
+    assert energy_in_mask(outside, masks).item() < 0.05
+    assert energy_in_mask(torch.zeros(1, 8, 8), masks).item() == 1.0  # no energy: nothing outside
+    # The same number saliency.mask_energy gives for a map scaled as pytorch-grad-cam does.
+    mask = masks[0, 0].numpy() > 0
+    reference = _mask_as_cam(mask, (8, 8))
+    small = torch.nn.functional.adaptive_avg_pool2d(masks[0], (8, 8))
+    assert energy_in_mask(small, masks).item() == pytest.approx(mask_energy(reference, mask),
+                                                               abs=1e-4)
+
+
+def focus_batch(config: ClassNDiffConfig, n: int = 8) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    m = config.model
+    pixels = torch.rand(n, 3, m.pixel_size, m.pixel_size, generator=g) * 2 - 1
+    small = torch.nn.functional.interpolate(pixels, size=m.image_size, mode="bilinear")
+    side = m.pixel_size
+    return Batch(small, pixels, torch.arange(n) % 7, torch.arange(n) % 3, torch.arange(n) % 2,
+                 mask=square_masks(n, side, side // 4, side * 5 // 8))
+
+
+def test_focus_term_moves_the_map_into_the_mask(tiny_config: ClassNDiffConfig) -> None:
+    """Same seed, same batch, same steps: with the term on, the predicted class's map puts
+    far more of its energy inside the mask than without it."""
+    base = tiny_config.override({"model.classifier_output_stride": 16, "train.learning_rate": 0.0,
+                                 "model.classifier_image_size": 64, "model.pixel_size": 64})
+
+    def energy_after_training(lambda_saliency: float) -> float:
+        config = base.override({"train.lambda_saliency": lambda_saliency})
+        torch.manual_seed(0)
+        model = ClassNDiff(config.model)
+        schedule = NoiseSchedule(config.model)
+        batch = focus_batch(config)
+        optimizer = torch.optim.AdamW(model.classifier.parameters(), lr=1e-3)
+        model.train()
+        for _ in range(25):
+            out = joint_loss(model, batch, schedule, config.train,
+                             generator=torch.Generator().manual_seed(1))
+            optimizer.zero_grad()
+            out["loss"].backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            logits, feature_map = model.classifier.forward_with_maps(batch.cls_input)
+            cams = model.classifier.class_activation_maps(feature_map, logits.argmax(1))
+        return float(energy_in_mask(cams, batch.mask).mean())
+
+    without, with_term = energy_after_training(0.0), energy_after_training(5.0)
+    assert with_term > without + 0.2, (without, with_term)
+
+
+def test_focus_term_is_off_by_default(tiny_config: ClassNDiffConfig) -> None:
+    model = ClassNDiff(tiny_config.model)
+    out = joint_loss(model, focus_batch(tiny_config), NoiseSchedule(tiny_config.model),
+                     tiny_config.train)
+    assert float(out["focus"]) == 0.0
+
+
+def test_frozen_denoiser_gets_no_gradient(tiny_config: ClassNDiffConfig) -> None:
+    config = tiny_config.override({"train.learning_rate": 0.0, "train.lambda_saliency": 1.0})
+    model = ClassNDiff(config.model)
+    out = joint_loss(model, focus_batch(config), NoiseSchedule(config.model), config.train)
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.denoiser.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.classifier.parameters())
+
+
+def test_masks_load_aligned_and_missing_ones_are_no_constraint(tiny_data: Path,
+                                                               tmp_path: Path) -> None:
+    data = LesionDataset(tiny_data, "train", image_size=32, masks=True)
+    assert data.masks.shape == (len(data), 1, 32, 32) and data.masks.dtype == torch.uint8
+    assert bool(data.has_mask.all())
+    # conftest's masks are the square [10, 30) of 40 px → [8, 24) at 32 px
+    assert data.masks[0, 0, 16, 16] == 1 and data.masks[0, 0, 2, 2] == 0
+    import shutil
+
+    copy = tmp_path / "ham"
+    shutil.copytree(tiny_data, copy)
+    (copy / "masks" / f"{data.image_ids[0]}.png").unlink()
+    partial = LesionDataset(copy, "train", image_size=32, masks=True)
+    assert not bool(partial.has_mask[0]) and bool(partial.masks[0].eq(1).all())
+    assert LesionDataset(tiny_data, "train", image_size=32).masks is None
+
+
+def test_masks_are_augmented_with_their_images(tiny_config: ClassNDiffConfig,
+                                               tmp_path: Path) -> None:
+    config = tiny_config.override({"train.lambda_saliency": 1.0})
+    trainer = Trainer(config, tmp_path)
+    for _ in range(3):
+        batch = trainer.next_batch()
+        assert batch.mask is not None and batch.mask.shape[1] == 1
+        # conftest lesions are a dark blob on skin: inside the mask is darker than outside
+        # however the batch was flipped or turned.
+        brightness = batch.cls_input.mean(1, keepdim=True)
+        inside = (brightness * batch.mask).sum() / batch.mask.sum()
+        outside = (brightness * (1 - batch.mask)).sum() / (1 - batch.mask).sum()
+        assert inside < outside
+
+
+def test_classifier_fine_tune_logs_focus_and_keeps_the_denoiser(
+    tiny_config: ClassNDiffConfig, tiny_weights: Path, tmp_path: Path
+) -> None:
+    config = tiny_config.override({"model.classifier_output_stride": 16,
+                                   "train.lambda_saliency": 1.0, "train.learning_rate": 0.0})
+    trainer = Trainer(config, tmp_path, init_from=tiny_weights)
+    trainer.train()
+    header, *rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert "focus" in header and "val_energy_in_mask" in header
+    last = dict(zip(header.split(","), rows[-1].split(",")))
+    assert 0 <= float(last["val_energy_in_mask"]) <= 1 and float(last["focus"]) > 0
+    exported = load_file(str(tmp_path / "model.safetensors"))
+    source = load_file(str(tiny_weights / "model.safetensors"))
+    for key, value in source.items():
+        if key.startswith("denoiser."):
+            torch.testing.assert_close(exported[key].float(), value.float())
+    share = validation_energy_in_mask(trainer.ema.module, trainer.val_set)
+    assert 0 <= share <= 1
+    saved = ClassNDiffConfig.from_json(tmp_path / "config.json")
+    assert saved.model.classifier_output_stride == 16
+
+
+def test_fine_tune_appends_its_stage_to_the_training_history(
+    tiny_config: ClassNDiffConfig, tiny_weights: Path, tmp_path: Path
+) -> None:
+    start = ClassNDiffConfig.from_json(tiny_weights / "config.json")
+    first = start.extra["training"]
+    trainer = Trainer(start.override({"train.max_steps": 2, "train.eval_every": 100}), tmp_path,
+                      init_from=tiny_weights, command="classndiff train --init-from x")
+    trainer.train()
+    record = ClassNDiffConfig.from_json(tmp_path / "config.json").extra["training"]
+    assert record["stages"][0] == first and len(record["stages"]) == 2
+    stage = record["stages"][1]
+    assert stage["step"] == 2 and stage["command"] == "classndiff train --init-from x"
+    assert stage["wall_seconds"] > 0 and stage["images_seen"] == 2 * start.train.batch_size
+    if stage["classifier_step"] == 0:  # never beat the starting classifier: still stage 1's
+        assert record["classifier_stage"] == 1
+        assert record["classifier_step"] == first["classifier_step"]
+    else:
+        assert record["classifier_stage"] == 2
