@@ -193,7 +193,12 @@ def _saliency_section(weights: Path, lambda_saliency: float) -> str:
         f"{'met' if share >= 0.60 else 'not met'}; a uniform map scores "
         f"{found['uniform_map_baseline']:.3f}, the mask itself averaged to the map's grid "
         f"{found['mask_at_layer_resolution']:.3f}; median {found['median_energy_in_mask']:.3f}"
-        f", {found['share_of_images_over_0.5']:.0%} of images over 0.5).\n")
+        f", {found['share_of_images_over_0.5']:.0%} of images over 0.5)")
+    if found.get("mean_iou_at_0.5") is not None:
+        text += (f". Its hot region (≥ 0.5 of the map's maximum) has a mean IoU of "
+                 f"{found['mean_iou_at_0.5']:.3f} with the mask and covers "
+                 f"{found['mean_lesion_coverage_at_0.5']:.0%} of the lesion on average")
+    text += ".\n"
     if lambda_saliency > 0:
         text += (
             "\nRead this with how it was obtained: the last training stage asked the "

@@ -123,9 +123,13 @@ class ClassNDiffPipeline:
         pipe.weights_path = resolved.path
         return pipe
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        self.config.to_json  # noqa: B018 - config travels with the weights
-        return save_pretrained(self.model, self.config, directory, self.extras)
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """config.json + model.safetensors (with the abstention statistics). Weights are
+        stored as `dtype`, by default the config's `train.export_dtype` (float16 for the
+        shipped model), so re-saving a folder keeps its size."""
+        if dtype is None:
+            dtype = getattr(torch, self.config.train.export_dtype, torch.float32)
+        return save_pretrained(self.model, self.config, directory, self.extras, dtype=dtype)
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -1181,13 +1181,17 @@ def _saliency_md(r: dict[str, Any]) -> list[str]:
             rows.append([method, "error: " + m["error"], "", "", ""])
             continue
         rows.append([method, str(m.get("n")), num(m.get("mean_energy_in_mask")),
-                     num(m.get("uniform_map_baseline")),
+                     num(m.get("uniform_map_baseline")), num(m.get("mean_iou_at_0.5")),
+                     num(m.get("mean_lesion_coverage_at_0.5")),
                      ", ".join(f"{k} {num(v)}" for k, v in (m.get("per_dx") or {}).items())])
     return ["## Saliency: share of CAM energy inside the expert lesion masks", "",
             "CAM for the predicted class on real test images; the uniform-map baseline is the "
-            "mean mask area (what a map that ignores the image would score). Bar: ≥ 0.6 mean.",
-            "", table(["method", "n", "mean share in mask", "uniform baseline", "per class"],
-                      rows), ""]
+            "mean mask area (what a map that ignores the image would score). Bar: ≥ 0.6 mean. "
+            "Energy alone rewards a map squeezed into one spot of the lesion, so the IoU of "
+            "the map's hot region (≥ 0.5 of its maximum) with the mask and the share of the "
+            "lesion it covers are given beside it.",
+            "", table(["method", "n", "mean share in mask", "uniform baseline", "IoU at 0.5",
+                       "lesion covered at 0.5", "per class (share in mask)"], rows), ""]
 
 
 def rerender(directory: str | Path) -> Path:

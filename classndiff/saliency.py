@@ -340,6 +340,17 @@ def mask_energy(cam: np.ndarray, mask: np.ndarray) -> float:
     return float(cam[mask].sum() / total) if total > 0 else float("nan")
 
 
+def mask_overlap(cam: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> tuple[float, float]:
+    """(IoU, lesion coverage) of the map's hot region (cam ≥ threshold) with the mask. Energy
+    in the mask alone rewards a map squeezed into one spot of the lesion; coverage says how
+    much of the lesion the map actually marks."""
+    hot = cam >= threshold
+    inter = float(np.logical_and(hot, mask).sum())
+    union = float(np.logical_or(hot, mask).sum())
+    area = float(mask.sum())
+    return (inter / union if union else float("nan"), inter / area if area else float("nan"))
+
+
 # ------------------------------------------------------------------ measurement (CLI)
 def _mask_as_cam(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """What a CAM that knew the mask exactly could show at the layer's resolution: the mask
@@ -369,7 +380,7 @@ def measure_mask_energy(
     data = LesionDataset(root, split, image_size=pipe.config.model.pixel_size, limit=limit)
     explainer = pipe.explainer
     size = pipe.config.model.pixel_size
-    energies, areas, ceilings, by_dx = [], [], [], {}
+    energies, areas, ceilings, ious, coverages, by_dx = [], [], [], [], [], {}
     for start in range(0, len(data), batch_size):
         index = range(start, min(start + batch_size, len(data)))
         pixels = torch.stack([data[i]["image"] for i in index]).to(pipe.device)
@@ -384,6 +395,9 @@ def measure_mask_energy(
                 mask = np.asarray(m.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 0
             energy = mask_energy(cam, mask)
             energies.append(energy)
+            iou, coverage = mask_overlap(cam, mask)
+            ious.append(iou)
+            coverages.append(coverage)
             areas.append(float(mask.mean()))
             ceilings.append(mask_energy(_mask_as_cam(mask, grid), mask))
             by_dx.setdefault(data.rows[i]["dx"], []).append(energy)
@@ -404,6 +418,8 @@ def measure_mask_energy(
         "uniform_map_baseline": float(np.mean(areas)),
         "mask_at_layer_resolution": mean(ceilings) if mean(ceilings) is not None
         else float("nan"),
+        "mean_iou_at_0.5": mean(ious),
+        "mean_lesion_coverage_at_0.5": mean(coverages),
         "layer_grid": list(grid),
         "per_dx": {dx: mean(v) for dx, v in sorted(by_dx.items())},
     }

@@ -49,6 +49,19 @@ def test_save_and_load_round_trip_gives_identical_outputs(tiny_pipe, tmp_path):
     assert not list(tmp_path.glob("copy/*.pt")) and not list(tmp_path.glob("copy/*.bin"))
 
 
+def test_save_pretrained_keeps_the_export_dtype(tiny_pipe, tmp_path):
+    """A float16 folder re-saved through the pipeline stays float16 (and the same size)."""
+    from safetensors import safe_open
+
+    half = tiny_pipe.config.override({"train.export_dtype": "float16"})
+    pipe = ClassNDiffPipeline(tiny_pipe.model, half, extras=tiny_pipe.extras)
+    for folder, dtype in ((pipe.save_pretrained(tmp_path / "half"), "F16"),
+                          (pipe.save_pretrained(tmp_path / "full", dtype=torch.float32), "F32")):
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            key = "classifier.backbone.fc.weight"
+            assert str(f.get_slice(key).get_dtype()) == dtype
+
+
 def test_same_seed_same_images_and_different_seed_different(tiny_pipe):
     a = tiny_pipe.generate(dx="mel", num_images=2, steps=3, seed=1)
     b = tiny_pipe.generate(dx="mel", num_images=2, steps=3, seed=1)

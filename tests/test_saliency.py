@@ -236,6 +236,21 @@ def test_mask_energy_arithmetic() -> None:
     assert mask_energy(uniform, mask) == pytest.approx(mask.mean())  # the baseline: the area
 
 
+def test_mask_overlap_tells_a_spot_from_a_map_that_covers_the_lesion() -> None:
+    from classndiff.saliency import mask_overlap
+
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True
+    spot = np.zeros((8, 8))
+    spot[3, 3] = 1.0
+    cover = mask.astype(float)
+    assert mask_energy(spot, mask) == mask_energy(cover, mask) == 1.0  # energy can't tell
+    assert mask_overlap(spot, mask) == pytest.approx((1 / 16, 1 / 16))
+    assert mask_overlap(cover, mask) == pytest.approx((1.0, 1.0))
+    everywhere = np.ones((8, 8))
+    assert mask_overlap(everywhere, mask) == pytest.approx((16 / 64, 1.0))
+
+
 def test_mask_ceiling_at_a_layer_resolution() -> None:
     from classndiff.saliency import _mask_as_cam
 
@@ -254,6 +269,7 @@ def test_measure_mask_energy_and_latency_run(tiny_pipe, tiny_data) -> None:
     assert result["uniform_map_baseline"] == pytest.approx(0.25, abs=0.02)  # 16×16 of 32×32
     # layer3 of the tiny net is 2×2 at 32 px: the centred square mask, pooled to 2×2, is flat
     assert result["layer_grid"] == [2, 2] and np.isnan(result["mask_at_layer_resolution"])
+    assert 0 <= result["mean_iou_at_0.5"] <= 1 and 0 <= result["mean_lesion_coverage_at_0.5"] <= 1
     malignant = measure_mask_energy(tiny_pipe, tiny_data, "test", target="malignant", limit=3)
     assert malignant["n"] == 3 and malignant["target"] == "malignant"
     latency = measure_latency(tiny_pipe, repeats=3)
