@@ -129,30 +129,50 @@ def denoiser_input(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
                          align_corners=False, antialias=True)
 
 
-def energy_in_mask(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Share of each map's energy inside its mask, (N,), measured as the saliency bar is:
-    the map shifted to a minimum of 0 (as pytorch-grad-cam scales it), upsampled bilinearly
-    to the mask's size. `cams` (N, h, w) ≥ 0; `masks` (N, 1, H, W) in {0, 1}. A map with no
-    energy counts as all inside (it points nowhere, so nowhere wrong)."""
+def scale_like_grad_cam(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) maps ≥ 0 → (N, 1, *size) as pytorch-grad-cam shows them: shifted to a minimum
+    of 0, divided by the maximum, upsampled bilinearly. An empty map stays all zeros."""
     cams = cams - cams.amin(dim=(-2, -1), keepdim=True)
-    up = F.interpolate(cams[:, None].float(), size=masks.shape[-2:], mode="bilinear",
-                       align_corners=False).clamp(min=0)
+    cams = cams / (cams.amax(dim=(-2, -1), keepdim=True) + 1e-7)
+    return F.interpolate(cams[:, None].float(), size=size, mode="bilinear",
+                         align_corners=False).clamp(0, 1)
+
+
+def energy_in_mask(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Share of each map's energy inside its mask, (N,), measured as the saliency bar is.
+    `cams` (N, h, w) ≥ 0 (after the ReLU); `masks` (N, 1, H, W) in {0, 1}. An empty map has
+    no energy to share: NaN (the bar's measure counts those apart, as empty maps)."""
+    up = scale_like_grad_cam(cams, masks.shape[-2:])
     total = up.sum(dim=(1, 2, 3))
     inside = (up * masks.float()).sum(dim=(1, 2, 3))
-    return torch.where(total > 0, inside / total.clamp(min=1e-12), torch.ones_like(total))
+    return torch.where(total > 0, inside / total.clamp(min=1e-12),
+                       torch.full_like(total, float("nan")))
 
 
 def _lesion_focus_loss(
     model: ClassNDiff, feature_map: torch.Tensor, logits: torch.Tensor, batch: Batch
 ) -> torch.Tensor:
-    """Mean share of the class-activation map outside the lesion mask, for the true class and
-    for the predicted one (the map the app shows): the classifier is asked to find its
-    evidence on the lesion rather than on rulers, vignetting or the surrounding skin."""
+    """Ask the class-activation map (the Grad-CAM the app shows) to mark the lesion: a soft
+    Dice loss between the map, scaled as Grad-CAM scales it, and the expert mask, for the true
+    class and for the predicted one. Dice rewards covering the lesion as much as staying out
+    of the background; a loss on the share outside alone is met by a map squeezed into one
+    spot, or by an empty map, which shows the user nothing. A hinge on the map's maximum
+    keeps it from going all-negative (empty after the ReLU, where Dice has no gradient).
+    Images whose mask is all ones (none, or a lesion filling the frame) are skipped."""
     classifier = model.classifier
-    predicted = logits.detach().argmax(1)
-    inside = [energy_in_mask(classifier.class_activation_maps(feature_map, classes), batch.mask)
-              for classes in (batch.dx, predicted)]
-    return 1 - torch.stack(inside).mean()
+    masks = batch.mask.float()
+    constrained = masks.flatten(1).amin(1) < 1
+    if not constrained.any():
+        return torch.zeros((), device=masks.device)
+    losses = []
+    for classes in (batch.dx, logits.detach().argmax(1)):
+        raw = classifier.class_activation_maps(feature_map, classes, relu=False).float()
+        up = scale_like_grad_cam(F.relu(raw), masks.shape[-2:])
+        overlap = (up * masks).sum(dim=(1, 2, 3))
+        dice = 1 - (2 * overlap + 1) / (up.sum(dim=(1, 2, 3)) + masks.sum(dim=(1, 2, 3)) + 1)
+        alive = F.relu(-raw.amax(dim=(-2, -1)))
+        losses.append(((dice + alive) * constrained).sum() / constrained.sum())
+    return torch.stack(losses).mean()
 
 
 def _classify_frozen(model: ClassNDiff, x: torch.Tensor) -> torch.Tensor:

@@ -266,17 +266,19 @@ class LesionClassifier(nn.Module):
         return self.backbone.forward_head(feature_map), feature_map
 
     def class_activation_maps(
-        self, feature_map: torch.Tensor, classes: torch.Tensor
+        self, feature_map: torch.Tensor, classes: torch.Tensor, relu: bool = True
     ) -> torch.Tensor:
         """CAM (Zhou et al., 2016): ReLU(Σ_k w_ck A_k), (N, h, w), for class `classes[i]` of
         image i. With a global-average-pool + linear head this is Grad-CAM at the last
         feature map up to a positive factor (Grad-CAM's channel weights are w_ck / (h·w)),
-        but differentiable and without a backward pass, so training can shape it."""
+        but differentiable and without a backward pass, so training can shape it.
+        `relu=False` gives the map before the ReLU (where a dead map still has a gradient)."""
         head = self.backbone.get_classifier()
         if not isinstance(head, nn.Linear):
             raise ValueError(f"class activation maps need a linear head, not {type(head).__name__}")
         weights = head.weight[classes].to(feature_map.dtype)
-        return F.relu(torch.einsum("nc,nchw->nhw", weights, feature_map))
+        cams = torch.einsum("nc,nchw->nhw", weights, feature_map)
+        return F.relu(cams) if relu else cams
 
 
 class ClassNDiff(nn.Module):

@@ -25,6 +25,7 @@ from .diffusion import (
     denoiser_input,
     energy_in_mask,
     joint_loss,
+    scale_like_grad_cam,
     upstream_style_loss,
 )
 from .hub import load_vae, save_pretrained
@@ -35,9 +36,10 @@ logger = logging.getLogger(__name__)
 
 LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "mse", "cls_real", "cls_x0", "focus",
               "lr", "seconds", "images_per_second", "val_accuracy", "val_balanced_accuracy",
-              "val_macro_auc", "val_malignant_auc", "val_score", "val_energy_in_mask"]
+              "val_macro_auc", "val_malignant_auc", "val_score", "val_energy_in_mask",
+              "val_empty_maps", "val_cam_iou"]
 VAL_LOG_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc", "score",
-                "energy_in_mask")
+                "energy_in_mask", "empty_maps", "cam_iou")
 
 
 def build_optimizer(model: ClassNDiff, config: ClassNDiffConfig) -> torch.optim.Optimizer:
@@ -79,23 +81,31 @@ def predict_dataset(
 
 
 @torch.no_grad()
-def validation_energy_in_mask(model: ClassNDiff, data: LesionDataset,
-                              batch_size: int = 128) -> float:
-    """Mean share of the predicted class's activation map inside the lesion mask, over the
-    images that have a mask: the saliency bar's measure, on validation images, computed from
-    the differentiable CAM the focus term trains (equal to Grad-CAM at the last map)."""
+def validation_saliency(model: ClassNDiff, data: LesionDataset,
+                        batch_size: int = 128) -> dict[str, float]:
+    """The saliency bar's measures on the images that have a mask, from the CAM the focus
+    term trains (equal to Grad-CAM at the last map), for the predicted class: mean share of
+    energy in the mask (empty maps apart), share of empty maps, and the IoU of the map's hot
+    region (≥ 0.5) with the mask."""
     model.eval()
     device = next(model.parameters()).device
-    shares = []
+    shares, ious = [], []
     for start in range(0, len(data), batch_size):
         x = data.images[start : start + batch_size].to(device).float() / 127.5 - 1
         logits, feature_map = model.classifier.forward_with_maps(x)
         cams = model.classifier.class_activation_maps(feature_map.float(), logits.argmax(1))
-        masks = data.masks[start : start + batch_size].to(device)
+        masks = data.masks[start : start + batch_size].to(device).float()
         keep = data.has_mask[start : start + batch_size].to(device)
+        hot = scale_like_grad_cam(cams, masks.shape[-2:]) >= 0.5
+        inter = (hot * masks).sum(dim=(1, 2, 3))
+        union = (hot | (masks > 0)).sum(dim=(1, 2, 3)).clamp(min=1)
         shares.append(energy_in_mask(cams, masks)[keep].cpu())
-    shares_all = torch.cat(shares)
-    return float(shares_all.mean()) if len(shares_all) else float("nan")
+        ious.append((inter / union)[keep].cpu())
+    share, iou = torch.cat(shares), torch.cat(ious)
+    empty = share.isnan()
+    return {"energy_in_mask": float(share[~empty].mean()) if (~empty).any() else float("nan"),
+            "empty_maps": float(empty.float().mean()) if len(share) else float("nan"),
+            "cam_iou": float(iou.mean()) if len(iou) else float("nan")}
 
 
 class Trainer:
@@ -259,7 +269,7 @@ class Trainer:
         metrics = classification_metrics(probs, self.val_set.dx.numpy())
         metrics["score"] = selection_score(metrics)
         if self.val_set.masks is not None:
-            metrics["energy_in_mask"] = validation_energy_in_mask(model, self.val_set)
+            metrics.update(validation_saliency(model, self.val_set))
         return metrics
 
     def export(self, directory: Path | None = None, best_classifier: bool = True) -> Path:

@@ -17,7 +17,7 @@ from classndiff.data import LesionDataset
 from classndiff.diffusion import Batch, NoiseSchedule, energy_in_mask, joint_loss
 from classndiff.model import ClassNDiff, LesionClassifier
 from classndiff.saliency import SaliencyExplainer, _mask_as_cam, find_target_layer, mask_energy
-from classndiff.train import Trainer, validation_energy_in_mask
+from classndiff.train import Trainer, validation_saliency
 
 
 def square_masks(n: int, size: int, lo: int, hi: int) -> torch.Tensor:
@@ -77,7 +77,7 @@ def test_energy_in_mask_matches_the_bar_arithmetic() -> None:
     outside[:, 0, 0] = 1
     assert energy_in_mask(inside, masks).item() > 0.95
     assert energy_in_mask(outside, masks).item() < 0.05
-    assert energy_in_mask(torch.zeros(1, 8, 8), masks).item() == 1.0  # no energy: nothing outside
+    assert torch.isnan(energy_in_mask(torch.zeros(1, 8, 8), masks)).all()  # an empty map
     # The same number saliency.mask_energy gives for a map scaled as pytorch-grad-cam does.
     mask = masks[0, 0].numpy() > 0
     reference = _mask_as_cam(mask, (8, 8))
@@ -183,16 +183,16 @@ def test_classifier_fine_tune_logs_focus_and_keeps_the_denoiser(
     trainer = Trainer(config, tmp_path, init_from=tiny_weights)
     trainer.train()
     header, *rows = (tmp_path / "log.csv").read_text().splitlines()
-    assert "focus" in header and "val_energy_in_mask" in header
+    assert "focus" in header and "val_energy_in_mask" in header and "val_cam_iou" in header
     last = dict(zip(header.split(","), rows[-1].split(",")))
-    assert 0 <= float(last["val_energy_in_mask"]) <= 1 and float(last["focus"]) > 0
+    assert 0 <= float(last["val_cam_iou"]) <= 1 and float(last["focus"]) > 0
     exported = load_file(str(tmp_path / "model.safetensors"))
     source = load_file(str(tiny_weights / "model.safetensors"))
     for key, value in source.items():
         if key.startswith("denoiser."):
             torch.testing.assert_close(exported[key].float(), value.float())
-    share = validation_energy_in_mask(trainer.ema.module, trainer.val_set)
-    assert 0 <= share <= 1
+    found = validation_saliency(trainer.ema.module, trainer.val_set)
+    assert 0 <= found["empty_maps"] <= 1 and 0 <= found["cam_iou"] <= 1
     saved = ClassNDiffConfig.from_json(tmp_path / "config.json")
     assert saved.model.classifier_output_stride == 16
 
