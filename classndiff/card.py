@@ -39,7 +39,7 @@ def plot_training_log(log_csv: str | Path, png: str | Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
     for key, label in (("mse", "denoising MSE"), ("cls_real", "CE, real images"),
                        ("cls_x0", "CE, denoised x̂0 (λ·w(t) weighted)"),
-                       ("focus", "CAM share outside the lesion mask")):
+                       ("focus", "lesion focus (Dice loss, CAM vs mask)")):
         steps, values = series(key)
         if steps and any(v > 0 for v in values):  # a term that was off is not plotted
             left.plot(steps, values, label=label)
@@ -177,7 +177,7 @@ def _data_counts(data_dir: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _saliency_section(weights: Path, lambda_saliency: float) -> str:
+def _saliency_section(weights: Path, focus_used: bool) -> str:
     """The saliency paragraph, from saliency.json (`python -m classndiff.saliency … --output`)."""
     found = _load_json(weights / "saliency.json").get("mask_energy")
     if not found:
@@ -193,20 +193,23 @@ def _saliency_section(weights: Path, lambda_saliency: float) -> str:
         f"{'met' if share >= 0.60 else 'not met'}; a uniform map scores "
         f"{found['uniform_map_baseline']:.3f}, the mask itself averaged to the map's grid "
         f"{found['mask_at_layer_resolution']:.3f}; median {found['median_energy_in_mask']:.3f}"
-        f", {found['share_of_images_over_0.5']:.0%} of images over 0.5)")
+        f", {found['share_of_images_over_0.5']:.0%} of images over 0.5; "
+        f"{found['n_empty_maps']} empty maps)")
     if found.get("mean_iou_at_0.5") is not None:
         text += (f". Its hot region (≥ 0.5 of the map's maximum) has a mean IoU of "
                  f"{found['mean_iou_at_0.5']:.3f} with the mask and covers "
                  f"{found['mean_lesion_coverage_at_0.5']:.0%} of the lesion on average")
     text += ".\n"
-    if lambda_saliency > 0:
+    if focus_used:
         text += (
             "\nRead this with how it was obtained: the last training stage asked the "
-            "classifier to put its class-activation map (which *is* Grad-CAM at that layer) "
-            "inside the expert masks of the **training** images; the test masks were never "
-            "used. A map inside the lesion says where the evidence was found, not that the "
-            "reasoning is right, and it says nothing about images without a lesion mask "
-            "(e.g. lesions that fill the frame).\n")
+            "classifier's class-activation map (which *is* Grad-CAM at that layer) to match "
+            "the expert masks of the **training** images (soft Dice); the test masks were never "
+            "used. A first attempt that only penalised the share outside the mask pushed this "
+            "measure to nearly 1 by squeezing maps into a spot or emptying them and was "
+            "discarded, which is why IoU, coverage and empty maps are reported beside it. A map on the lesion "
+            "says where the evidence was pooled — each cell of the last map sees most of the "
+            "image — not that the reasoning is right.\n")
     return text + "\n"
 
 
@@ -315,15 +318,18 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
                          ("samples_grid.png", "generated samples: rows akiec…vasc, columns "
                           "lighter ×2, brown ×2, darker ×2"))
                         if (weights / name).exists())
-    saliency_text = _saliency_section(weights, t.lambda_saliency)
+    # The focus text applies only when the shipped classifier came from the stage that used it.
+    focus_used = t.lambda_saliency > 0 and training.get("classifier_stage") == len(stages) > 1
+    saliency_text = _saliency_section(weights, focus_used)
     classifier_row = (f"timm `{m.classifier_backbone}` from scratch at {m.classifier_image_size} px"
                       f" — {cls_m:.1f} M parameters")
     if m.classifier_output_stride != 32:
         classifier_row += (f"; output stride {m.classifier_output_stride} (last stage dilated, "
-                           "so its map — where Grad-CAM is taken — is twice as fine)")
-    focus_row = (f" + λ_s·(share of the classifier's class-activation map outside the expert "
-                 f"lesion mask, real training images) with λ_s = {t.lambda_saliency} in the last "
-                 "stage" if t.lambda_saliency > 0 else "")
+                           f"so its map — where Grad-CAM is taken — is "
+                           f"{32 // m.classifier_output_stride}× finer)")
+    focus_row = (f" + λ_s·Dice(the classifier's Grad-CAM map, the expert lesion mask) on real "
+                 f"training images, λ_s = {t.lambda_saliency}, in the last stage"
+                 if focus_used else "")
 
     text = f"""---
 license: cc-by-nc-4.0

@@ -56,9 +56,9 @@ class TrainConfig:
     cls_weight_schedule: str = "alpha_bar"  # w(t): "alpha_bar", "sqrt_alpha_bar" or "constant"
     joint_batch_fraction: float = 1.0  # share of the batch that also feeds x̂0 to the classifier
     joint_updates_classifier: bool = True  # whether the x̂0 branch also trains the classifier
-    # Weight of the lesion-focus term: the share of the classifier's class-activation map
-    # (= Grad-CAM at its last feature map) that falls OUTSIDE the expert lesion mask, on real
-    # training images. 0 = off; masks are read from <data_dir>/masks only when it is on.
+    # Weight of the lesion-focus term: a soft Dice loss between the classifier's
+    # class-activation map (= Grad-CAM at its last feature map) and the expert lesion mask of
+    # real training images. 0 = off; masks are read from <data_dir>/masks only when it is on.
     lambda_saliency: float = 0.0
     cond_drop_prob: float = 0.1  # each condition is dropped independently with this chance
     label_smoothing: float = 0.1

@@ -117,7 +117,7 @@ class Batch:
     tone: torch.Tensor
     sex: torch.Tensor
     # Expert lesion masks (N, 1, H, W) in {0, 1}, aligned with `cls_input`; all ones where an
-    # image has none (nothing is outside, so the focus term is 0 there). None = not loaded.
+    # image has none (the focus term skips those). None = not loaded.
     mask: torch.Tensor | None = None
 
 
@@ -129,13 +129,20 @@ def denoiser_input(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
                          align_corners=False, antialias=True)
 
 
-def scale_like_grad_cam(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _min_max(maps: torch.Tensor) -> torch.Tensor:
+    maps = maps - maps.amin(dim=(-2, -1), keepdim=True)
+    return maps / (maps.amax(dim=(-2, -1), keepdim=True) + 1e-7)
+
+
+def scale_like_grad_cam(
+    cams: torch.Tensor, size: tuple[int, int], rescale: bool = True
+) -> torch.Tensor:
     """(N, h, w) maps ≥ 0 → (N, 1, *size) as pytorch-grad-cam shows them: shifted to a minimum
-    of 0, divided by the maximum, upsampled bilinearly. An empty map stays all zeros."""
-    cams = cams - cams.amin(dim=(-2, -1), keepdim=True)
-    cams = cams / (cams.amax(dim=(-2, -1), keepdim=True) + 1e-7)
-    return F.interpolate(cams[:, None].float(), size=size, mode="bilinear",
-                         align_corners=False).clamp(0, 1)
+    of 0, divided by the maximum, upsampled bilinearly, then (`rescale`) min-max scaled again
+    as its `aggregate_multi_layers` does. An empty map stays all zeros."""
+    up = F.interpolate(_min_max(cams)[:, None].float(), size=size, mode="bilinear",
+                       align_corners=False)
+    return _min_max(up) if rescale else up.clamp(0, 1)
 
 
 def energy_in_mask(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -167,7 +174,8 @@ def _lesion_focus_loss(
     losses = []
     for classes in (batch.dx, logits.detach().argmax(1)):
         raw = classifier.class_activation_maps(feature_map, classes, relu=False).float()
-        up = scale_like_grad_cam(F.relu(raw), masks.shape[-2:])
+        # Without the second min-max (a few % at the peak): how the shipped weights were trained.
+        up = scale_like_grad_cam(F.relu(raw), masks.shape[-2:], rescale=False)
         overlap = (up * masks).sum(dim=(1, 2, 3))
         dice = 1 - (2 * overlap + 1) / (up.sum(dim=(1, 2, 3)) + masks.sum(dim=(1, 2, 3)) + 1)
         alive = F.relu(-raw.amax(dim=(-2, -1)))
@@ -227,7 +235,7 @@ def joint_loss(
     mse      = ‖ε − ε̂(x_t, t, c)‖²
     cls_x0   = mean_i w(t_i) · CE(classifier(x̂0_i), dx_i)   (x̂0 from that same ε̂)
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
-    focus    = CAM share outside the lesion mask (optional, λ_s = train.lambda_saliency)
+    focus    = soft Dice(Grad-CAM map, lesion mask) (optional, λ_s = train.lambda_saliency)
     loss     = mse + λ · cls_x0 + cls_real + λ_s · focus
 
     With λ = 0 the x̂0 branch is not computed at all: a plain DiT beside an independently

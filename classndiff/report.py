@@ -1178,9 +1178,10 @@ def _saliency_md(r: dict[str, Any]) -> list[str]:
     rows = []
     for method, m in s.items():
         if "error" in m:
-            rows.append([method, "error: " + m["error"], "", "", ""])
+            rows.append([method, "error: " + m["error"], *[""] * 7])
             continue
-        rows.append([method, str(m.get("n")), num(m.get("mean_energy_in_mask")),
+        rows.append([method, str(m.get("n")), str(m.get("n_empty_maps", "—")),
+                     num(m.get("mean_energy_in_mask")),
                      num(m.get("uniform_map_baseline")), num(m.get("mean_iou_at_0.5")),
                      num(m.get("mean_lesion_coverage_at_0.5")),
                      ", ".join(f"{k} {num(v)}" for k, v in (m.get("per_dx") or {}).items())])
@@ -1190,7 +1191,8 @@ def _saliency_md(r: dict[str, Any]) -> list[str]:
             "Energy alone rewards a map squeezed into one spot of the lesion, so the IoU of "
             "the map's hot region (≥ 0.5 of its maximum) with the mask and the share of the "
             "lesion it covers are given beside it.",
-            "", table(["method", "n", "mean share in mask", "uniform baseline", "IoU at 0.5",
+            "", table(["method", "n", "empty maps", "mean share in mask (non-empty)",
+                       "uniform baseline", "IoU at 0.5",
                        "lesion covered at 0.5", "per class (share in mask)"], rows), ""]
 
 

@@ -81,6 +81,28 @@ def predict_dataset(
 
 
 @torch.no_grad()
+def check_cam_head(classifier: torch.nn.Module, side: int = 64) -> None:
+    """The focus term's map is Grad-CAM only when the head is a global average pool and a
+    linear layer (ResNets, EfficientNets); a norm or MLP in the head (ConvNeXt, ViT) breaks
+    that. Checked numerically on a random image instead of from a list of names."""
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        x = torch.rand(2, 3, side, side) * 2 - 1
+        logits, feature_map = classifier.forward_with_maps(x)
+        head = classifier.backbone.get_classifier()
+        pooled = None
+        if isinstance(head, torch.nn.Linear) and feature_map.ndim == 4:  # ViTs give tokens
+            pooled = head(feature_map.mean(dim=(-2, -1)))
+    finally:
+        classifier.train(was_training)
+    if pooled is None or not torch.allclose(pooled, logits, atol=1e-4, rtol=1e-3):
+        raise ValueError(f"train.lambda_saliency needs a backbone whose head is average pooling + "
+                         f"a linear layer (its CAM is then Grad-CAM); "
+                         f"{type(classifier.backbone).__name__} is not")
+
+
+@torch.no_grad()
 def validation_saliency(model: ClassNDiff, data: LesionDataset,
                         batch_size: int = 128) -> dict[str, float]:
     """The saliency bar's measures on the images that have a mask, from the CAM the focus
@@ -125,14 +147,21 @@ class Trainer:
         self.step_kind = step_kind
         self.command = command
         # A fine-tune continues the history of the weights it starts from (model card stages).
-        self.previous_training = config.extra.get("training") if init_from is not None else None
+        self.previous_training = None
+        if init_from is not None and (Path(init_from) / "config.json").exists():
+            started_from = json.loads((Path(init_from) / "config.json").read_text())
+            self.previous_training = started_from.get("extra", {}).get("training")
         self.seconds_trained = 0.0
         torch.manual_seed(t.seed + self.accelerator.process_index)
         rank = self.accelerator.process_index
         self.generator = torch.Generator().manual_seed(t.seed + 1000 * rank)
 
         m = config.model
-        masks = t.lambda_saliency > 0 and m.vae is None  # the focus term needs pixel space
+        masks = t.lambda_saliency > 0
+        if masks and (m.vae or step_kind != "joint"):
+            raise ValueError("train.lambda_saliency needs a pixel-space model (no VAE) and the "
+                             "joint step: the masks are in pixels, and the upstream-style step "
+                             "has no focus term")
         self.train_set = LesionDataset(t.data_dir, "train", image_size=m.pixel_size, masks=masks)
         self.val_set = LesionDataset(t.data_dir, "val", image_size=m.pixel_size, limit=t.val_limit,
                                      masks=masks)
@@ -163,6 +192,8 @@ class Trainer:
             model.load_state_dict({k: v for k, v in state.items()
                                    if k in model.state_dict()}, strict=True)
             logger.info("initialised from %s", init_from)
+        if masks:
+            check_cam_head(model.classifier)
         optimizer = build_optimizer(model, config)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         from timm.utils import ModelEmaV3
@@ -318,8 +349,12 @@ class Trainer:
         self.config.to_json(self.output_dir / "train_config.json")
         log_path = self.output_dir / "log.csv"
         new_log = not log_path.exists() or self.step == 0
+        fields = LOG_FIELDS
+        if not new_log:  # resuming: keep the columns the log was started with
+            with log_path.open(newline="") as f:
+                fields = next(csv.reader(f), None) or LOG_FIELDS
         log_file = log_path.open("w" if new_log else "a", newline="")
-        writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
+        writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
         if new_log:
             writer.writeheader()
         loss_fn = joint_loss if self.step_kind == "joint" else upstream_style_loss
