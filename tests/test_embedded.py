@@ -72,3 +72,19 @@ def test_examples_are_generated_images_with_settings() -> None:
                 assert key in info
             image = Image.open(EXAMPLES / info["file"])
             assert image.size[0] == image.size[1] <= 128  # model-sized, not a dataset image
+
+
+def test_shipped_saliency_figure_reproduces_on_a_sample(pipe: ClassNDiffPipeline) -> None:
+    """saliency.json (the Grad-CAM bar, whole test split) is what the command measures: the
+    first 96 test images give a mean within sampling noise of it, with no empty maps."""
+    from classndiff.data import default_data_dir
+    from classndiff.saliency import measure_mask_energy
+
+    if not (default_data_dir() / "masks").is_dir():
+        pytest.skip("the HAM10000 data (../shared/data/ham10000) is not beside the repository")
+    recorded = json.loads((EMBEDDED / "saliency.json").read_text())["mask_energy"]
+    assert recorded["n"] == 1497 and recorded["layer_grid"] == [8, 8]
+    sample = measure_mask_energy(pipe, limit=96)
+    assert sample["n_empty_maps"] == 0
+    assert abs(sample["mean_energy_in_mask"] - recorded["mean_energy_in_mask"]) < 0.06
+    assert sample["mean_energy_in_mask"] >= 0.60
