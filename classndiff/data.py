@@ -47,16 +47,19 @@ def read_metadata(root: str | Path, split: str | Sequence[str] | None = None) ->
     return rows
 
 
+def _centre_square(im: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+    """Centre-crop to a square and resize to `size` (as the shared copy was made)."""
+    w, h = im.size
+    side = min(w, h)
+    im = im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2))
+    return im.resize((size, size), resample) if side != size else im
+
+
 def load_rgb(path: Path, size: int) -> np.ndarray:
-    """Centre-crop to a square and resize (as the shared copy was made), uint8 HWC."""
+    """An image, centre-cropped and resized (Lanczos), uint8 HWC."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        side = min(w, h)
-        im = im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2))
-        if side != size:
-            im = im.resize((size, size), Image.Resampling.LANCZOS)
-        return np.asarray(im, dtype=np.uint8)
+        square = _centre_square(im.convert("RGB"), size, Image.Resampling.LANCZOS)
+        return np.asarray(square, dtype=np.uint8)
 
 
 def load_mask(path: Path, size: int) -> np.ndarray | None:
@@ -65,13 +68,8 @@ def load_mask(path: Path, size: int) -> np.ndarray | None:
     if not path.exists():
         return None
     with Image.open(path) as im:
-        im = im.convert("L")
-        w, h = im.size
-        side = min(w, h)
-        im = im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2))
-        if side != size:
-            im = im.resize((size, size), Image.Resampling.NEAREST)
-        return (np.asarray(im) > 0).astype(np.uint8)
+        square = _centre_square(im.convert("L"), size, Image.Resampling.NEAREST)
+        return (np.asarray(square) > 0).astype(np.uint8)
 
 
 class LesionDataset(Dataset):

@@ -374,7 +374,7 @@ def measure_mask_energy(
 ) -> dict[str, Any]:
     """Mean share of CAM energy inside the expert lesion masks (masks/<image_id>.png),
     next to what a uniform map would score (the mean mask area) for reference."""
-    from .data import LesionDataset, default_data_dir
+    from .data import LesionDataset, default_data_dir, load_mask
 
     root = Path(data_dir) if data_dir else default_data_dir()
     data = LesionDataset(root, split, image_size=pipe.config.model.pixel_size, limit=limit)
@@ -391,8 +391,7 @@ def measure_mask_energy(
         recorded = explainer.cam(method).activations_and_grads.activations
         grid = tuple(recorded[0].shape[-2:]) if recorded else (size, size)
         for i, cam in zip(index, cams):
-            with Image.open(root / "masks" / f"{data.image_ids[i]}.png") as m:
-                mask = np.asarray(m.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 0
+            mask = load_mask(root / "masks" / f"{data.image_ids[i]}.png", size) > 0
             energy = mask_energy(cam, mask)
             energies.append(energy)
             iou, coverage = mask_overlap(cam, mask)
