@@ -78,7 +78,10 @@ CAM_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiR
 PREDICTED = "predicted"
 MALIGNANT = "malignant"
 ANY = "any"
-CSS = "#model-card td:first-child { white-space: nowrap; }"  # the card's row labels
+# The card's row labels stay on one line; long commands in its tables wrap anywhere, so
+# they do not squeeze the other columns to a letter per line.
+CSS = ("#model-card td:first-child, #model-card th { white-space: nowrap; } "
+       "#model-card td code { word-break: break-all; }")
 EMPTY_SUMMARY = "Upload an image to see the model's assessment."
 DISPLAY_SIZE = 256  # generated images are 64 px: upscaled for the gallery
 DISCLAIMER = (
