@@ -100,9 +100,10 @@ def test_diagnose_an_upload(page, tmp_path: Path) -> None:  # noqa: ANN001
 
 
 def test_pick_an_example(page) -> None:  # noqa: ANN001
+    # The app_server fixture always provides two stand-in examples: wait for the gallery to
+    # render them (counting at once raced with Gradio's rendering and skipped the test).
     examples = page.locator("#examples img")
-    if examples.count() == 0:
-        pytest.skip("the app found no examples")
+    examples.first.wait_for(timeout=WAIT_MS)
     examples.first.click()
     text = wait_for_diagnosis(page)
     assert "not a medical device" in text
