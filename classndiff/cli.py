@@ -114,8 +114,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_command(args: argparse.Namespace) -> str:
     """The command line that regenerates a report, written at the top of report.md: the
     options that differ from the parser's own defaults (and the compared model's name)."""
-    import shlex
-
     defaults = vars(build_parser().parse_args(["evaluate", str(args.weights)]))
     parts = ["classndiff", "evaluate", str(args.weights), "--report", str(args.report)]
     for dest in ("data_dir", "evaluator", "compare", "compare_name", "generate_per_cell",
@@ -125,7 +123,7 @@ def _evaluate_command(args: argparse.Namespace) -> str:
         named = dest == "compare_name" and args.compare is not None
         if value is not None and (value != defaults[dest] or named):
             parts += ["--" + dest.replace("_", "-"), str(value)]
-    return " ".join(shlex.quote(p) for p in parts)
+    return shlex.join(parts)
 
 
 def _evaluate_report(args: argparse.Namespace) -> int:

@@ -374,10 +374,15 @@ def measure_mask_energy(
 ) -> dict[str, Any]:
     """Mean share of CAM energy inside the expert lesion masks (masks/<image_id>.png),
     next to what a uniform map would score (the mean mask area) for reference."""
-    from .data import LesionDataset, default_data_dir, load_mask
+    from .data import LesionDataset, default_data_dir
 
     root = Path(data_dir) if data_dir else default_data_dir()
-    data = LesionDataset(root, split, image_size=pipe.config.model.pixel_size, limit=limit)
+    data = LesionDataset(root, split, image_size=pipe.config.model.pixel_size, limit=limit,
+                         masks=True)
+    if not data.has_mask.all():
+        missing = [data.image_ids[i] for i in (~data.has_mask).nonzero().flatten().tolist()]
+        raise FileNotFoundError(f"no lesion mask in {root / 'masks'} for {len(missing)} image(s), "
+                                f"e.g. {missing[0]}.png")
     explainer = pipe.explainer
     size = pipe.config.model.pixel_size
     energies, areas, ceilings, ious, coverages, by_dx = [], [], [], [], [], {}
@@ -391,7 +396,7 @@ def measure_mask_energy(
         recorded = explainer.cam(method).activations_and_grads.activations
         grid = tuple(recorded[0].shape[-2:]) if recorded else (size, size)
         for i, cam in zip(index, cams):
-            mask = load_mask(root / "masks" / f"{data.image_ids[i]}.png", size) > 0
+            mask = data.masks[i, 0].numpy() > 0
             energy = mask_energy(cam, mask)
             energies.append(energy)
             iou, coverage = mask_overlap(cam, mask)
@@ -407,6 +412,7 @@ def measure_mask_energy(
         values = [v for v in values if np.isfinite(v)]
         return round(float(np.mean(values)), 4) if values else None
 
+    ceiling = mean(ceilings)
     return {
         "split": split, "method": method, "target": target or "predicted",
         "layer": explainer.layer_name, "n": len(energies),
@@ -415,8 +421,7 @@ def measure_mask_energy(
         "median_energy_in_mask": float(np.median(finite)) if len(finite) else float("nan"),
         "share_of_images_over_0.5": float((finite > 0.5).mean()) if len(finite) else 0.0,
         "uniform_map_baseline": float(np.mean(areas)),
-        "mask_at_layer_resolution": mean(ceilings) if mean(ceilings) is not None
-        else float("nan"),
+        "mask_at_layer_resolution": float("nan") if ceiling is None else ceiling,
         "mean_iou_at_0.5": mean(ious),
         "mean_lesion_coverage_at_0.5": mean(coverages),
         "layer_grid": list(grid),

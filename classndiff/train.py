@@ -104,17 +104,19 @@ def check_cam_head(classifier: torch.nn.Module, side: int = 64) -> None:
 
 @torch.no_grad()
 def validation_saliency(model: ClassNDiff, data: LesionDataset,
-                        batch_size: int = 128) -> dict[str, float]:
-    """The saliency bar's measures on the images that have a mask, from the CAM the focus
-    term trains (equal to Grad-CAM at the last map), for the predicted class: mean share of
+                        batch_size: int = 128) -> tuple[np.ndarray, dict[str, float]]:
+    """Softmax probabilities (as `predict_dataset` gives them) and, from the same pass, the
+    saliency bar's measures on the images that have a mask, from the CAM the focus term
+    trains (equal to Grad-CAM at the last map), for the predicted class: mean share of
     energy in the mask (empty maps apart), share of empty maps, and the IoU of the map's hot
     region (≥ 0.5) with the mask."""
     model.eval()
     device = next(model.parameters()).device
-    shares, ious = [], []
+    probabilities, shares, ious = [], [], []
     for start in range(0, len(data), batch_size):
         x = data.images[start : start + batch_size].to(device).float() / 127.5 - 1
         logits, feature_map = model.classifier.forward_with_maps(x)
+        probabilities.append(torch.softmax(logits.float(), 1).cpu())
         cams = model.classifier.class_activation_maps(feature_map.float(), logits.argmax(1))
         masks = data.masks[start : start + batch_size].to(device).float()
         keep = data.has_mask[start : start + batch_size].to(device)
@@ -125,9 +127,10 @@ def validation_saliency(model: ClassNDiff, data: LesionDataset,
         ious.append((inter / union)[keep].cpu())
     share, iou = torch.cat(shares), torch.cat(ious)
     empty = share.isnan()
-    return {"energy_in_mask": float(share[~empty].mean()) if (~empty).any() else float("nan"),
-            "empty_maps": float(empty.float().mean()) if len(share) else float("nan"),
-            "cam_iou": float(iou.mean()) if len(iou) else float("nan")}
+    return torch.cat(probabilities).numpy(), {
+        "energy_in_mask": float(share[~empty].mean()) if (~empty).any() else float("nan"),
+        "empty_maps": float(empty.float().mean()) if len(share) else float("nan"),
+        "cam_iou": float(iou.mean()) if len(iou) else float("nan")}
 
 
 class Trainer:
@@ -293,14 +296,16 @@ class Trainer:
     # ---------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
         model = self.ema.module
+        saliency: dict[str, float] = {}
         if self.val_latents is not None:
             probs = predict_dataset(model, self.val_latents, uint8=False)
+        elif self.val_set.masks is not None:  # one pass gives both
+            probs, saliency = validation_saliency(model, self.val_set)
         else:
             probs = predict_dataset(model, self.val_set.images)
         metrics = classification_metrics(probs, self.val_set.dx.numpy())
         metrics["score"] = selection_score(metrics)
-        if self.val_set.masks is not None:
-            metrics.update(validation_saliency(model, self.val_set))
+        metrics.update(saliency)
         return metrics
 
     def export(self, directory: Path | None = None, best_classifier: bool = True) -> Path:
@@ -386,13 +391,14 @@ class Trainer:
             self.optimizer.step()
             self.ema.update(self.accelerator.unwrap_model(self.model), step=self.step)
             self.step += 1
-            self.seconds_trained = seconds_before + time.perf_counter() - started
+            running_for = time.perf_counter() - started
+            self.seconds_trained = seconds_before + running_for
             progress.update(1)
             for key in ("loss", "mse", "cls_real", "cls_x0", "focus"):
                 if key in out:
                     running.setdefault(key, []).append(float(out[key].detach()))
             row = None
-            out_of_time = bool(budget) and time.perf_counter() - started >= budget
+            out_of_time = bool(budget) and running_for >= budget
             last_step = self.step == max_steps or out_of_time
             if self.step % t.log_every == 0 or last_step:
                 now = time.perf_counter()

@@ -23,7 +23,7 @@ from classndiff.diffusion import (
 )
 from classndiff.model import ClassNDiff, LesionClassifier
 from classndiff.saliency import SaliencyExplainer, _mask_as_cam, find_target_layer, mask_energy
-from classndiff.train import Trainer, check_cam_head, validation_saliency
+from classndiff.train import Trainer, check_cam_head, predict_dataset, validation_saliency
 
 
 def square_masks(n: int, size: int, lo: int, hi: int) -> torch.Tensor:
@@ -234,7 +234,10 @@ def test_classifier_fine_tune_logs_focus_and_keeps_the_denoiser(
     for key, value in source.items():
         if key.startswith("denoiser."):
             torch.testing.assert_close(exported[key].float(), value.float())
-    found = validation_saliency(trainer.ema.module, trainer.val_set)
+    probabilities, found = validation_saliency(trainer.ema.module, trainer.val_set)
+    np.testing.assert_allclose(probabilities,  # one pass: the same as the plain prediction
+                               predict_dataset(trainer.ema.module, trainer.val_set.images),
+                               atol=1e-6)
     assert 0 <= found["empty_maps"] <= 1 and 0 <= found["cam_iou"] <= 1
     saved = ClassNDiffConfig.from_json(tmp_path / "config.json")
     assert saved.model.classifier_output_stride == 16
