@@ -97,6 +97,7 @@ class SamplingConfig:
     sampler: str = "dpm++"
     steps: int = 20
     guidance_scale: float = 2.0
+    guided: str = "dx"  # conditions nulled in guidance's unconditional pass: "dx" or "dx+tone"
     max_steps: int = 1000
     max_images: int = 16
 

@@ -17,10 +17,11 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch.func import functional_call
 
 from .config import ModelConfig, TrainConfig
-from .labels import DX_CODES, DX_NULL
+from .labels import DX_CODES, DX_NULL, TONE_NULL
 from .model import ClassNDiff
 
 SAMPLERS = ("dpm++", "ddim", "ddpm")
+GUIDED = ("dx", "dx+tone")  # the conditions classifier-free guidance amplifies
 
 
 def make_scheduler(name: str, config: ModelConfig):  # noqa: ANN201 - a diffusers scheduler
@@ -119,6 +120,25 @@ class Batch:
     # Expert lesion masks (N, 1, H, W) in {0, 1}, aligned with `cls_input`; all ones where an
     # image has none (the focus term skips those). None = not loaded.
     mask: torch.Tensor | None = None
+    # The step's randomness, drawn by the trainer from its checkpointed generator (so a
+    # resumed run is the same run, and every process slices the same global draw):
+    # timesteps (N,), noise like x0, condition drops (N, 3) bool. None = drawn in the loss.
+    t: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    drop: torch.Tensor | None = None
+
+
+def draw_step_noise(n: int, shape: tuple[int, ...], num_timesteps: int, drop_prob: float,
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+    """(t, noise, drop) for n images of `shape`, on the CPU, from `generator`. Each
+    condition is dropped with `drop_prob`, and diagnosis and tone together with `drop_prob`
+    more: the unconditional half of "dx+tone" guidance is then learned as well as the
+    "dx" one (independent drops alone would show it on ~1 % of steps)."""
+    t = torch.randint(0, num_timesteps, (n,), generator=generator)
+    noise = torch.randn((n, *shape), generator=generator)
+    drop = torch.rand(n, 3, generator=generator) < drop_prob
+    drop[:, :2] |= (torch.rand(n, generator=generator) < drop_prob)[:, None]
+    return t, noise, drop
 
 
 def denoiser_input(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
@@ -195,11 +215,14 @@ def _denoising_pass(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Noise the batch at random t, run the denoiser once: (t, x_t, output, MSE to target)."""
     x0 = batch.x0
-    t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), device=x0.device,
-                      generator=generator)
-    noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+    t, noise, drop = batch.t, batch.noise, batch.drop
+    if t is None or noise is None:
+        t, noise, drop = draw_step_noise(x0.shape[0], tuple(x0.shape[1:]),
+                                         schedule.num_timesteps,
+                                         model.denoiser.dx_embedder.dropout_prob, generator)
+    t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
     x_t = schedule.add_noise(x0, noise, t)
-    out = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)
+    out = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex, drop=drop)
     return t, x_t, out, F.mse_loss(out.float(), schedule.target(x0, noise, t).float())
 
 
@@ -313,16 +336,19 @@ def sample(
     guidance_scale: float,
     generators: list[torch.Generator],
     progress: Callable[[int, int], None] | None = None,
+    guided: str = "dx",
 ) -> torch.Tensor:
     """Draw one image per row of the label tensors. Returns the denoiser's space
     (pixels in [-1, 1], or scaled latents). Image i depends only on generators[i], so a
     batch is reproducible from its seeds whatever its size.
 
-    Classifier-free guidance on the diagnosis: ε = ε(∅, tone, sex) + s·(ε(dx, tone, sex) −
-    ε(∅, tone, sex)); s = 1 runs the conditional pass only. Only the diagnosis is nulled in
-    the unconditional branch: each condition is dropped independently in training, so
-    "diagnosis dropped" is seen on ~10 % of steps while "all three dropped" is seen on ~0.1 %
-    and is too poorly learned to guide against (it fills patches with noise)."""
+    Classifier-free guidance: ε = ε(∅) + s·(ε(c) − ε(∅)), where ∅ nulls the `guided`
+    conditions ("dx", or "dx+tone" so that the requested skin tone is amplified too) and
+    keeps the others; s = 1 runs the conditional pass only. Sex is never guided: it has no
+    visible signature in dermoscopy. "dx+tone" needs weights trained with the joint drop of
+    `draw_step_noise`; older weights saw that pattern too rarely to guide against."""
+    if guided not in GUIDED:
+        raise ValueError(f"unknown guided conditions {guided!r}: {', '.join(GUIDED)}")
     cfg = model.config
     denoiser = model.denoiser
     device = dx.device
@@ -332,13 +358,14 @@ def sample(
     scheduler.set_timesteps(steps, device=device)
     x = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
     x = x * scheduler.init_noise_sigma
-    guided = guidance_scale != 1.0
-    if guided:
-        labels = (torch.cat([dx, torch.full_like(dx, DX_NULL)]), torch.cat([tone, tone]),
+    use_guidance = guidance_scale != 1.0
+    if use_guidance:
+        null_tone = torch.full_like(tone, TONE_NULL) if "tone" in guided else tone
+        labels = (torch.cat([dx, torch.full_like(dx, DX_NULL)]), torch.cat([tone, null_tone]),
                   torch.cat([sex, sex]))
     for i, t in enumerate(scheduler.timesteps):
         x_in = scheduler.scale_model_input(x, t)
-        if guided:
+        if use_guidance:
             tt = t.expand(2 * n).to(device)
             eps_cond, eps_uncond = denoiser(torch.cat([x_in, x_in]), tt, *labels).chunk(2)
             eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)

@@ -63,13 +63,19 @@ class LabelEmbedder(nn.Module):
         self.num_classes = num_classes
         self.dropout_prob = dropout_prob
 
-    def token_drop(self, labels: torch.Tensor) -> torch.Tensor:
-        drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
-        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+    def token_drop(self, labels: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Labels with the null id where `drop` is True (drawn here when not given)."""
+        if drop is None:
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        return torch.where(drop.to(labels.device), torch.full_like(labels, self.num_classes),
+                           labels)
 
-    def forward(self, labels: torch.Tensor, train: bool) -> torch.Tensor:
-        if train and self.dropout_prob > 0:
-            labels = self.token_drop(labels)
+    def forward(self, labels: torch.Tensor, train: bool,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        """`drop` (N,) bool: which labels to drop, drawn by the trainer so that a run is
+        reproducible; None draws them here. Nothing is dropped outside training."""
+        if train and (drop is not None or self.dropout_prob > 0):
+            labels = self.token_drop(labels, drop)
         return self.embedding_table(labels)
 
 
@@ -231,16 +237,19 @@ class DiT(nn.Module):
         dx: torch.Tensor,
         tone: torch.Tensor,
         sex: torch.Tensor,
+        drop: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (N, C, H, W) noisy input; t: (N,) timesteps; labels: (N,) ids (null = last id).
-        Conditions are dropped at random only in training mode."""
+        Conditions are dropped only in training mode: where `drop` (N, 3) bool says (dx,
+        tone, sex), or at random when it is None."""
+        drop_dx, drop_tone, drop_sex = drop.unbind(1) if drop is not None else (None,) * 3
         x_t = x
         x = self.x_embedder(x) + self.pos_embed
         c = (
             self.t_embedder(t)
-            + self.dx_embedder(dx, self.training)
-            + self.tone_embedder(tone, self.training)
-            + self.sex_embedder(sex, self.training)
+            + self.dx_embedder(dx, self.training, drop_dx)
+            + self.tone_embedder(tone, self.training, drop_tone)
+            + self.sex_embedder(sex, self.training, drop_sex)
         )
         half = len(self.blocks) // 2 if self.skip_projections else 0
         skips = []

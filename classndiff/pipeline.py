@@ -356,7 +356,8 @@ class ClassNDiffPipeline:
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         scheduler = make_scheduler(sampler, self.config.model)
         x = sample(self.model, scheduler, *labels, steps=steps, guidance_scale=guidance_scale,
-                   generators=generators, progress=progress)
+                   generators=generators, progress=progress,
+                   guided=self.config.sampling.guided)
         pixels = self._to_pixels(x)
         probs = self.predict_proba(pixels)
         return to_pil(pixels), probs

@@ -23,14 +23,14 @@ from .diffusion import (
     Batch,
     NoiseSchedule,
     denoiser_input,
+    draw_step_noise,
     energy_in_mask,
-    joint_loss,
     scale_like_grad_cam,
-    upstream_style_loss,
 )
 from .hub import load_vae, save_pretrained
 from .metrics import classification_metrics, selection_score
 from .model import ClassNDiff
+from .objective import TrainingObjective
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Trainer:
     def __init__(self, config: ClassNDiffConfig, output_dir: str | Path, resume: bool = False,
                  step_kind: str = "joint", init_from: str | Path | None = None,
                  command: str | None = None):
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         self.config = config
         self.output_dir = Path(output_dir)
@@ -146,7 +146,11 @@ class Trainer:
         mixed = t.mixed_precision
         if mixed == "fp16" and not torch.cuda.is_available():
             mixed = "bf16"
-        self.accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+        # Unused parameters are normal here: a frozen classifier (learning rate 0), the
+        # upstream step's branch on three steps in four.
+        self.accelerator = Accelerator(
+            mixed_precision=mixed, cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         self.step_kind = step_kind
         self.command = command
         # A fine-tune continues the history of the weights it starts from (model card stages).
@@ -155,9 +159,15 @@ class Trainer:
             started_from = json.loads((Path(init_from) / "config.json").read_text())
             self.previous_training = started_from.get("extra", {}).get("training")
         self.seconds_trained = 0.0
-        torch.manual_seed(t.seed + self.accelerator.process_index)
-        rank = self.accelerator.process_index
-        self.generator = torch.Generator().manual_seed(t.seed + 1000 * rank)
+        # Two sources of randomness, both checkpointed: `generator` draws each step's data,
+        # augmentation, timesteps, noise and condition drops for the GLOBAL batch, the same on
+        # every process, which then takes its slice (so N processes see exactly what one
+        # process with N times the batch would); the global RNG (dropout in the classifier)
+        # differs per process.
+        self.rank = self.accelerator.process_index
+        self.world = self.accelerator.num_processes
+        torch.manual_seed(t.seed + self.rank)
+        self.generator = torch.Generator().manual_seed(t.seed)
 
         m = config.model
         masks = t.lambda_saliency > 0
@@ -198,12 +208,12 @@ class Trainer:
         if masks:
             check_cam_head(model.classifier)
         optimizer = build_optimizer(model, config)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.schedule = NoiseSchedule(m)
+        objective = TrainingObjective(model, self.schedule, t, step_kind)
+        self.model, self.optimizer = self.accelerator.prepare(objective, optimizer)
         from timm.utils import ModelEmaV3
 
-        self.ema = ModelEmaV3(self.accelerator.unwrap_model(self.model), decay=t.ema_decay,
-                              use_warmup=True)
-        self.schedule = NoiseSchedule(m)
+        self.ema = ModelEmaV3(self.net, decay=t.ema_decay, use_warmup=True)
         self.step = 0
         self.best_score = -float("inf")
         # Selection by validation applies to the classifier alone: the denoiser keeps
@@ -219,6 +229,11 @@ class Trainer:
             self.best_classifier = self.classifier_snapshot()
             logger.info("starting validation score %.4f", self.best_score)
 
+    @property
+    def net(self) -> ClassNDiff:
+        """The model being trained, outside the accelerate/DDP wrapper."""
+        return self.accelerator.unwrap_model(self.model).model
+
     def classifier_snapshot(self) -> dict[str, torch.Tensor]:
         """A copy of the EMA classifier's weights (the best-by-validation candidate)."""
         return {k: v.detach().clone().contiguous()
@@ -226,18 +241,22 @@ class Trainer:
 
     # ---------------------------------------------------------------- batches
     def next_batch(self) -> Batch:
+        """This process's slice of the global batch; every random draw is made for the
+        global batch, so the generator advances alike on every process."""
         t, m = self.config.train, self.config.model
-        idx = torch.multinomial(self.sample_weights, t.batch_size, replacement=True,
+        n = t.batch_size * self.world
+        mine = slice(self.rank * t.batch_size, (self.rank + 1) * t.batch_size)
+        idx = torch.multinomial(self.sample_weights, n, replacement=True,
                                 generator=self.generator)
         device = self.accelerator.device
         labels = [self.train_set.dx[idx], self.train_set.tone[idx], self.train_set.sex[idx]]
-        labels = [x.to(device) for x in labels]
+        labels = [x[mine].to(device) for x in labels]
         if self.latents is not None:
             x = self.latents[idx]
             if t.augment:
                 x = augment(x, self.generator)
-            x = x.to(device)
-            return Batch(x, x, *labels)
+            x = x[mine].to(device)
+            return Batch(x, x, *labels, **self.step_noise(x.shape[1:], mine))
         images = self.train_images[idx.to(self.train_images.device)].to(device).float()
         if t.augment:
             images = augment(images, self.generator)
@@ -248,24 +267,36 @@ class Trainer:
             images = strong_augment(images, self.generator)
         elif t.classifier_augment != "light":
             raise ValueError(f"unknown classifier_augment {t.classifier_augment!r}")
-        mask = images[:, 3:] if images.shape[1] > 3 else None
-        return Batch(x0, images[:, :3], *labels, mask=mask)
+        mask = images[mine, 3:] if images.shape[1] > 3 else None
+        return Batch(x0[mine], images[mine, :3], *labels, mask=mask,
+                     **self.step_noise(x0.shape[1:], mine))
+
+    def step_noise(self, shape: torch.Size, mine: slice) -> dict[str, torch.Tensor]:
+        t = self.config.train
+        drawn = draw_step_noise(t.batch_size * self.world, tuple(shape),
+                                self.schedule.num_timesteps, t.cond_drop_prob, self.generator)
+        return {k: v[mine] for k, v in zip(("t", "noise", "drop"), drawn)}
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        if not self.accelerator.is_main_process:
-            return self.checkpoint_dir
         folder = self.checkpoint_dir / f"step-{self.step:07d}"
         folder.mkdir(parents=True, exist_ok=True)
-        model = self.accelerator.unwrap_model(self.model)
+        # Every process keeps its own global RNG (classifier dropout differs per process).
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        save_file(rng, str(folder / f"rng-{self.rank}.safetensors"))
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return folder
+        model = self.net
         save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                   str(folder / "model.safetensors"))
         save_file({k: v.contiguous() for k, v in self.ema.module.state_dict().items()},
                   str(folder / "ema.safetensors"))
         torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")  # tensors only
         state = {"step": self.step, "best_score": self.best_score, "best_step": self.best_step,
-                 "seconds_trained": self.seconds_trained,
-                 "generator": self.generator.get_state().tolist()}
+                 "seconds_trained": self.seconds_trained}
         if self.best_classifier is not None:
             save_file(self.best_classifier, str(folder / "best_classifier.safetensors"))
         (folder / "state.json").write_text(json.dumps(state))
@@ -282,7 +313,7 @@ class Trainer:
             return False
         folder = folders[-1]
         device = str(self.accelerator.device)
-        self.accelerator.unwrap_model(self.model).load_state_dict(
+        self.net.load_state_dict(
             load_file(str(folder / "model.safetensors"), device=device))
         self.ema.module.load_state_dict(load_file(str(folder / "ema.safetensors"), device=device))
         self.optimizer.load_state_dict(
@@ -294,7 +325,11 @@ class Trainer:
         self.seconds_trained = state.get("seconds_trained", 0.0)
         if (folder / "best_classifier.safetensors").exists():
             self.best_classifier = load_file(str(folder / "best_classifier.safetensors"))
-        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        rng = load_file(str(folder / f"rng-{self.rank}.safetensors"))
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["generator"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
         self.ema.num_updates = self.step  # ModelEmaV3 warm-up follows the step count
         logger.info("resumed from %s (step %d)", folder, self.step)
         return True
@@ -313,6 +348,15 @@ class Trainer:
         metrics["score"] = selection_score(metrics)
         metrics.update(saliency)
         return metrics
+
+    def keep_if_best(self, metrics: dict[str, float]) -> bool:
+        """Keep the EMA classifier as the export's classifier when its validation score
+        beats the best so far (the first validation always does)."""
+        if not metrics["score"] > self.best_score:
+            return False
+        self.best_score, self.best_step = metrics["score"], self.step
+        self.best_classifier = self.classifier_snapshot()
+        return True
 
     def export(self, directory: Path | None = None, best_classifier: bool = True) -> Path:
         """EMA denoiser as of now + the best-by-validation EMA classifier (or the current
@@ -351,7 +395,10 @@ class Trainer:
         return record
 
     # ---------------------------------------------------------------- loop
-    def train(self, max_steps: int | None = None) -> dict[str, float]:
+    def train(self, max_steps: int | None = None,
+              stop_at: int | None = None) -> dict[str, float]:
+        """Train to `max_steps` (the LR schedule's length). `stop_at` ends this process
+        earlier, with a checkpoint, as a session that ends would: `resume` continues it."""
         from tqdm.auto import tqdm
 
         t = self.config.train
@@ -368,7 +415,6 @@ class Trainer:
         writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
         if new_log:
             writer.writeheader()
-        loss_fn = joint_loss if self.step_kind == "joint" else upstream_style_loss
         self.model.train()
         running: dict[str, list[float]] = {}
         started = last_log = time.perf_counter()
@@ -379,23 +425,24 @@ class Trainer:
                         disable=not self.accelerator.is_main_process, mininterval=5)
         budget = t.time_budget_s
         seconds_before = self.seconds_trained  # from the checkpoint when resuming
-        while self.step < max_steps:
-            elapsed = time.perf_counter() - started
+        end = min(stop_at or max_steps, max_steps)
+        while self.step < end:
+            # The time budget counts seconds trained over every resumed run, so a resumed
+            # run continues the LR decay instead of starting it again.
             factor = lr_factor(self.step, t.warmup_steps, max_steps,
-                               elapsed / budget if budget else 0.0)
+                               self.seconds_trained / budget if budget else 0.0)
             for group, base in zip(self.optimizer.param_groups,
                                    (t.learning_rate, t.classifier_learning_rate)):
                 group["lr"] = base * factor
             batch = self.next_batch()
             with self.accelerator.autocast():
-                out = loss_fn(self.accelerator.unwrap_model(self.model), batch, self.schedule, t,
-                              generator=None)
+                out = self.model(batch, self.generator)  # through the DDP wrapper
             self.optimizer.zero_grad(set_to_none=True)
             self.accelerator.backward(out["loss"])
             if t.grad_clip:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
-            self.ema.update(self.accelerator.unwrap_model(self.model), step=self.step)
+            self.ema.update(self.net, step=self.step)
             self.step += 1
             running_for = time.perf_counter() - started
             self.seconds_trained = seconds_before + running_for
@@ -404,8 +451,8 @@ class Trainer:
                 if key in out:
                     running.setdefault(key, []).append(float(out[key].detach()))
             row = None
-            out_of_time = bool(budget) and running_for >= budget
-            last_step = self.step == max_steps or out_of_time
+            out_of_time = bool(budget) and self.seconds_trained >= budget
+            last_step = self.step == end or out_of_time
             if self.step % t.log_every == 0 or last_step:
                 now = time.perf_counter()
                 row = {k: round(float(np.mean(v)), 5) for k, v in running.items()}
@@ -426,9 +473,7 @@ class Trainer:
                 row = row or {"step": self.step}
                 row.update({f"val_{k}": round(last_val[k], 5) for k in VAL_LOG_KEYS
                             if k in last_val})
-                if last_val["score"] > self.best_score and self.accelerator.is_main_process:
-                    self.best_score, self.best_step = last_val["score"], self.step
-                    self.best_classifier = self.classifier_snapshot()
+                if self.keep_if_best(last_val) and self.accelerator.is_main_process:
                     self.export()
                     (self.output_dir / "best_val.json").write_text(
                         json.dumps({"step": self.step, **last_val}, indent=2))

@@ -72,7 +72,7 @@ def test_init_from_starts_from_exported_weights(tiny_config, tiny_weights: Path,
                                                 tmp_path: Path) -> None:
     trainer = Trainer(tiny_config, tmp_path, init_from=tiny_weights)
     source = load_file(str(tiny_weights / "model.safetensors"))
-    state = trainer.accelerator.unwrap_model(trainer.model).state_dict()
+    state = trainer.net.state_dict()
     key = "denoiser.x_embedder.proj.weight"
     torch.testing.assert_close(state[key], source[key].float())
     assert trainer.step == 0 and trainer.best_classifier is not None

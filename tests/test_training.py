@@ -1,0 +1,291 @@
+"""Training you can trust: exact resume, gradients averaged across processes, and the joint
+loss pinned term by term (issue: training correctness)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from classndiff.diffusion import Batch, NoiseSchedule, joint_loss, sample
+from classndiff.labels import DX_NULL, SEX_NULL, TONE_NULL
+from classndiff.model import ClassNDiff
+from classndiff.train import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {**{f"model.{k}": v for k, v in trainer.net.state_dict().items()},
+            **{f"ema.{k}": v for k, v in trainer.ema.module.state_dict().items()}}
+
+
+def test_resume_is_the_same_run(tiny_config, tmp_path: Path) -> None:
+    """2k steps in one go == k steps, a new process resuming, k more: weights, EMA, LR and
+    the optimizer's moments. Dropout, augmentation, timesteps, noise and condition drops
+    all draw random numbers, so this fails if any of their states is not restored."""
+    k = 3
+    config = tiny_config.override({
+        "train.checkpoint_every": k, "train.eval_every": k, "train.max_steps": 2 * k,
+        "train.warmup_steps": 2, "train.lambda_cls": 0.5})
+    config.model.classifier_drop_rate = 0.3  # dropout draws from the global RNG
+    whole = Trainer(config, tmp_path / "whole")
+    whole.train()
+    cut = Trainer(config, tmp_path / "cut")
+    cut.train(stop_at=k)
+    torch.manual_seed(12345)  # a new process starts with other global random state
+    resumed = Trainer(config, tmp_path / "cut", resume=True)
+    assert resumed.step == k
+    resumed.train()
+    a, b = _state(whole), _state(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    for ga, gb in zip(whole.optimizer.param_groups, resumed.optimizer.param_groups):
+        assert ga["lr"] == pytest.approx(gb["lr"], abs=1e-12)
+    sa, sb = whole.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    for i in sa:
+        torch.testing.assert_close(sa[i]["exp_avg"], sb[i]["exp_avg"], rtol=0, atol=1e-7)
+    exported = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    again = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    for key in exported:
+        torch.testing.assert_close(exported[key], again[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_time_budget_continues_across_resume(tiny_config, tmp_path: Path) -> None:
+    """A resumed time-budgeted run continues its LR decay instead of starting it again."""
+    config = tiny_config.override({"train.time_budget_s": 1000.0, "train.warmup_steps": 0,
+                                   "train.checkpoint_every": 2})
+    first = Trainer(config, tmp_path)
+    first.train(max_steps=1000, stop_at=2)
+    state = json.loads(sorted((tmp_path / "checkpoints").glob("step-*"))[-1]
+                       .joinpath("state.json").read_text())
+    state["seconds_trained"] = 900.0  # as if the first run had used 90 % of the budget
+    sorted((tmp_path / "checkpoints").glob("step-*"))[-1].joinpath("state.json").write_text(
+        json.dumps(state))
+    resumed = Trainer(config, tmp_path, resume=True)
+    resumed.train(max_steps=1000, stop_at=3)
+    lr = resumed.optimizer.param_groups[0]["lr"]
+    assert lr < 0.15 * config.train.learning_rate  # 90 % of the cosine: near its floor
+
+
+def _ddp_config(tiny_config, batch_size: int):  # noqa: ANN001, ANN202
+    config = tiny_config.override({
+        "train.batch_size": batch_size, "train.joint_batch_fraction": 1.0,
+        "train.lambda_cls": 0.5, "train.eval_every": 1000, "train.checkpoint_every": 1000,
+        "train.log_every": 1000, "train.ema_decay": 0.5})
+    # Group norm: batch-norm statistics would differ between one batch of 2B and two of B.
+    config.model.classifier_backbone = "test_efficientnet_gn"
+    config.model.classifier_drop_rate = 0.0
+    return config
+
+
+@pytest.mark.skipif(not shutil.which("accelerate", path=str(Path(sys.executable).parent))
+                    and not shutil.which("accelerate"), reason="accelerate CLI not installed")
+def test_two_processes_average_gradients(tiny_config, tmp_path: Path) -> None:
+    """`accelerate launch --multi_gpu --num_processes 2` on a machine without GPUs (the CPU,
+    gloo): the ranks agree after every
+    step, and equal one process with twice the per-process batch."""
+    steps, per_process = 3, 4
+    config_path = tmp_path / "config.json"
+    _ddp_config(tiny_config, per_process).to_json(config_path)
+    launcher = Path(sys.executable).parent / "accelerate"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [str(launcher if launcher.exists() else "accelerate"), "launch", "--multi_gpu",
+         "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", str(ROOT / "tests" / "ddp_worker.py"), str(config_path),
+         str(tmp_path / "ddp"), str(steps)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "ddp" / f"digests-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == ranks[1]["world"] == 2
+    for step, (d0, d1) in enumerate(zip(ranks[0]["digests"], ranks[1]["digests"])):
+        assert d0 == pytest.approx(d1, rel=1e-6, abs=1e-6), f"ranks differ after step {step}"
+
+    single = Trainer(_ddp_config(tiny_config, 2 * per_process), tmp_path / "single")
+    single.train(max_steps=steps)
+    ddp = load_file(str(tmp_path / "ddp" / "weights.safetensors"))
+    moved = 0
+    for key, value in single.net.state_dict().items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=2e-5, msg=key)
+    start = ClassNDiff(single.config.model)  # and training did move the weights
+    moved = sum(not torch.allclose(start.state_dict()[k], v) for k, v in ddp.items()
+                if v.dtype.is_floating_point)
+    assert moved > 10
+
+
+# ---------------------------------------------------------------- the joint loss, term by term
+
+def _batch(config, n: int = 4, t: list[int] | None = None, seed: int = 0) -> Batch:  # noqa: ANN001
+    g = torch.Generator().manual_seed(seed)
+    m = config.model
+    x0 = torch.rand(n, 3, m.image_size, m.image_size, generator=g) * 2 - 1
+    timesteps = torch.tensor(t) if t is not None else torch.randint(
+        0, m.num_train_timesteps, (n,), generator=g)
+    return Batch(x0, torch.rand(n, 3, m.pixel_size, m.pixel_size, generator=g) * 2 - 1,
+                 torch.randint(0, 7, (n,), generator=g), torch.randint(0, 3, (n,), generator=g),
+                 torch.randint(0, 2, (n,), generator=g), t=timesteps,
+                 noise=torch.randn(x0.shape, generator=g), drop=torch.zeros(n, 3, dtype=bool))
+
+
+def _grads(model: ClassNDiff, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {k: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+            for k, p in model.named_parameters()}
+
+
+def _model(config) -> ClassNDiff:  # noqa: ANN001
+    torch.manual_seed(0)
+    model = ClassNDiff(config.model, cond_drop_prob=0.0).train()
+    # adaLN-Zero starts the denoiser's output at exactly zero, which hides every gradient
+    # path through it: give it a little life first.
+    with torch.no_grad():
+        for p in model.denoiser.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+@pytest.mark.parametrize("updates_classifier", [True, False])
+def test_x0_branch_gradient_reaches_denoiser_and_classifier(tiny_config,
+                                                            updates_classifier: bool) -> None:
+    """λ > 0: the x̂0 cross-entropy changes both the denoiser's and the classifier's gradient
+    (the classifier's only when the branch updates it). λ = 0: both gradients are exactly
+    those of the ε/v loss and of the real-image cross-entropy alone."""
+    config = tiny_config.override({"train.joint_updates_classifier": updates_classifier,
+                                   "train.lambda_cls": 0.5, "train.joint_batch_fraction": 1.0})
+    model = _model(config)
+    schedule = NoiseSchedule(config.model)
+    batch = _batch(config, t=[0, 5, 10, 20])
+    with_branch = _grads(model, joint_loss(model, batch, schedule, config.train)["loss"])
+    off = config.override({"train.lambda_cls": 0.0})
+    without = _grads(model, joint_loss(model, batch, schedule, off.train)["loss"])
+    parts = _grads(model, _mse_and_real(model, batch, schedule, off))
+    for key in without:  # λ = 0 is the two plain terms, nothing else
+        torch.testing.assert_close(without[key], parts[key], rtol=1e-5, atol=1e-7, msg=key)
+
+    def changed(prefix: str) -> bool:
+        return any(not torch.allclose(with_branch[k], without[k], rtol=1e-4, atol=1e-8)
+                   for k in with_branch if k.startswith(prefix))
+
+    assert changed("denoiser.")
+    assert changed("classifier.") == updates_classifier
+
+
+def _mse_and_real(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, config):  # noqa: ANN001, ANN202
+    """The two plain terms written out: the ε/v regression and the real-image CE."""
+    x_t = schedule.add_noise(batch.x0, batch.noise, batch.t)
+    out = model.denoiser(x_t, batch.t, batch.dx, batch.tone, batch.sex, drop=batch.drop)
+    mse = torch.nn.functional.mse_loss(out, schedule.target(batch.x0, batch.noise, batch.t))
+    ce = torch.nn.functional.cross_entropy(model.classifier(batch.cls_input), batch.dx,
+                                           label_smoothing=config.train.label_smoothing)
+    return mse + ce
+
+
+def test_classifier_weight_is_applied_per_sample(tiny_config) -> None:
+    """cls_x0 = mean_i w(t_i)·CE_i with w = ᾱ_t: a batch's term equals the mean of its
+    samples' unweighted terms times their own ᾱ_t."""
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0})
+    model = _model(config).eval()  # no dropout: the same logits every call
+    schedule = NoiseSchedule(config.model)
+    ts = [0, 30, 60, 99]
+    batch = _batch(config, t=ts)
+    weighted = joint_loss(model, batch, schedule, config.train)["cls_x0"]
+    constant = config.override({"train.cls_weight_schedule": "constant"}).train
+    singles = []
+    for i in range(len(ts)):
+        one = Batch(*(getattr(batch, f)[i:i + 1] for f in ("x0", "cls_input", "dx", "tone", "sex")),
+                    t=batch.t[i:i + 1], noise=batch.noise[i:i + 1], drop=batch.drop[i:i + 1])
+        singles.append(joint_loss(model, one, schedule, constant)["cls_x0"])
+    alpha_bar = schedule.alphas_cumprod[torch.tensor(ts)]
+    expected = (alpha_bar * torch.stack(singles)).mean()
+    torch.testing.assert_close(weighted, expected, rtol=1e-5, atol=1e-7)
+    assert float(alpha_bar[-1]) < 0.7 * float(alpha_bar[0])  # the weights really differ
+
+
+def test_condition_dropout_only_in_training(tiny_config) -> None:
+    model = _model(tiny_config)
+    denoiser = model.denoiser
+    batch = _batch(tiny_config)
+    x, t = batch.x0, batch.t
+    labels = (batch.dx, batch.tone, batch.sex)
+    nulls = (torch.full_like(batch.dx, DX_NULL), torch.full_like(batch.tone, TONE_NULL),
+             torch.full_like(batch.sex, SEX_NULL))
+    everything = torch.ones(x.shape[0], 3, dtype=bool)
+    denoiser.train()
+    dropped = denoiser(x, t, *labels, drop=everything)
+    torch.testing.assert_close(dropped, denoiser(x, t, *nulls, drop=~everything))
+    assert not torch.allclose(dropped, denoiser(x, t, *labels, drop=~everything))
+    denoiser.eval()  # sampling: the same request is never dropped
+    torch.testing.assert_close(denoiser(x, t, *labels, drop=everything),
+                               denoiser(x, t, *labels))
+    denoiser.dx_embedder.dropout_prob = 1.0
+    torch.testing.assert_close(denoiser(x, t, *labels), denoiser(x, t, *labels, drop=~everything))
+
+
+@pytest.mark.parametrize("guided", ["dx", "dx+tone"])
+def test_guidance_nulls_exactly_the_guided_conditions(tiny_config, guided: str) -> None:
+    """The unconditional half of classifier-free guidance nulls the guided conditions and
+    keeps every other one; guidance 1 runs the conditional pass only."""
+    from classndiff.diffusion import make_scheduler
+
+    model = _model(tiny_config).eval()
+    calls = []
+    forward = model.denoiser.forward
+
+    def spy(x, t, dx, tone, sex, drop=None):  # noqa: ANN001, ANN202
+        calls.append((dx.clone(), tone.clone(), sex.clone()))
+        return forward(x, t, dx, tone, sex, drop)
+
+    model.denoiser.forward = spy
+    n = 3
+    dx, tone, sex = torch.tensor([0, 3, 6]), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0])
+    scheduler = make_scheduler("ddim", tiny_config.model)
+    gens = [torch.Generator().manual_seed(i) for i in range(n)]
+    sample(model, scheduler, dx, tone, sex, 2, 2.0, gens, guided=guided)
+    for call_dx, call_tone, call_sex in calls:
+        assert call_dx.shape[0] == 2 * n
+        torch.testing.assert_close(call_dx[:n], dx)
+        torch.testing.assert_close(call_tone[:n], tone)
+        assert (call_dx[n:] == DX_NULL).all()
+        expected_tone = torch.full_like(tone, TONE_NULL) if "tone" in guided else tone
+        torch.testing.assert_close(call_tone[n:], expected_tone)
+        torch.testing.assert_close(call_sex, torch.cat([sex, sex]))  # sex is never guided
+    calls.clear()
+    sample(model, scheduler, dx, tone, sex, 2, 1.0, gens, guided=guided)
+    assert all(c[0].shape[0] == n for c in calls)
+
+
+def test_best_by_validation_keeps_the_better_classifier(tiny_config, tmp_path: Path) -> None:
+    """Given two classifiers in either order, the one kept (and exported) is the one with
+    the better validation score."""
+    candidates = {}
+    for seed in (1, 2, 3, 4):
+        torch.manual_seed(seed)
+        candidates[seed] = ClassNDiff(tiny_config.model).classifier.state_dict()
+    trainer = Trainer(tiny_config, tmp_path / "scores")
+    scores = {}
+    for seed, weights in candidates.items():
+        trainer.ema.module.classifier.load_state_dict(weights)
+        scores[seed] = trainer.validate()["score"]
+    best, worst = max(scores, key=scores.get), min(scores, key=scores.get)
+    assert scores[best] > scores[worst]
+    for order in ((best, worst), (worst, best)):
+        trainer = Trainer(tiny_config, tmp_path / f"{order[0]}-{order[1]}")
+        for seed in order:
+            trainer.ema.module.classifier.load_state_dict(candidates[seed])
+            trainer.keep_if_best(trainer.validate())
+        for key, value in trainer.best_classifier.items():
+            torch.testing.assert_close(value, candidates[best][key], msg=key)
+        exported = load_file(str(trainer.export(tmp_path / f"export-{order[0]}") /
+                                 "model.safetensors"))
+        key = next(k for k, v in candidates[best].items() if v.dtype.is_floating_point)
+        torch.testing.assert_close(exported[f"classifier.{key}"].float(), candidates[best][key])
