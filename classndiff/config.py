@@ -74,6 +74,7 @@ class TrainConfig:
     cond_drop_prob: float = 0.1  # each condition is dropped independently with this chance
     label_smoothing: float = 0.1
     balance_power: float = 0.5  # sample weight ∝ count(dx)^-power: 0 natural, 1 balanced
+    tone_balance_power: float = 0.0  # and ∝ count(skin-tone group)^-power
     augment: bool = True  # flips and 90° turns for both the denoiser and the classifier
     # The classifier's real images also get "strong" augmentation (rotation, zoom, colour,
     # gamma, temperature, blur: other dermatoscopes), or "light" (the flips and turns only).

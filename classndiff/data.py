@@ -129,10 +129,16 @@ class LesionDataset(Dataset):
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.dx, minlength=len(DX_CODES))
 
-    def sample_weights(self, balance_power: float) -> torch.Tensor:
-        """Per-image weight ∝ count(dx)^-power: 0 keeps the natural mix, 1 balances classes."""
+    def sample_weights(self, balance_power: float, tone_power: float = 0.0) -> torch.Tensor:
+        """Per-image weight ∝ count(dx)^-power · count(tone group)^-tone_power: 0 keeps the
+        natural mix, 1 balances (94 % of HAM10000 is lighter skin: the generator needs to
+        see the rest to learn what a tone request means)."""
         counts = self.class_counts().clamp(min=1).float()
-        return counts[self.dx] ** (-balance_power)
+        weights = counts[self.dx] ** (-balance_power)
+        if tone_power:
+            tones = torch.bincount(self.tone).clamp(min=1).float()
+            weights = weights * tones[self.tone] ** (-tone_power)
+        return weights
 
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

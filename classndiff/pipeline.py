@@ -19,7 +19,8 @@ from PIL import Image
 
 from . import __version__
 from .config import ClassNDiffConfig
-from .diffusion import SAMPLERS, make_scheduler, sample
+from .counterfactual import Counterfactual, difference_image, lesion_mask, resize_mask, sdedit
+from .diffusion import SAMPLERS, denoiser_input, make_scheduler, sample
 from .hub import ResolvedWeights, load_pretrained, load_vae, resolve, save_pretrained
 from .inputs import ImageInputError, center_square, load_image, to_model_tensor, to_pil
 from .labels import DX_CODES, SEXES, TONE_GROUPS, encode_dx, encode_sex, encode_tone, malignant_mask
@@ -349,6 +350,75 @@ class ClassNDiffPipeline:
             settings=settings,
         )
 
+    # ------------------------------------------------------------------ counterfactual
+    def counterfactual(
+        self,
+        image: Any,
+        target_dx: str | None = None,
+        strength: float = 0.6,
+        steps: int = 25,
+        guidance_scale: float = 3.0,
+        seed: int = 0,
+    ) -> Counterfactual:
+        """What this lesion would have to look like to be called `target_dx`: SDEdit from
+        noise level `strength` (0–1] towards the target, skin outside the lesion kept.
+        `target_dx` None: the most likely malignant class when the prediction is benign,
+        nv when it is malignant. An upload the pipeline abstains on gets no image and the
+        same `reason` as `diagnose`. Bad arguments raise ClassNDiffArgumentError."""
+        if target_dx is not None and target_dx not in DX_CODES:
+            raise ClassNDiffArgumentError(
+                f"unknown target_dx {target_dx!r}: choose one of {', '.join(DX_CODES)}")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) \
+                or not 0 < strength <= 1:
+            raise ClassNDiffArgumentError(f"strength must be in (0, 1], got {strength!r}")
+        steps = _check_int("steps", steps, 1, min(self.config.sampling.max_steps, 250))
+        if not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale <= 20:
+            raise ClassNDiffArgumentError(
+                f"guidance_scale must be a number between 0 and 20, got {guidance_scale!r}")
+        seed = _check_int("seed", seed, 0, 2**63 - 1)
+        if self.vae is not None:
+            raise ClassNDiffArgumentError("counterfactuals need a pixel-space model")
+        before = self.diagnose(image, skin_tone=False)
+        if target_dx is None:
+            malignant = self._malignant.numpy()
+            names = [c for c, m in zip(DX_CODES, malignant) if m]
+            if before.prediction is not None and before.prediction in names:
+                target_dx = "nv"
+            else:
+                target_dx = max(names, key=before.probabilities.get)
+        settings = {"target_dx": target_dx, "strength": float(strength), "steps": steps,
+                    "guidance_scale": float(guidance_scale), "seed": seed, "sampler": "ddim",
+                    "weights": self.source, "classndiff_version": __version__,
+                    "synthetic": True}
+        if before.prediction is None:
+            return Counterfactual(target_dx, None, None, None, {}, {}, settings,
+                                  reason=before.reason)
+        started = time.perf_counter()
+        size = self.config.model.pixel_size
+        upload = center_square(load_image(image, draft_size=2 * size), size)
+        pixels = to_model_tensor(upload, size).to(self.device)
+        mask = lesion_mask(pixels).to(self.device)
+        x0 = denoiser_input(pixels, self.config.model)
+        keep = 1 - resize_mask(mask, x0.shape[-1])
+        labels = [torch.full((1,), i, dtype=torch.long, device=self.device)
+                  for i in (encode_dx(target_dx), encode_tone(None), encode_sex(None))]
+        drawn = sdedit(self.model, make_scheduler("ddim", self.config.model),
+                       x0.to(next(self.model.parameters()).dtype), keep, *labels,
+                       strength=strength, steps=steps, guidance_scale=guidance_scale,
+                       generator=torch.Generator("cpu").manual_seed(seed)).float()
+        up = torch.nn.functional.interpolate(drawn, size=(size, size), mode="bicubic",
+                                             align_corners=False).clamp(-1, 1)
+        result = mask * up + (1 - mask) * pixels  # outside the lesion: the upload itself
+        after = self.predict_proba(result)[0]
+        settings["seconds"] = round(time.perf_counter() - started, 3)
+        settings["lesion_area"] = round(float(mask.mean()), 4)
+        return Counterfactual(
+            target=target_dx, image=to_pil(result)[0], original=upload.convert("RGB"),
+            difference=difference_image((pixels[0].cpu() + 1) / 2, (result[0].cpu() + 1) / 2),
+            probabilities_before=before.probabilities,
+            probabilities_after={c: float(p) for c, p in zip(DX_CODES, after)},
+            settings=settings)
+
     @torch.no_grad()
     def _sample(self, ids, seeds, steps, guidance_scale, sampler, progress):  # noqa: ANN001, ANN202
         n = len(seeds)
@@ -366,6 +436,7 @@ class ClassNDiffPipeline:
 __all__ = [
     "ClassNDiffArgumentError",
     "ClassNDiffPipeline",
+    "Counterfactual",
     "Diagnosis",
     "Generation",
     "ImageInputError",

@@ -187,7 +187,8 @@ class Trainer:
             self.val_latents = cached_latents(self.val_set, vae, m.vae_scaling_factor,
                                               cache / "val.safetensors")
             del vae
-        self.sample_weights = self.train_set.sample_weights(t.balance_power)
+        self.sample_weights = self.train_set.sample_weights(t.balance_power,
+                                                            t.tone_balance_power)
         self.train_images = self.train_set.images
         if self.train_set.masks is not None:
             # The mask rides along as a fourth channel, so augmentation moves it with the image.

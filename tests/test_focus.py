@@ -243,21 +243,30 @@ def test_classifier_fine_tune_logs_focus_and_keeps_the_denoiser(
     assert saved.model.classifier_output_stride == 16
 
 
+@pytest.mark.parametrize("beaten", [False, True])
 def test_fine_tune_appends_its_stage_to_the_training_history(
-    tiny_config: ClassNDiffConfig, tiny_weights: Path, tmp_path: Path
+    tiny_config: ClassNDiffConfig, tiny_weights: Path, tmp_path: Path, beaten: bool
 ) -> None:
+    """A fine-tune appends its stage; the classifier's stage is the new one only when the
+    fine-tune beat the starting classifier on validation."""
     start = ClassNDiffConfig.from_json(tiny_weights / "config.json")
     first = start.extra["training"]
-    trainer = Trainer(start.override({"train.max_steps": 2, "train.eval_every": 100}), tmp_path,
+    # A frozen classifier can never beat itself; a starting score of −∞ is always beaten.
+    overrides = {"train.max_steps": 2, "train.eval_every": 100}
+    if not beaten:
+        overrides["train.classifier_learning_rate"] = 0.0
+    trainer = Trainer(start.override(overrides), tmp_path,
                       init_from=tiny_weights, command="classndiff train --init-from x")
+    if beaten:
+        trainer.best_score = -float("inf")
     trainer.train()
     record = ClassNDiffConfig.from_json(tmp_path / "config.json").extra["training"]
     assert record["stages"][0] == first and len(record["stages"]) == 2
     stage = record["stages"][1]
     assert stage["step"] == 2 and stage["command"] == "classndiff train --init-from x"
     assert stage["wall_seconds"] > 0 and stage["images_seen"] == 2 * start.train.batch_size
-    if stage["classifier_step"] == 0:  # never beat the starting classifier: still stage 1's
+    if beaten:
+        assert record["classifier_stage"] == 2 and record["classifier_step"] == 2
+    else:
         assert record["classifier_stage"] == 1
         assert record["classifier_step"] == first["classifier_step"]
-    else:
-        assert record["classifier_stage"] == 2

@@ -48,10 +48,9 @@ def test_export_pairs_final_denoiser_with_best_classifier(tiny_config, tmp_path:
     trainer = Trainer(tiny_config.override({"train.export_dtype": "float16"}), tmp_path)
     trainer.train(max_steps=2)
     best = {k: v.clone() for k, v in trainer.ema.module.classifier.state_dict().items()}
-    trainer.best_classifier, trainer.best_step = best, 2
-    trainer.train(max_steps=6)  # no validation in between beats it: keep `best`
-    trainer.best_classifier, trainer.best_step = best, 2
-    trainer.export()
+    assert trainer.keep_if_best({"score": 1e9})  # a score no later validation can beat
+    trainer.train(max_steps=6)  # validates at step 6 and exports: `best` stays
+    assert trainer.best_step == 2
     tensors = load_file(str(tmp_path / "model.safetensors"))
     assert tensors["denoiser.x_embedder.proj.weight"].dtype == torch.float16
     final_denoiser = trainer.ema.module.denoiser.state_dict()

@@ -1,0 +1,91 @@
+"""Diffusion counterfactuals: the API's contract (layout kept, probabilities before and
+after, JSON-ready settings, clear errors, abstention like diagnose)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from classndiff.counterfactual import lesion_mask
+from classndiff.inputs import to_model_tensor
+from classndiff.pipeline import ClassNDiffArgumentError, Diagnosis
+
+
+def lesion_photo(size: int = 96) -> Image.Image:
+    rng = np.random.default_rng(0)
+    image = np.ones((size, size, 3)) * np.array([225, 185, 165])
+    yy, xx = np.mgrid[:size, :size]
+    blob = ((yy - 50) / 22) ** 2 + ((xx - 44) / 16) ** 2 < 1
+    image[blob] = [90, 50, 40]
+    image += rng.normal(0, 5, image.shape)
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def test_lesion_mask_finds_the_dark_blob() -> None:
+    photo = lesion_photo()
+    pixels = to_model_tensor(photo, 96)
+    mask = lesion_mask(pixels)[0, 0].numpy() > 0.5
+    yy, xx = np.mgrid[:96, :96]
+    truth = ((yy - 50) / 22) ** 2 + ((xx - 44) / 16) ** 2 < 1
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.6, iou
+    assert mask.sum() >= truth.sum()  # dilated: covers the whole lesion
+
+
+def test_counterfactual_keeps_the_skin_and_reports_both_diagnoses(tiny_pipe) -> None:
+    photo = lesion_photo(tiny_pipe.config.model.pixel_size)
+    cf = tiny_pipe.counterfactual(photo, target_dx="mel", strength=0.8, steps=4, seed=1)
+    assert cf.reason is None, cf.reason
+    size = tiny_pipe.config.model.pixel_size
+    assert cf.image.size == cf.original.size == cf.difference.size == (size, size)
+    assert sum(cf.probabilities_before.values()) == pytest.approx(1, abs=1e-5)
+    assert sum(cf.probabilities_after.values()) == pytest.approx(1, abs=1e-5)
+    before = np.asarray(cf.original, dtype=int)
+    after = np.asarray(cf.image, dtype=int)
+    mask = lesion_mask(to_model_tensor(photo, size))[0, 0].numpy()
+    outside, inside = mask < 1e-3, mask > 0.5
+    assert np.abs(after - before)[outside].max() <= 1  # the skin is the upload's own
+    assert np.abs(after - before)[inside].mean() > 1  # the lesion was redrawn
+    settings = json.loads(json.dumps(cf.to_dict()))  # JSON-ready
+    assert settings["settings"]["synthetic"] is True and settings["target"] == "mel"
+    again = tiny_pipe.counterfactual(photo, target_dx="mel", strength=0.8, steps=4, seed=1)
+    assert np.array_equal(np.asarray(again.image), np.asarray(cf.image))  # reproducible
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"target_dx": "melanoma"}, "unknown target_dx"),
+    ({"strength": 0}, "strength"),
+    ({"strength": 1.5}, "strength"),
+    ({"steps": 0}, "steps"),
+    ({"guidance_scale": -1}, "guidance_scale"),
+    ({"seed": -3}, "seed"),
+])
+def test_bad_counterfactual_arguments_raise_clear_errors(tiny_pipe, kwargs, words) -> None:
+    with pytest.raises(ClassNDiffArgumentError, match=words):
+        tiny_pipe.counterfactual(lesion_photo(), **kwargs)
+
+
+def test_abstained_upload_gets_the_diagnose_reason_and_no_image(tiny_pipe) -> None:
+    blank = Image.new("RGB", (64, 64), (128, 128, 128))
+    reason = tiny_pipe.diagnose(blank).reason
+    assert reason
+    cf = tiny_pipe.counterfactual(blank)
+    assert cf.reason == reason and cf.image is None and cf.difference is None
+    assert cf.probabilities_before == {} and cf.probabilities_after == {}
+
+
+@pytest.mark.parametrize("predicted, expected", [("nv", "bcc"), ("mel", "nv")])
+def test_default_target_is_the_other_side(tiny_pipe, monkeypatch, predicted, expected) -> None:
+    """Benign prediction → the most likely malignant class; malignant → nv."""
+    probabilities = {"akiec": 0.05, "bcc": 0.2, "bkl": 0.05, "df": 0.02, "mel": 0.1,
+                     "nv": 0.55, "vasc": 0.03}
+    fake = Diagnosis(probabilities=probabilities, malignant=0.35, prediction=predicted,
+                     confidence=0.55)
+    monkeypatch.setattr(tiny_pipe, "diagnose", lambda *a, **k: fake)
+    monkeypatch.setattr("classndiff.pipeline.sdedit",
+                        lambda model, scheduler, x0, *a, **k: x0)  # the choice is all we test
+    cf = tiny_pipe.counterfactual(lesion_photo(), steps=2)
+    assert cf.target == expected
