@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -103,6 +104,10 @@ class ClassNDiffPipeline:
         self._malignant = torch.tensor(malignant_mask())
         self._explainer: SaliencyExplainer | None = None
         self._trust: OODDetector | None | bool = False  # False: not looked up yet
+        # Diagnosis and generation may run at once (the app serves them on separate queues);
+        # CAMs hook the classifier, so every classifier pass takes this lock. Sampling does
+        # not: a diagnosis waits at most for one batch's classification.
+        self._classifier_lock = threading.RLock()
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -163,7 +168,8 @@ class ClassNDiffPipeline:
         """Class probabilities (N, 7) for pixel images in [-1, 1]; temperature-scaled when
         the weights carry a fitted temperature."""
         temperature = self.temperature if calibrated else 1.0
-        return torch.softmax(self.logits(pixels) / temperature, dim=1).cpu()
+        with self._classifier_lock:
+            return torch.softmax(self.logits(pixels) / temperature, dim=1).cpu()
 
     def load(self, image: Any) -> torch.Tensor:
         """Any upload → (1, 3, S, S) tensor in [-1, 1] at the data's pixel size."""
@@ -192,7 +198,7 @@ class ClassNDiffPipeline:
         cam_method: str = "gradcam",
         cam_target: str | int | None = None,
         opacity: float = 0.5,
-        colormap: str = "jet",
+        colormap: str = "viridis",
         skin_tone: bool = True,
         abstain: bool = True,
     ) -> Diagnosis:
@@ -223,6 +229,14 @@ class ClassNDiffPipeline:
         size = self.config.model.pixel_size
         upload = center_square(load_image(image, draft_size=2 * size), size)
         pixels = to_model_tensor(upload, size)
+        with self._classifier_lock:
+            return self._diagnose(upload, pixels, saliency, cam_method, cam_target, opacity,
+                                  colormap, skin_tone, abstain)
+
+    def _diagnose(self, upload: Image.Image, pixels: torch.Tensor, saliency: bool,
+                  cam_method: str, cam_target: str | int | None, opacity: float,
+                  colormap: str, skin_tone: bool, abstain: bool) -> Diagnosis:
+        size = self.config.model.pixel_size
         model_input = self._to_model_space(pixels.to(self.device))
         with torch.no_grad():
             logits, features = logits_and_features(self.model.classifier, model_input)

@@ -244,7 +244,7 @@ def overlay_map(
     image: Image.Image | np.ndarray,
     cam: np.ndarray,
     opacity: float = 0.5,
-    colormap: str = "jet",
+    colormap: str = "viridis",
 ) -> Image.Image:
     """Blend a [0, 1] map over an RGB image: `opacity` 0 shows the image, 1 the heat map;
     `colormap` is any matplotlib colormap name."""
@@ -316,7 +316,7 @@ class SaliencyExplainer:
         predicted: int | None = None,
         image: Image.Image | None = None,
         opacity: float = 0.5,
-        colormap: str = "jet",
+        colormap: str = "viridis",
     ) -> Saliency:
         """One image (1, 3, H, W) → a Saliency. `predicted` (if known) saves a forward pass
         when the target is the predicted class."""

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from tests.app_server import ROOT, http_status, start_app, stop_app
+from tests.test_counterfactual import lesion_photo
 
 # The README's client example, verbatim but for the address (kept here so it is tested).
 README_CLIENT_EXAMPLE = """\
@@ -199,15 +200,55 @@ def test_model_card_from_config_and_from_file(app: ModuleType, tiny_pipe,  # noq
         tiny_pipe.weights_path = saved
 
 
-def test_model_events_share_one_concurrency_slot(app: ModuleType, tiny_weights: Path) -> None:
+def test_diagnosis_never_queues_behind_generation(app: ModuleType, tiny_weights: Path) -> None:
+    """Diagnosis, generation and counterfactuals each have their own queue (one run at a
+    time in each), and Stop cancels a generation."""
     demo = app.build_demo(app.ModelHolder(str(tiny_weights)), app.TempFiles())
     demo.queue(default_concurrency_limit=1)
     fns = {fn.api_name: fn for fn in demo.fns.values()}
-    assert {"diagnose", "generate"} <= set(fns)
-    for name in ("diagnose", "generate", "redraw"):
-        assert fns[name].concurrency_id == "model", name
+    assert {"diagnose", "generate", "counterfactual", "stop"} <= set(fns)
+    for name in ("diagnose", "redraw", "diagnose_example"):
+        assert fns[name].concurrency_id == "diagnose", name
+    assert fns["generate"].concurrency_id == "generate"
+    assert fns["counterfactual"].concurrency_id == "counterfactual"
+    assert fns["generate"].concurrency_limit == 1
+    generate_id = next(i for i, fn in demo.fns.items() if fn.api_name == "generate")
+    assert any(generate_id in fn.cancels for fn in demo.fns.values())  # Stop's
     public = {n for n, fn in fns.items() if fn.api_visibility == "public"}
-    assert public == {"diagnose", "generate"}
+    assert public == {"diagnose", "generate", "counterfactual"}
+
+
+def test_generation_is_cancelled_when_its_request_ends(app: ModuleType,
+                                                       tiny_weights: Path) -> None:
+    """Closing the handler's generator (Stop, or a client that left) stops the sampler at its
+    next step instead of letting it run on for nobody."""
+    import threading
+
+    holder = app.ModelHolder(str(tiny_weights))
+    holder.start()
+    holder.wait()
+    demo = app.build_demo(holder, app.TempFiles())
+    generate = next(fn for fn in demo.fns.values() if fn.api_name == "generate").fn
+    steps_seen = []
+    original = holder.pipe.generate
+    stopped = threading.Event()
+
+    def slow_generate(progress=None, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        def slow_progress(step: int, total: int) -> None:
+            steps_seen.append(step)
+            time.sleep(0.2)
+            progress(step, total)
+        try:
+            return original(progress=slow_progress, **kwargs)
+        finally:
+            stopped.set()
+
+    holder.pipe.generate = slow_generate
+    updates = generate("mel", "any", "any", 1, "ddpm", 100, 1.0, 1, False)  # ≥ 20 s
+    next(updates)  # running
+    updates.close()  # what gradio does on cancel
+    assert stopped.wait(10), "the sampler kept running"
+    assert len(steps_seen) < 20, len(steps_seen)
 
 
 # --------------------------------------------------------------------------- README
@@ -318,10 +359,16 @@ def test_diagnose_api_abstains_and_can_predict_anyway(app_server, tmp_path: Path
     client = client_for(app_server)
     blank = tmp_path / "blank.png"
     Image.new("RGB", (96, 96), (128, 128, 128)).save(blank)
-    _, summary, _, details = client.predict(handle_file(str(blank)), api_name="/diagnose")
+    probabilities, summary, _, details = client.predict(handle_file(str(blank)),
+                                                        api_name="/diagnose")
     assert details["prediction"] is None and details["reason"]
     assert "No prediction" in summary and "Why:" in summary and ".." not in summary
     assert "not estimated (the model abstained)" in summary
+    # No class or malignant percentage anywhere: a number beside an abstention reads as the
+    # answer.
+    assert not re.search(r"\d\s*%", summary) and "Malignant probability" not in summary
+    assert not (probabilities or {}).get("confidences")
+    assert not {"probabilities", "malignant", "confidence"} & set(details)
     _, summary, _, details = client.predict(handle_file(str(blank)), "gradcam", "predicted",
                                             0.5, True, api_name="/diagnose")
     assert details["prediction"] in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -360,8 +407,8 @@ def test_generate_api_gallery_zip_and_reproducibility(app_server) -> None:  # no
         assert Image.open(item["image"]).size[0] >= 256  # upscaled for display
     assert "seed **123**" in info and "not a medical device" in info
     files = read_zip(zip_path)
-    assert sorted(files) == ["settings.json", "synthetic_00_seed123.png",
-                             "synthetic_01_seed124.png"]
+    assert sorted(files) == ["settings.json", "synthetic_nv_brown_any_seed123.png",
+                             "synthetic_nv_brown_any_seed124.png"]
     sidecar = json.loads(files["settings.json"])
     assert sidecar == settings
     assert sidecar["seed"] == 123 and sidecar["dx"] == "nv" and sidecar["skin_tone"] == "brown"
@@ -370,7 +417,9 @@ def test_generate_api_gallery_zip_and_reproducibility(app_server) -> None:  # no
     # The seed in the sidecar reproduces the batch exactly.
     _, zip_again, _, _ = client.predict(**kwargs)
     again = read_zip(zip_again)
-    assert again["synthetic_00_seed123.png"] == files["synthetic_00_seed123.png"]
+    name = "synthetic_nv_brown_any_seed123.png"  # the same pixels (metadata has timings)
+    assert (Image.open(io.BytesIO(again[name])).tobytes()
+            == Image.open(io.BytesIO(files[name])).tobytes())
     # A blank seed is random, and shown.
     _, _, _, random_settings = client.predict(**{**kwargs, "seed": None, "num_images": 1})
     assert isinstance(random_settings["seed"], int)
@@ -459,6 +508,31 @@ def test_generated_zip_images_are_plain_pngs(app_server) -> None:  # noqa: ANN00
     client = client_for(app_server)
     _, zip_path, _, settings = client.predict(dx="df", num_images=1, steps=2, seed=7,
                                               api_name="/generate")
-    png = read_zip(zip_path)["synthetic_00_seed7.png"]
+    png = read_zip(zip_path)["synthetic_df_any_any_seed7.png"]
     image = Image.open(io.BytesIO(png))
-    assert image.format == "PNG" and image.size[0] == settings["image_size"]
+    assert image.format == "PNG" and image.size[0] >= 256  # stamped at display size
+    assert image.text["synthetic"] == "true"
+    saved = json.loads(image.text["classndiff_settings"])
+    assert saved["seed"] == 7 and saved["dx"] == "df" and saved["synthetic"] is True
+    assert "/" not in settings["weights"] and "/" not in image.text["classndiff_weights"]
+    assert str(ROOT) not in json.dumps(settings) and "/tmp" not in json.dumps(settings)
+
+
+def test_counterfactual_api(app_server, tmp_path: Path) -> None:  # noqa: ANN001
+    """Original, counterfactual (SYNTHETIC) and change; an abstained upload gets its reason."""
+    from gradio_client import handle_file
+
+    client = client_for(app_server)
+    image = tmp_path / "lesion.png"
+    lesion_photo(96).save(image)
+    gallery, summary = client.predict(handle_file(str(image)), "mel", 0.6,
+                                      api_name="/counterfactual")
+    assert "abstains" not in summary, summary
+    assert [item["caption"] for item in gallery] == ["original", "as mel (SYNTHETIC)",
+                                                     "change"]
+    assert "SYNTHETIC" in summary and "P(mel)" in summary
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(blank)
+    gallery, summary = client.predict(handle_file(str(blank)), "auto", 0.6,
+                                      api_name="/counterfactual")
+    assert not gallery and "abstains" in summary and "Why:" in summary
