@@ -32,9 +32,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from .checkpoint import load_checkpoint, load_rng, save_checkpoint, save_rng
 from .labels import DX_CODES
+from .lr import lr_factor
 from .metrics import classification_metrics, selection_score
-from .train import lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -147,26 +148,6 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np
     return torch.cat(out).numpy()
 
 
-# ---------------------------------------------------------------------------- checkpoints
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """AdamW state as flat tensors + JSON (safetensors only, never pickles)."""
-    state = optimizer.state_dict()
-    tensors, meta = {}, {"param_groups": state["param_groups"], "keys": {}}
-    for index, values in state["state"].items():
-        for name, value in values.items():
-            key = f"{index}.{name}"
-            tensors[key] = torch.as_tensor(value).detach().cpu().contiguous()
-            meta["keys"][key] = [int(index), name]
-    return tensors, meta
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for key, (index, name) in meta["keys"].items():
-        state.setdefault(index, {})[name] = tensors[key]
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
 @dataclass
 class TrainResult:
     model: Evaluator
@@ -213,16 +194,10 @@ def train_classifier(
     best: dict[str, Any] = {}
     ckpt = Path(work_dir) / "checkpoint" if work_dir else None
     if resume and ckpt is not None and (ckpt / "state.json").exists():
-        state = json.loads((ckpt / "state.json").read_text())
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        ema.module.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
-        _load_optimizer(optimizer, load_file(str(ckpt / "optimizer.safetensors")),
-                        state["optimizer"])
-        if (ckpt / "best.safetensors").exists():
-            best_state = load_file(str(ckpt / "best.safetensors"))
+        state, best_state = load_checkpoint(ckpt, model, ema.module, optimizer, str(device))
         step, best_score, best, log = (state["step"], state["best_score"], state["best"],
                                        state["log"])
-        generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        load_rng(ckpt, generator)
         ema.num_updates = step
         logger.info("resumed evaluator training at step %d", step)
 
@@ -275,16 +250,10 @@ def train_classifier(
             if progress is not None:
                 progress(row)
             if ckpt is not None:
-                ckpt.mkdir(parents=True, exist_ok=True)
-                save_file(_contiguous(model.state_dict()), str(ckpt / "model.safetensors"))
-                save_file(_contiguous(ema.module.state_dict()), str(ckpt / "ema.safetensors"))
-                if best_state is not None:
-                    save_file(_contiguous(best_state), str(ckpt / "best.safetensors"))
-                tensors, meta = _optimizer_tensors(optimizer)
-                save_file(tensors, str(ckpt / "optimizer.safetensors"))
-                (ckpt / "state.json").write_text(json.dumps({
-                    "step": step, "best_score": best_score, "best": best, "log": log,
-                    "optimizer": meta, "generator": generator.get_state().tolist()}))
+                save_checkpoint(ckpt, model, ema.module, optimizer,
+                                {"step": step, "best_score": best_score, "best": best,
+                                 "log": log}, best_state)
+                save_rng(ckpt, generator)
     final = Evaluator(config)
     final.load_state_dict(best_state if best_state is not None else ema.module.state_dict())
     seconds = seconds_before + time.perf_counter() - started

@@ -8,15 +8,15 @@ import copy
 import csv
 import json
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from .checkpoint import load_checkpoint, load_rng, save_checkpoint, save_rng
 from .config import ClassNDiffConfig
 from .data import LesionDataset, augment, cached_latents, strong_augment
 from .diffusion import (
@@ -28,6 +28,7 @@ from .diffusion import (
     scale_like_grad_cam,
 )
 from .hub import load_vae, save_pretrained
+from .lr import lr_factor
 from .metrics import classification_metrics, selection_score
 from .model import ClassNDiff
 from .objective import TrainingObjective
@@ -53,16 +54,6 @@ def build_optimizer(model: ClassNDiff, config: ClassNDiffConfig) -> torch.optim.
         ],
         betas=(0.9, 0.999),
     )
-
-
-def lr_factor(step: int, warmup: int, total: int, time_progress: float = 0.0,
-              floor: float = 0.1) -> float:
-    """Linear warm-up, then cosine decay to `floor`. With a time budget, the decay follows
-    whichever runs out first: steps or seconds."""
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -281,26 +272,15 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
         folder = self.checkpoint_dir / f"step-{self.step:07d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        # Every process keeps its own global RNG (classifier dropout differs per process).
-        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state()
-        save_file(rng, str(folder / f"rng-{self.rank}.safetensors"))
+        save_rng(folder, self.generator, self.rank)
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return folder
-        model = self.net
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(folder / "model.safetensors"))
-        save_file({k: v.contiguous() for k, v in self.ema.module.state_dict().items()},
-                  str(folder / "ema.safetensors"))
-        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")  # tensors only
         state = {"step": self.step, "best_score": self.best_score, "best_step": self.best_step,
                  "seconds_trained": self.seconds_trained}
-        if self.best_classifier is not None:
-            save_file(self.best_classifier, str(folder / "best_classifier.safetensors"))
-        (folder / "state.json").write_text(json.dumps(state))
+        best = ({f"classifier.{k}": v for k, v in self.best_classifier.items()}
+                if self.best_classifier is not None else None)
+        save_checkpoint(folder, self.net, self.ema.module, self.optimizer, state, best)
         old = sorted(self.checkpoint_dir.glob("step-*"))[: -self.config.train.keep_checkpoints]
         for path in old:
             shutil.rmtree(path, ignore_errors=True)
@@ -313,24 +293,15 @@ class Trainer:
             logger.info("no checkpoint in %s: starting from scratch", self.checkpoint_dir)
             return False
         folder = folders[-1]
-        device = str(self.accelerator.device)
-        self.net.load_state_dict(
-            load_file(str(folder / "model.safetensors"), device=device))
-        self.ema.module.load_state_dict(load_file(str(folder / "ema.safetensors"), device=device))
-        self.optimizer.load_state_dict(
-            torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
-        state = json.loads((folder / "state.json").read_text())
+        state, best = load_checkpoint(folder, self.net, self.ema.module, self.optimizer,
+                                      str(self.accelerator.device))
         self.step = state["step"]
         self.best_score = state["best_score"]
         self.best_step = state.get("best_step", 0)
         self.seconds_trained = state.get("seconds_trained", 0.0)
-        if (folder / "best_classifier.safetensors").exists():
-            self.best_classifier = load_file(str(folder / "best_classifier.safetensors"))
-        rng = load_file(str(folder / f"rng-{self.rank}.safetensors"))
-        torch.set_rng_state(rng["torch"])
-        self.generator.set_state(rng["generator"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
+        if best is not None:
+            self.best_classifier = {k.removeprefix("classifier."): v for k, v in best.items()}
+        load_rng(folder, self.generator, self.rank)
         self.ema.num_updates = self.step  # ModelEmaV3 warm-up follows the step count
         logger.info("resumed from %s (step %d)", folder, self.step)
         return True
