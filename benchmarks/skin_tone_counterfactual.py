@@ -1,0 +1,89 @@
+"""The skin-tone counterfactual test on a weights folder: every test image with an expert
+mask, its skin re-tinted (CIELAB, lesion untouched: classndiff/fairness.py) to the brown and
+the darker group's ITA; how often the diagnosis flips, the change in P(malignant), accuracy
+and malignant AUC before and after.
+
+    python benchmarks/skin_tone_counterfactual.py --weights weights/embedded \\
+        --output reports/embedded/skin_tone_counterfactual.json \\
+        --figure reports/embedded/skin_tone_counterfactual.png
+    python benchmarks/skin_tone_counterfactual.py --quick
+
+Bars: flip rate lighter → darker ≤ 10 %; malignant AUC change under the darker re-tint
+≥ −0.02. A re-tinted lesion is a proxy, not evidence on patients with dark skin. Ends with
+ONE JSON line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from _bench import emit, environment, load_pipe, parser, print_table, setup
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--split", default="test")
+    p.add_argument("--output", type=Path)
+    p.add_argument("--figure", type=Path)
+    args = p.parse_args()
+    setup(args)
+    from classndiff.data import LesionDataset
+    from classndiff.fairness import RETINT_TARGETS, flip_report, retint_skin, skin_ita
+
+    pipe = load_pipe(args)
+    data = LesionDataset(args.data_dir, args.split, image_size=pipe.config.model.pixel_size,
+                         masks=True, limit=40 if args.quick else None)
+    keep = np.flatnonzero(data.has_mask.numpy())
+    images = data.images[keep].permute(0, 2, 3, 1).numpy()
+    masks = data.masks[keep, 0].numpy().astype(bool)
+    labels = data.dx.numpy()[keep]
+
+    def probabilities(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return np.concatenate([pipe.predict_proba(x[i:i + 128]).numpy()
+                               for i in range(0, len(x), 128)])
+
+    original = probabilities(images)
+    result = {"benchmark": "skin_tone_counterfactual", "split": args.split, "targets": {}}
+    retinted_by_target = {}
+    for target in RETINT_TARGETS:
+        retinted = np.stack([retint_skin(im, m, target) for im, m in zip(images, masks)])
+        retinted_by_target[target] = retinted
+        report = flip_report(original, probabilities(retinted), labels)
+        report["median_skin_ita"] = float(np.median([skin_ita(im, m) for im, m in
+                                                     zip(retinted[:200], masks[:200])]))
+        result["targets"][target] = report
+    result["median_skin_ita_original"] = float(np.median([skin_ita(im, m) for im, m in
+                                                          zip(images[:200], masks[:200])]))
+    darker = result["targets"]["darker"]
+    result["bar_flip_rate_10pct"] = bool(darker["flip_rate"] <= 0.10)
+    result["bar_malignant_auc_change"] = bool(
+        darker["malignant_auc_after"] - darker["malignant_auc_before"] >= -0.02)
+    print_table(["re-tint to", "n", "flip rate", "ΔP(malignant)", "accuracy", "malignant AUC",
+                 "median ITA"],
+                [[t, r["n"], f"{100 * r['flip_rate']:.1f} %",
+                  f"{r['malignant_change_mean']:+.3f}",
+                  f"{r['accuracy_before']:.3f} → {r['accuracy_after']:.3f}",
+                  f"{r['malignant_auc_before']:.3f} → {r['malignant_auc_after']:.3f}",
+                  round(r["median_skin_ita"], 1)] for t, r in result["targets"].items()])
+    if args.figure:
+        from PIL import Image
+
+        shown = range(min(6, len(images)))
+        rows = [np.concatenate([images[i], *(retinted_by_target[t][i] for t in RETINT_TARGETS)],
+                               1) for i in shown]
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate(rows, 0)).save(args.figure)
+    result.update(environment(args, pipe))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result)
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
