@@ -45,6 +45,7 @@ class ModelConfig:
     # last feature map, where Grad-CAM is taken, is 8×8 instead of 4×4 at 128 px: a 4×4 map
     # cannot follow a lesion's outline (even the mask itself at 4×4 puts only 0.63 inside).
     classifier_output_stride: int = 32
+    tone_adversary: bool = False  # the skin-tone head of `train.lambda_adv` (fairness)
     pretrained_backbone: bool = False  # True only when the Hub is reachable
     # Latent space: a diffusers AutoencoderKL (Hub id or folder); None = pixel space.
     vae: str | None = None
@@ -71,6 +72,10 @@ class TrainConfig:
     # class-activation map (= Grad-CAM at its last feature map) and the expert lesion mask of
     # real training images. 0 = off; masks are read from <data_dir>/masks only when it is on.
     lambda_saliency: float = 0.0
+    # Adversarial skin-tone debiasing: λ_adv × CE of the tone head (model.tone_adversary),
+    # whose gradient reaches the classifier's features reversed and scaled by adv_scale.
+    lambda_adv: float = 0.0
+    adv_scale: float = 0.1  # the gradient-reversal scale of the published code
     cond_drop_prob: float = 0.1  # each condition is dropped independently with this chance
     label_smoothing: float = 0.1
     balance_power: float = 0.5  # sample weight ∝ count(dx)^-power: 0 natural, 1 balanced

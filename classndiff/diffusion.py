@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch.func import functional_call
 
 from .config import ModelConfig, TrainConfig
-from .labels import DX_CODES, DX_NULL, TONE_NULL
+from .labels import DX_CODES, DX_NULL, TONE_GROUPS, TONE_NULL
 from .model import ClassNDiff
 
 SAMPLERS = ("dpm++", "ddim", "ddpm")
@@ -228,22 +228,49 @@ def _denoising_pass(
 
 def _real_image_loss(
     model: ClassNDiff, batch: Batch, train: TrainConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logits, CE, lesion-focus loss) of the classifier on the real images; skipped (zeros)
-    when the classifier is frozen (learning rate 0, fine-tuning the denoiser alone)."""
+) -> dict[str, torch.Tensor]:
+    """The classifier on the real images: logits, CE, the lesion-focus loss and the
+    adversarial tone terms (zeros where off); all skipped when the classifier is frozen
+    (learning rate 0, fine-tuning the denoiser alone)."""
     n = batch.dx.shape[0]
     device = batch.dx.device
     zero = torch.zeros((), device=device)
+    out = {"logits": torch.zeros(n, len(DX_CODES), device=device), "cls_real": zero,
+           "focus": zero, "adv": zero, "adv_accuracy": zero}
     if train.classifier_learning_rate <= 0:
-        return torch.zeros(n, len(DX_CODES), device=device), zero, zero
-    focus = zero
-    if train.lambda_saliency > 0 and batch.mask is not None:
+        return out
+    maps = train.lambda_saliency > 0 and batch.mask is not None
+    adversary = train.lambda_adv > 0
+    if adversary and model.tone_adversary is None:
+        raise ValueError("train.lambda_adv needs model.tone_adversary: true")
+    if maps or adversary:
         logits, feature_map = model.classifier.forward_with_maps(batch.cls_input)
-        focus = _lesion_focus_loss(model, feature_map, logits, batch)
+        if maps:
+            out["focus"] = _lesion_focus_loss(model, feature_map, logits, batch)
+        if adversary:
+            out["adv"], out["adv_accuracy"] = _tone_adversary_loss(model, feature_map, batch,
+                                                                   train)
     else:
         logits = model.classifier(batch.cls_input)
-    loss = F.cross_entropy(logits.float(), batch.dx, label_smoothing=train.label_smoothing)
-    return logits, loss, focus
+    out["logits"] = logits
+    out["cls_real"] = F.cross_entropy(logits.float(), batch.dx,
+                                      label_smoothing=train.label_smoothing)
+    return out
+
+
+def _tone_adversary_loss(model: ClassNDiff, feature_map: torch.Tensor, batch: Batch,
+                         train: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE of the tone head on images of known tone (its gradient reaches the features
+    reversed), and its accuracy, which should fall towards the majority-class rate."""
+    known = batch.tone < len(TONE_GROUPS)
+    if not known.any():
+        zero = torch.zeros((), device=feature_map.device)
+        return zero, zero
+    pooled = model.classifier.backbone.forward_head(feature_map, pre_logits=True)
+    tone_logits = model.tone_adversary(pooled[known], train.adv_scale).float()
+    loss = F.cross_entropy(tone_logits, batch.tone[known])
+    accuracy = (tone_logits.argmax(1) == batch.tone[known]).float().mean()
+    return loss, accuracy.detach()
 
 
 def joint_loss(
@@ -258,6 +285,7 @@ def joint_loss(
     mse      = ‖ε − ε̂(x_t, t, c)‖²
     cls_x0   = mean_i w(t_i) · CE(classifier(x̂0_i), dx_i)   (x̂0 from that same ε̂)
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
+    adv      = CE(tone_head(GRL(features(x_real))), tone)   (optional, λ_adv = train.lambda_adv)
     focus    = soft Dice(Grad-CAM map, lesion mask) (optional, λ_s = train.lambda_saliency)
     loss     = mse + λ · cls_x0 + cls_real + λ_s · focus
 
@@ -269,7 +297,8 @@ def joint_loss(
     n = x0.shape[0]
     with torch.set_grad_enabled(torch.is_grad_enabled() and train.learning_rate > 0):
         t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
-    logits_real, cls_real, focus = _real_image_loss(model, batch, train)
+    real = _real_image_loss(model, batch, train)
+    cls_real, focus = real["cls_real"], real["focus"]
 
     cls_x0 = torch.zeros((), device=x0.device)
     if train.lambda_cls > 0:
@@ -289,10 +318,11 @@ def joint_loss(
         ce = F.cross_entropy(logits_x0.float(), batch.dx[:k], reduction="none")
         cls_x0 = (weight * ce).mean()
 
-    loss = mse + train.lambda_cls * cls_x0 + cls_real + train.lambda_saliency * focus
+    loss = (mse + train.lambda_cls * cls_x0 + cls_real + train.lambda_saliency * focus
+            + train.lambda_adv * real["adv"])
     return {"loss": loss, "mse": mse.detach(), "cls_real": cls_real.detach(),
-            "cls_x0": cls_x0.detach(), "focus": focus.detach(),
-            "logits_real": logits_real.detach()}
+            "cls_x0": cls_x0.detach(), "focus": focus.detach(), "adv": real["adv"].detach(),
+            "adv_accuracy": real["adv_accuracy"], "logits_real": real["logits"].detach()}
 
 
 def upstream_style_loss(
@@ -309,7 +339,8 @@ def upstream_style_loss(
     classifier, weighted 0.2; the classifier is also trained on the clean input."""
     x0 = batch.x0
     t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
-    logits_real, cls_real, _ = _real_image_loss(model, batch, train)
+    real = _real_image_loss(model, batch, train)
+    logits_real, cls_real = real["logits"], real["cls_real"]
     cls_branch = torch.zeros((), device=x0.device)
     take_branch = torch.rand((), generator=generator).item() < branch_probability
     if take_branch:

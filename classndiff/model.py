@@ -343,14 +343,44 @@ class LesionClassifier(nn.Module):
         return F.relu(cams) if relu else cams
 
 
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient comes back multiplied by −scale (Ganin & Lempitsky,
+    2015), so what is trained to predict a nuisance teaches the features to hide it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: ANN001
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        return -ctx.scale * grad, None
+
+
+class ToneAdversary(nn.Module):
+    """A small head that reads the skin-tone group from the classifier's pooled features
+    through gradient reversal: it learns to find tone, the features learn not to carry it."""
+
+    def __init__(self, num_features: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, len(TONE_GROUPS)))
+
+    def forward(self, pooled: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return self.net(GradientReversal.apply(pooled, scale))
+
+
 class ClassNDiff(nn.Module):
-    """The joint model: `denoiser` (DiT) and `classifier` (timm), trained together."""
+    """The joint model: `denoiser` (DiT) and `classifier` (timm), trained together; with
+    `config.tone_adversary`, also the adversarial skin-tone head (training only)."""
 
     def __init__(self, config: ModelConfig, cond_drop_prob: float = 0.1):
         super().__init__()
         self.config = config
         self.denoiser = DiT(config, cond_drop_prob)
         self.classifier = LesionClassifier(config)
+        self.tone_adversary = (ToneAdversary(self.classifier.backbone.num_features)
+                               if config.tone_adversary else None)
 
     def forward(self, x, t, dx, tone, sex):  # noqa: ANN001, ANN201 - the denoiser's signature
         return self.denoiser(x, t, dx, tone, sex)

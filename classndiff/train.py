@@ -36,6 +36,7 @@ from .objective import TrainingObjective
 logger = logging.getLogger(__name__)
 
 LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "mse", "cls_real", "cls_x0", "focus",
+              "adv", "adv_accuracy",
               "lr", "seconds", "images_per_second", "val_accuracy", "val_balanced_accuracy",
               "val_macro_auc", "val_malignant_auc", "val_score", "val_energy_in_mask",
               "val_empty_maps", "val_cam_iou"]
@@ -49,8 +50,9 @@ def build_optimizer(model: ClassNDiff, config: ClassNDiffConfig) -> torch.optim.
         [
             {"params": model.denoiser.parameters(), "lr": t.learning_rate,
              "weight_decay": t.weight_decay},
-            {"params": model.classifier.parameters(), "lr": t.classifier_learning_rate,
-             "weight_decay": t.classifier_weight_decay},
+            {"params": [*model.classifier.parameters(),
+                        *(model.tone_adversary.parameters() if model.tone_adversary else [])],
+             "lr": t.classifier_learning_rate, "weight_decay": t.classifier_weight_decay},
         ],
         betas=(0.9, 0.999),
     )
@@ -419,7 +421,7 @@ class Trainer:
             running_for = time.perf_counter() - started
             self.seconds_trained = seconds_before + running_for
             progress.update(1)
-            for key in ("loss", "mse", "cls_real", "cls_x0", "focus"):
+            for key in ("loss", "mse", "cls_real", "cls_x0", "focus", "adv", "adv_accuracy"):
                 if key in out:
                     running.setdefault(key, []).append(float(out[key].detach()))
             row = None

@@ -51,3 +51,64 @@ def test_flip_report_arithmetic() -> None:
     assert report["accuracy_before"] == 1.0 and report["accuracy_after"] == 0.75
     assert report["malignant_auc_before"] == 1.0
     assert report["malignant_auc_after"] == pytest.approx(0.75)
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient() -> None:
+    import torch
+
+    from classndiff.model import GradientReversal
+
+    x = torch.randn(4, 3, requires_grad=True)
+    (GradientReversal.apply(x, 0.1) * torch.arange(3.0)).sum().backward()
+    torch.testing.assert_close(x.grad, -0.1 * torch.arange(3.0).expand(4, 3))
+
+
+def test_tone_adversary_trains_its_head_and_reverses_into_the_features(tiny_config) -> None:
+    """λ_adv > 0: the head gets the ordinary gradient of its CE; the backbone gets that
+    CE's gradient reversed and scaled by adv_scale."""
+    import torch
+
+    from classndiff.diffusion import _tone_adversary_loss
+    from tests.test_training import _batch
+
+    config = tiny_config.override({"model.tone_adversary": True, "train.lambda_adv": 1.0,
+                                   "train.adv_scale": 0.5})
+    from classndiff.model import ClassNDiff
+
+    torch.manual_seed(0)
+    model = ClassNDiff(config.model).eval()
+    batch = _batch(config, n=6)
+    batch.tone = torch.tensor([0, 1, 2, 0, 3, 1])  # 3 = unknown: left out
+
+    def backbone_grads(reverse: bool) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        _, feature_map = model.classifier.forward_with_maps(batch.cls_input)
+        if reverse:
+            loss, accuracy = _tone_adversary_loss(model, feature_map, batch, config.train)
+            assert 0 <= float(accuracy) <= 1
+        else:  # the same head without the reversal
+            pooled = model.classifier.backbone.forward_head(feature_map, pre_logits=True)
+            known = batch.tone < 3
+            loss = torch.nn.functional.cross_entropy(
+                model.tone_adversary.net(pooled[known]), batch.tone[known])
+        loss.backward()
+        head = [p.grad.clone() for p in model.tone_adversary.parameters()]
+        return head, [p.grad.clone() for p in model.classifier.backbone.conv1.parameters()]
+
+    head_rev, feats_rev = backbone_grads(True)
+    head_plain, feats_plain = backbone_grads(False)
+    for a, b in zip(head_rev, head_plain):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(feats_rev, feats_plain):
+        torch.testing.assert_close(a, -0.5 * b)
+        assert b.abs().sum() > 0
+
+
+def test_training_with_the_adversary_logs_its_accuracy(tiny_config, tmp_path) -> None:
+    from classndiff.train import Trainer
+
+    config = tiny_config.override({"model.tone_adversary": True, "train.lambda_adv": 0.5})
+    Trainer(config, tmp_path).train()
+    header, *rows = (tmp_path / "log.csv").read_text().splitlines()
+    values = dict(zip(header.split(","), rows[0].split(",")))
+    assert 0 <= float(values["adv_accuracy"]) <= 1 and float(values["adv"]) > 0
