@@ -106,3 +106,19 @@ def test_imagenet_weights_from_the_wheel_classify_imagenet_images() -> None:
     lesions = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=7)
     load_imagenet_weights(lesions, "tf_efficientnet_lite0")
     torch.testing.assert_close(lesions.conv_stem.weight, model.conv_stem.weight)
+
+
+def test_camera_shifts_change_colour_not_geometry() -> None:
+    from classndiff.shifts import SHIFTS, colour_temperature, gamma, vignette
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(30, 220, (32, 32, 3)).astype(np.uint8)
+    for name, shift in SHIFTS.items():
+        out = shift(image)
+        assert out.shape == image.shape and out.dtype == np.uint8, name
+    assert np.array_equal(SHIFTS["none"](image), image)
+    warm = colour_temperature(image, 0.1).astype(int)
+    assert (warm[..., 0] >= image[..., 0]).all() and (warm[..., 2] <= image[..., 2]).all()
+    assert gamma(image, 0.7).mean() > image.mean() > gamma(image, 1.4).mean()
+    dark_corners = vignette(np.full((32, 32, 3), 200, np.uint8), 0.5)
+    assert dark_corners[0, 0, 0] < dark_corners[16, 16, 0] == 200
