@@ -346,33 +346,35 @@ def stamp_synthetic(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image
     return image
 
 
+TONE_SCALE = "lighter: ITA > 41° · brown: 10–41° · darker: ≤ 10°"
+
+
 def describe_skin_tone(tone: Any) -> str | None:
-    """Whatever diagnose() gives for skin tone (object, dict, number or text) in words."""
+    """Whatever diagnose() gives for skin tone (object, dict, number or text) in words, on
+    one scale: the model's lighter / brown / darker groups, with the ITA behind it. A skin
+    with a grey, pink or blue cast (median b* ≤ 0) has no measurable ITA (the formula
+    saturates at 90°): said so, instead of a number."""
     if tone is None:
         return None
     if hasattr(tone, "__dict__") and not isinstance(tone, dict):
         tone = {k: v for k, v in vars(tone).items() if not k.startswith("_")}
-    if isinstance(tone, dict):
-        group = tone.get("group") or tone.get("skin_tone_group") or tone.get("label")
-        ita = tone.get("ita", tone.get("ita_degrees"))
-        parts = []
-        if group:
-            parts.append(f"**{group}**")
-        bin_name = tone.get("bin")
-        if bin_name and bin_name not in ("unknown", group):
-            parts.append(f"Del Bino: {str(bin_name).replace('_', ' ')}")
-        if isinstance(ita, (int, float)) and math.isfinite(ita):
-            parts.append(f"ITA {ita:.0f}°")
-        reliable = tone.get("reliable")
-        if reliable is False:
-            parts.append("(low reliability: colour cast or little visible skin)")
-        note = tone.get("note") or tone.get("reason")
-        if note and reliable is not False:
-            parts.append(f"({note})")
-        return " · ".join(parts) if parts else None
     if isinstance(tone, (int, float)):
         return f"ITA {tone:.0f}°"
-    return str(tone)
+    if not isinstance(tone, dict):
+        return str(tone)
+    group = tone.get("group") or tone.get("skin_tone_group") or tone.get("label")
+    ita = tone.get("ita", tone.get("ita_degrees"))
+    skin_b = tone.get("skin_b")
+    if isinstance(skin_b, (int, float)) and skin_b <= 0:
+        return ("not measurable: the skin has a grey, pink or blue colour cast, where ITA "
+                "reflects only lightness")
+    if not group or group == "unknown" or not isinstance(ita, (int, float)) \
+            or not math.isfinite(ita):
+        return "not measurable (too little visible skin, or a dim, colour-cast image)"
+    text = f"**{group}** (ITA {ita:.0f}°; {TONE_SCALE})"
+    if tone.get("reliable") is False:
+        text += " — low reliability: little skin visible, measured on the image border"
+    return text
 
 
 def saliency_overlay(saliency: Any) -> tuple[Image.Image | None, str | None]:

@@ -122,13 +122,17 @@ def test_stamp_synthetic_upscales_and_marks_the_corner(app: ModuleType) -> None:
 
 
 def test_describe_skin_tone_handles_every_shape(app: ModuleType) -> None:
-    d = {"ita": 47.3, "bin": "light", "group": "lighter", "reliable": True}
-    assert app.describe_skin_tone(d) == "**lighter** · Del Bino: light · ITA 47°"
+    """One scale (the model's groups, with the ITA behind them), no 90° from a colour cast."""
+    d = {"ita": 47.3, "bin": "light", "group": "lighter", "reliable": True, "skin_b": 12.0}
+    text = app.describe_skin_tone(d)
+    assert text.startswith("**lighter** (ITA 47°") and "Del Bino" not in text
     low = app.describe_skin_tone({**d, "reliable": False})
     assert "low reliability" in low
+    cast = app.describe_skin_tone({**d, "ita": 90.0, "skin_b": -2.0, "reliable": False})
+    assert "not measurable" in cast and "90" not in cast
     assert app.describe_skin_tone(None) is None
     assert app.describe_skin_tone(12.0) == "ITA 12°"
-    assert app.describe_skin_tone({"ita": None, "group": "unknown"}) == "**unknown**"
+    assert "not measurable" in app.describe_skin_tone({"ita": None, "group": "unknown"})
 
 
 def test_check_weights_source_names_the_problem(app: ModuleType, tmp_path: Path,
