@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
+    "counterfactuals": {"pairs", "strength"},
     "camera_shift": {"shifts", "worst_accuracy", "n"},
     "skin_tone_counterfactual": {"targets", "bar_flip_rate_10pct", "bar_malignant_auc_change"},
     "generator_yardstick": {"model", "real_floor", "tone_median_ita", "seconds_4_images"},
