@@ -83,7 +83,26 @@ AUTO = "auto"
 # The card's row labels stay on one line; long commands in its tables wrap anywhere, so
 # they do not squeeze the other columns to a letter per line.
 CSS = ("#model-card td:first-child, #model-card th { white-space: nowrap; } "
-       "#model-card td code { word-break: break-all; }")
+       "#model-card td code { word-break: break-all; } "
+       # WCAG AA contrast (≥ 4.5:1): help text, the upload box's "or", the primary button.
+       ".info-text, .or, [data-testid='block-info'] + span { color: #374151 !important; } "
+       "button.primary, button.lg.primary { background: #b4410f !important; "
+       "border-color: #b4410f !important; color: #ffffff !important; } "
+       "button.stop { background: #b91c1c !important; border-color: #b91c1c !important; "
+       "color: #ffffff !important; } "
+       ".show-api, footer a, [data-testid='max-value'], [data-testid='min-value'] "
+       "{ color: #374151 !important; }")
+# Gradio's empty placeholders carry aria-label on plain <div>s, which ARIA prohibits
+# (axe: aria-prohibited-attr): give them role="img" so the label is allowed and read out.
+HEAD = """<script>
+(() => {
+  const fix = () => document.querySelectorAll('div[aria-label]:not([role]),' +
+      'span[aria-label]:not([role])').forEach(el => el.setAttribute('role', 'img'));
+  new MutationObserver(fix).observe(document.documentElement,
+                                    {childList: true, subtree: true});
+  document.addEventListener('DOMContentLoaded', fix);
+})();
+</script>"""
 EMPTY_SUMMARY = "Upload an image to see the model's assessment."
 WITHHELD_WHEN_ABSTAINING = ("probabilities", "malignant", "confidence", "saliency")
 # What the CPU serves in reasonable time: steps × images per request (a GPU gets 8×).
@@ -1172,7 +1191,8 @@ def main() -> None:
                                                         weights=(400, 600, 700)),
                                     "ui-sans-serif", "system-ui", "sans-serif"])
     demo.launch(
-        theme=theme, css=CSS, server_name=server_name, server_port=server_port, share=False,
+        theme=theme, css=CSS, head=HEAD, server_name=server_name, server_port=server_port,
+        share=False,
         max_file_size=os.environ.get("CLASSNDIFF_MAX_UPLOAD", "20mb"),
         show_error=False, footer_links=["api"], run_history=False, ssr_mode=False,
         mcp_server=False, pwa=False, enable_monitoring=False, prevent_thread_lock=True,

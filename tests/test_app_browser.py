@@ -72,7 +72,7 @@ def lesion(tmp_path: Path) -> Path:
 
 def wait_for_diagnosis(page) -> str:  # noqa: ANN001
     summary = page.locator("#diagnose-summary")
-    summary.get_by_text("Malignant probability").wait_for(timeout=WAIT_MS)
+    summary.get_by_text(re.compile("Prediction:|No prediction")).first.wait_for(timeout=WAIT_MS)
     return summary.inner_text()
 
 
@@ -83,7 +83,9 @@ def test_diagnose_an_upload(page, tmp_path: Path) -> None:  # noqa: ANN001
     assert "not a medical device" in text
     assert "Skin-tone estimate" in text
     bars = page.locator("#probabilities [data-testid$='-confidence-set']")
-    assert bars.count() == 7
+    abstained = "No prediction" in text  # then no class numbers at all
+    assert bars.count() == (0 if abstained else 7)
+    assert abstained == ("Malignant probability" not in text)
     overlay = page.locator("#saliency img")
     overlay.wait_for(timeout=WAIT_MS)
     assert overlay.evaluate("img => img.complete && img.naturalWidth") >= 256
@@ -94,9 +96,50 @@ def test_diagnose_an_upload(page, tmp_path: Path) -> None:  # noqa: ANN001
     # New saliency settings re-run on the same image (the upload itself is already deleted).
     page.locator("#cam-method input").click()
     page.get_by_role("option", name="Grad-CAM++").click()
-    page.locator("#diagnose-summary").get_by_text("Grad-CAM++").wait_for(timeout=WAIT_MS)
-    assert page.locator("#probabilities [data-testid$='-confidence-set']").count() == 7
+    if not abstained:
+        page.locator("#diagnose-summary").get_by_text("Grad-CAM++").wait_for(timeout=WAIT_MS)
+        assert page.locator("#probabilities [data-testid$='-confidence-set']").count() == 7
     assert page.get_by_text("expired").count() == 0
+
+
+def test_counterfactual_panel(page, tmp_path: Path) -> None:  # noqa: ANN001
+    """Diagnose, then 'Show as …': original, counterfactual stamped SYNTHETIC, the change."""
+    from tests.test_counterfactual import lesion_photo
+
+    path = tmp_path / "lesion.png"
+    lesion_photo(128).save(path)
+    page.set_input_files("#diagnose-upload input[type=file]", str(path))
+    wait_for_diagnosis(page)
+    page.locator("#cf").get_by_text("What would it have to look like").first.click()
+    page.locator("#cf-button").click()
+    summary = page.locator("#cf-summary")
+    summary.get_by_text(re.compile("SYNTHETIC|abstains")).first.wait_for(timeout=WAIT_MS)
+    text = summary.inner_text()
+    if "abstains" not in text:
+        images = page.locator("#cf-gallery img")
+        images.nth(2).wait_for(timeout=WAIT_MS)
+        assert images.count() == 3 and "How to read it" in text
+    assert "not a medical device" in text
+    shot(page, "counterfactual")
+
+
+AXE = os.environ.get("AXE_CORE_JS", str(ROOT / ".ci" / "node_modules" / "axe-core" /
+                                        "axe.min.js"))
+
+
+@pytest.mark.parametrize("tab", ["Diagnose", "Generate", "Model"])
+def test_no_serious_accessibility_violations(page, tab: str) -> None:  # noqa: ANN001
+    """axe-core (npm) on every tab: no serious or critical WCAG 2 A/AA violation."""
+    if not Path(AXE).is_file():
+        pytest.fail(f"axe-core not found at {AXE}: npm install axe-core (see .ci/run)")
+    page.get_by_role("tab", name=tab).click()
+    page.wait_for_timeout(500)
+    page.add_script_tag(path=AXE)
+    result = page.evaluate("""async () => await axe.run(document, {runOnly: {type: 'tag',
+        values: ['wcag2a', 'wcag2aa']}})""")
+    bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+           for v in result["violations"] if v["impact"] in ("serious", "critical")]
+    assert bad == [], bad
 
 
 def test_pick_an_example(page) -> None:  # noqa: ANN001
