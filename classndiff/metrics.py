@@ -22,7 +22,9 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy, balanced accuracy, macro one-vs-rest AUC, malignant-vs-benign AUC, ECE."""
+    """Accuracy, balanced accuracy, macro one-vs-rest AUC, malignant-vs-benign AUC, ECE, and
+    per class: one-vs-rest AUC, sensitivity and specificity at the operating point (the
+    top class is the prediction)."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
     predictions = probs.argmax(1)
@@ -32,6 +34,12 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
         "ece": expected_calibration_error(probs, labels),
         "n": int(len(labels)),
     }
+    for c, code in enumerate(DX_CODES):  # at the operating point: the top class
+        positive, predicted = labels == c, predictions == c
+        if positive.any():
+            out[f"sensitivity_{code}"] = float(predicted[positive].mean())
+        if (~positive).any():
+            out[f"specificity_{code}"] = float((~predicted[~positive]).mean())
     present = [c for c in range(len(DX_CODES)) if 0 < (labels == c).sum() < len(labels)]
     per_class = {DX_CODES[c]: float(roc_auc_score(labels == c, probs[:, c])) for c in present}
     out["macro_auc"] = float(np.mean(list(per_class.values()))) if per_class else float("nan")
