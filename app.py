@@ -1052,7 +1052,8 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                                             elem_id="cam-opacity")
                     if examples:
                         example_gallery = gr.Gallery(
-                            [(str(p), p.stem) for p in examples], label="Synthetic examples "
+                            [(temp.save_png(stamp_synthetic(Image.open(p))), p.stem)
+                             for p in examples], label="Synthetic examples "
                             "(made by the model): click one", columns=3, height=230,
                             allow_preview=False, interactive=False, elem_id="examples")
                 with gr.Column(scale=2):
