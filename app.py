@@ -1039,7 +1039,7 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                         "(e.g. other cameras, non-dermoscopic photos). On: its guess, with a "
                         "warning.",
                         elem_id="predict-anyway")
-                    with gr.Accordion("Saliency settings", open=True):
+                    with gr.Accordion("Saliency settings", open=False):
                         cam_method = gr.Dropdown([(CAM_LABELS[m], m) for m in CAM_METHODS],
                                                  value=CAM_METHODS[0], label="Method",
                                                  elem_id="cam-method")

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from .labels import DX_NULL
@@ -68,6 +67,8 @@ def sdedit(
 ) -> torch.Tensor:
     """Re-draw `x0` (the denoiser's space) from noise level `strength` ∈ (0, 1] towards the
     labels, keeping x0 where `keep` (N, 1, h, w) is 1. Guidance nulls the diagnosis only."""
+    from diffusers.utils.torch_utils import randn_tensor
+
     scheduler.set_timesteps(steps, device=x0.device)
     start = max(1, min(steps, round(steps * strength)))
     timesteps = scheduler.timesteps[steps - start:]

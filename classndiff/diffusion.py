@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-from diffusers.utils.torch_utils import randn_tensor
 from torch.func import functional_call
 
 from .config import ModelConfig, TrainConfig
@@ -25,7 +23,11 @@ GUIDED = ("dx", "dx+tone")  # the conditions classifier-free guidance amplifies
 
 
 def make_scheduler(name: str, config: ModelConfig):  # noqa: ANN201 - a diffusers scheduler
-    """A diffusers scheduler for `name` over the model's training noise schedule."""
+    """A diffusers scheduler for `name` over the model's training noise schedule.
+    (diffusers is imported here, not at module load: diagnosis never needs it, and the
+    app's first diagnosis should not wait for it.)"""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
     common = dict(
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
@@ -51,6 +53,8 @@ class NoiseSchedule:
     """ᾱ_t of the training schedule, and the two formulas that use it."""
 
     def __init__(self, config: ModelConfig):
+        from diffusers import DDPMScheduler
+
         self.scheduler = DDPMScheduler(
             num_train_timesteps=config.num_train_timesteps,
             beta_schedule=config.beta_schedule,
@@ -380,6 +384,8 @@ def sample(
     `draw_step_noise`; older weights saw that pattern too rarely to guide against."""
     if guided not in GUIDED:
         raise ValueError(f"unknown guided conditions {guided!r}: {', '.join(GUIDED)}")
+    from diffusers.utils.torch_utils import randn_tensor
+
     cfg = model.config
     denoiser = model.denoiser
     device = dx.device

@@ -142,6 +142,20 @@ def test_no_serious_accessibility_violations(page, tab: str) -> None:  # noqa: A
     assert bad == [], bad
 
 
+def test_result_is_near_the_top_on_a_phone(browser, app_server) -> None:  # noqa: ANN001
+    """On a 390 × 844 phone the result starts within the first screen: the settings are
+    folded away, nothing long sits between the upload and the answer."""
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        page.goto(app_server.url)
+        page.wait_for_selector("#diagnose-summary", timeout=WAIT_MS)
+        box = page.locator("#diagnose-summary").bounding_box()
+        assert box is not None and box["y"] < 844, box
+    finally:
+        context.close()
+
+
 def test_pick_an_example(page) -> None:  # noqa: ANN001
     # The app_server fixture always provides two stand-in examples: wait for the gallery to
     # render them (counting at once raced with Gradio's rendering and skipped the test).
