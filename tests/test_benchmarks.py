@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
+    "denoiser_candidates": {"candidates", "size"},
     "counterfactuals": {"pairs", "strength"},
     "camera_shift": {"shifts", "worst_accuracy", "n"},
     "skin_tone_counterfactual": {"targets", "bar_flip_rate_10pct", "bar_malignant_auc_change"},
