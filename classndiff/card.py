@@ -295,6 +295,24 @@ def _measured_sections(report: Path | None) -> str:
     return "\n\n".join(parts)
 
 
+def _abstention_text(abstention: dict[str, Any]) -> str:
+    """The abstention rule in words and a table, not a JSON dump."""
+    if not abstention:
+        return "Thresholds: not fitted for these weights (`classndiff calibrate`)."
+    rows = ["| check | threshold | fitted on | set at |", "|---|---|---|---|",
+            f"| distance of the classifier's features to the nearest class (Mahalanobis) | "
+            f"{_fmt(abstention.get('feature_threshold'), 1)} | "
+            f"{abstention.get('n_fit', '—')} {abstention.get('fit_split', '')} images | "
+            f"the {abstention.get('percentile', '—')}th percentile of "
+            f"{abstention.get('threshold_split', '')} images |",
+            f"| distance of {len(abstention.get('stats', []))} colour and texture statistics "
+            f"to the training images' (one Gaussian) | "
+            f"{_fmt(abstention.get('stats_threshold'), 1)} | the same | the same |"]
+    return ("Thresholds fitted by `classndiff calibrate` (an upload over either is refused); "
+            f"{100 * float(abstention.get('val_rejected', 0)):.1f} % of validation lesions "
+            "are refused at these settings:\n\n" + "\n".join(rows))
+
+
 def write_model_card(weights: str | Path, evaluator: str | Path | None = "weights/evaluator",
                      report: str | Path | None = "reports/embedded",
                      data_dir: str | Path | None = None) -> Path:
@@ -521,7 +539,7 @@ The λ = 0 ablation of the previous (mosaic) generator is `reports/ablation_gpu/
 ### Abstention
 An upload is refused as "not a dermoscopic lesion image" when its classifier features are far
 from every class (Mahalanobis) or its colour statistics are far from the training images;
-thresholds fitted by `classndiff calibrate`: {json.dumps(abstention, ensure_ascii=False) if abstention else 'not fitted'}.
+{_abstention_text(abstention)}
 
 ## Limitations
 - Classification bars not met are marked **no** in the results table; the numbers there are
