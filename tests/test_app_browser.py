@@ -94,6 +94,7 @@ def test_diagnose_an_upload(page, tmp_path: Path) -> None:  # noqa: ANN001
     shot(page, "diagnose")
 
     # New saliency settings re-run on the same image (the upload itself is already deleted).
+    page.get_by_text("Saliency settings").click()  # folded by default (phones)
     page.locator("#cam-method input").click()
     page.get_by_role("option", name="Grad-CAM++").click()
     if not abstained:

@@ -191,7 +191,7 @@ def test_overlay_opacity_and_colormap() -> None:
     image = Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8))
     cam = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
     base = np.asarray(image).astype(float)
-    heat = matplotlib.colormaps["jet"](cam)[..., :3] * 255
+    heat = matplotlib.colormaps["viridis"](cam)[..., :3] * 255  # the default
     assert np.array_equal(np.asarray(overlay_map(image, cam, 0.0)), np.asarray(image))
     assert np.abs(np.asarray(overlay_map(image, cam, 1.0)) - heat).max() <= 0.5 + 1e-6
     half = np.asarray(overlay_map(image, cam, 0.3)).astype(float)
