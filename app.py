@@ -91,7 +91,10 @@ CSS = ("#model-card td:first-child, #model-card th { white-space: nowrap; } "
        "button.stop { background: #b91c1c !important; border-color: #b91c1c !important; "
        "color: #ffffff !important; } "
        ".show-api, footer a, [data-testid='max-value'], [data-testid='min-value'] "
-       "{ color: #374151 !important; }")
+       "{ color: #374151 !important; } "
+       # A phone: a smaller title, so the answer starts within the first screen.
+       "@media (max-width: 640px) { h1 { font-size: 1.45rem !important; "
+       "line-height: 1.2 !important; } }")
 # Gradio's empty placeholders carry aria-label on plain <div>s, which ARIA prohibits
 # (axe: aria-prohibited-attr): give them role="img" so the label is allowed and read out.
 HEAD = """<script>
@@ -1030,7 +1033,7 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1):
                     upload = gr.File(label="Dermoscopic image (JPEG, PNG, TIFF, BMP, WebP)",
-                                     type="filepath", elem_id="diagnose-upload", height=170)
+                                     type="filepath", elem_id="diagnose-upload", height=150)
                     diagnose_button = gr.Button("Diagnose", variant="primary",
                                                 elem_id="diagnose-button")
                     predict_anyway = gr.Checkbox(
@@ -1050,12 +1053,6 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                             value=PREDICTED, label="Explain", elem_id="cam-target")
                         opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity",
                                             elem_id="cam-opacity")
-                    if examples:
-                        example_gallery = gr.Gallery(
-                            [(temp.save_png(stamp_synthetic(Image.open(p))), p.stem)
-                             for p in examples], label="Synthetic examples "
-                            "(made by the model): click one", columns=3, height=230,
-                            allow_preview=False, interactive=False, elem_id="examples")
                 with gr.Column(scale=2):
                     summary = gr.Markdown(EMPTY_SUMMARY, label="summary",
                                           elem_id="diagnose-summary")
@@ -1084,6 +1081,12 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
                                                 allow_preview=False, elem_id="cf-gallery",
                                                 height="auto")
                         cf_summary = gr.Markdown("", elem_id="cf-summary")
+                    if examples:  # below the results: on a phone the answer comes first
+                        example_gallery = gr.Gallery(
+                            [(temp.save_png(stamp_synthetic(Image.open(p))), p.stem)
+                             for p in examples], label="Synthetic examples "
+                            "(made by the model): click one", columns=7, height=160,
+                            allow_preview=False, interactive=False, elem_id="examples")
             outputs = [probabilities, summary, overlay, details, last_image]
             inputs = [upload, cam_method, cam_target, opacity, predict_anyway, last_image]
             # Clear the previous result first, so that a failed upload never leaves another

@@ -152,6 +152,7 @@ def test_result_is_near_the_top_on_a_phone(browser, app_server) -> None:  # noqa
         page.goto(app_server.url)
         page.wait_for_selector("#diagnose-summary", timeout=WAIT_MS)
         box = page.locator("#diagnose-summary").bounding_box()
+        shot(page, "phone")
         assert box is not None and box["y"] < 844, box
     finally:
         context.close()
