@@ -45,10 +45,13 @@ def main() -> None:
 
     started = time.perf_counter()
     images, labels = [], []
+    chunk = pipe.config.sampling.max_images
     for c, dx in enumerate(DX_CODES):  # default settings, one seed range per class
-        out = pipe.generate(dx=dx, num_images=per_class, seed=1000 * c)
-        images += out.images
-        labels += [c] * len(out.images)
+        for start in range(0, per_class, chunk):
+            out = pipe.generate(dx=dx, num_images=min(chunk, per_class - start),
+                                seed=1000 * c + start)
+            images += out.images
+            labels += [c] * len(out.images)
     generate_s = time.perf_counter() - started
     fake = pil_to_uint8(images)
     fake_labels = np.array(labels)
