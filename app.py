@@ -846,8 +846,11 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
             try:
                 load_image(key, draft_size=DISPLAY_SIZE)  # JPEGs decode at a reduced scale
             except ImageInputError as error:
-                message = str(error)
-                temp.discard_upload(key)  # not kept either
+                # Users who upload the same file share its path: another request may have
+                # just read it into memory and deleted it. Then it is fine.
+                if memory.get(key) is None:
+                    message = str(error)
+                    temp.discard_upload(key)  # not kept either
         else:
             message = "This upload has expired; please upload the image again."
         return [gr.validate(message is None, message or ""), *(gr.validate(True, "")

@@ -103,6 +103,10 @@ def environment(args: argparse.Namespace, pipe: Any | None = None) -> dict[str, 
             "python": platform.python_version(), "machine": platform.machine()}
 
 
-def emit(result: dict[str, Any]) -> None:
-    """The final line of every benchmark: its figures as one JSON object."""
+def emit(result: dict[str, Any], output: Path | None = None) -> None:
+    """The final line of every benchmark: its figures as one JSON object (also written,
+    indented, to `output` when given)."""
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(json.dumps(result, default=float), flush=True)

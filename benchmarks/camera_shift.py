@@ -11,7 +11,6 @@ line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +50,7 @@ def main() -> None:
     worst = min(r["accuracy"] for r in result["shifts"].values())
     result["worst_accuracy"] = worst
     result.update(environment(args, pipe))
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    emit(result)
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Bars: validity ≥ 0.70 for benign → mel and mel → nv; change outside ≤ 1/
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -94,10 +93,7 @@ def main() -> None:
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.concatenate(figure_rows, 0)).save(args.figure)
     result.update(environment(args, pipe))
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    emit(result)
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

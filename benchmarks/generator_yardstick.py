@@ -119,12 +119,7 @@ def main() -> None:
                    "settings": {k: getattr(pipe.config.sampling, k) for k in
                                 ("sampler", "steps", "guidance_scale", "guided")},
                    **environment(args, pipe)})
-    if args.output:
-        import json
-
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    emit(result)
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ ONE JSON line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +77,7 @@ def main() -> None:
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.concatenate(rows, 0)).save(args.figure)
     result.update(environment(args, pipe))
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
-    emit(result)
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

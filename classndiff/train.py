@@ -354,7 +354,7 @@ class Trainer:
         t = self.config.train
         this = {"step": self.step, "classifier_step": classifier_step,
                 "step_kind": self.step_kind, "images_seen": self.step * t.batch_size,
-                "wall_seconds": round(self.seconds_trained, 1)}
+                "wall_seconds": round(self.seconds_trained, 3)}
         if self.command:
             this["command"] = self.command
         previous = self.previous_training
