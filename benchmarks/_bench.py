@@ -103,6 +103,21 @@ def environment(args: argparse.Namespace, pipe: Any | None = None) -> dict[str, 
             "python": platform.python_version(), "machine": platform.machine()}
 
 
+def probabilities(pipe: Any, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """The pipeline's calibrated class probabilities for uint8 (N, H, W, 3) images."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return np.concatenate([pipe.predict_proba(x[i:i + batch_size]).numpy()
+                           for i in range(0, len(x), batch_size)])
+
+
+def save_rows(path: Path, rows: list[np.ndarray]) -> None:
+    """A figure of image rows (uint8 H×W×3 each, equal widths), stacked top to bottom."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
 def emit(result: dict[str, Any], output: Path | None = None) -> None:
     """The final line of every benchmark: its figures as one JSON object (also written,
     indented, to `output` when given)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bench import emit, environment, load_pipe, parser, print_table, setup
+from _bench import emit, environment, load_pipe, parser, print_table, probabilities, setup
 
 
 def main() -> None:
@@ -37,11 +37,8 @@ def main() -> None:
     result = {"benchmark": "camera_shift", "split": args.split, "n": int(len(labels)),
               "shifts": {}}
     for name, shift in SHIFTS.items():
-        shifted = np.stack([shift(im) for im in images])
-        x = torch.from_numpy(shifted).permute(0, 3, 1, 2).float() / 127.5 - 1
-        probs = np.concatenate([pipe.predict_proba(x[i:i + 128]).numpy()
-                                for i in range(0, len(x), 128)])
-        m = classification_metrics(probs, labels)
+        m = classification_metrics(probabilities(pipe, np.stack([shift(im) for im in images])),
+                                   labels)
         result["shifts"][name] = {k: m.get(k) for k in ("accuracy", "balanced_accuracy",
                                                          "macro_auc", "malignant_auc")}
     print_table(["shift", "accuracy", "balanced acc.", "malignant AUC"],

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bench import ROOT, emit, environment, load_pipe, parser, print_table, setup
+from _bench import ROOT, emit, environment, load_pipe, parser, print_table, save_rows, setup
 
 PAIRS = (("nv", "mel"), ("bkl", "mel"), ("mel", "nv"))
 
@@ -33,7 +33,6 @@ def main() -> None:
     p.add_argument("--figure", type=Path)
     args = p.parse_args()
     setup(args)
-    from PIL import Image
 
     from classndiff.data import LesionDataset
     from classndiff.evaluator import load_evaluator, predict
@@ -90,8 +89,7 @@ def main() -> None:
                   round(s["outside_over_inside"], 3), round(s["seconds_median"], 2)]
                  for pair, arms in result["pairs"].items() for arm, s in arms.items()])
     if args.figure and figure_rows:
-        args.figure.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(figure_rows, 0)).save(args.figure)
+        save_rows(args.figure, figure_rows)
     result.update(environment(args, pipe))
     emit(result, args.output)
 

@@ -31,10 +31,10 @@ def main() -> None:
     args = p.parse_args()
     setup(args)
     from classndiff.data import LesionDataset
-    from classndiff.evaluator import load_evaluator, predict
+    from classndiff.evaluator import downsample_uint8, load_evaluator, predict
     from classndiff.generation import pil_to_uint8
     from classndiff.labels import DX_CODES, TONE_GROUPS
-    from classndiff.yardstick import ImageNetFeatures, border_ita, downsample, yardstick
+    from classndiff.yardstick import ImageNetFeatures, border_ita, yardstick
 
     pipe = load_pipe(args)
     per_class = 4 if args.quick else args.per_class
@@ -69,12 +69,13 @@ def main() -> None:
     if (evaluator_dir / "config.json").exists() and not args.quick:
         evaluator = load_evaluator(evaluator_dir)
         size = evaluator.config.image_size
-        predicted = predict(evaluator, downsample(fake, size)).argmax(1)
+        predicted = predict(evaluator, downsample_uint8(fake, size)).argmax(1)
         per_class_fidelity = [float((predicted[fake_labels == c] == c).mean())
                               for c in range(len(DX_CODES))]
         result["model"]["class_fidelity_macro"] = float(np.mean(per_class_fidelity))
         result["model"]["class_fidelity"] = dict(zip(DX_CODES, per_class_fidelity))
-        real_predicted = predict(evaluator, downsample(train.images[floor_idx], size)).argmax(1)
+        floor_images = downsample_uint8(train.images[floor_idx], size)
+        real_predicted = predict(evaluator, floor_images).argmax(1)
         result["real_floor"]["class_fidelity_macro"] = float(np.mean(
             [(real_predicted[fake_labels == c] == c).mean() for c in range(len(DX_CODES))]))
 
@@ -85,7 +86,7 @@ def main() -> None:
             tone_images += pipe.generate(dx=dx, skin_tone=tone, num_images=max(1, per_tone // 4),
                                          seed=50_000 + 100 * t + 10 * i).images
         tones[tone] = float(np.median(border_ita(pil_to_uint8(tone_images))))
-    real_ita = float(np.median(border_ita(downsample(test.images, fake.shape[-1]))))
+    real_ita = float(np.median(border_ita(downsample_uint8(test.images, fake.shape[-1]))))
     result["tone_median_ita"] = {**tones, "real_test": real_ita}
     result["tone_ordered"] = bool(tones["lighter"] > tones["brown"] > tones["darker"])
     result["tone_lighter_minus_darker"] = tones["lighter"] - tones["darker"]

@@ -18,7 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bench import emit, environment, load_pipe, parser, print_table, setup
+from _bench import (
+    emit,
+    environment,
+    load_pipe,
+    parser,
+    print_table,
+    probabilities,
+    save_rows,
+    setup,
+)
 
 
 def main() -> None:
@@ -40,18 +49,13 @@ def main() -> None:
     masks = data.masks[keep, 0].numpy().astype(bool)
     labels = data.dx.numpy()[keep]
 
-    def probabilities(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1
-        return np.concatenate([pipe.predict_proba(x[i:i + 128]).numpy()
-                               for i in range(0, len(x), 128)])
-
-    original = probabilities(images)
+    original = probabilities(pipe, images)
     result = {"benchmark": "skin_tone_counterfactual", "split": args.split, "targets": {}}
     retinted_by_target = {}
     for target in RETINT_TARGETS:
         retinted = np.stack([retint_skin(im, m, target) for im, m in zip(images, masks)])
         retinted_by_target[target] = retinted
-        report = flip_report(original, probabilities(retinted), labels)
+        report = flip_report(original, probabilities(pipe, retinted), labels)
         report["median_skin_ita"] = float(np.median([skin_ita(im, m) for im, m in
                                                      zip(retinted[:200], masks[:200])]))
         result["targets"][target] = report
@@ -69,13 +73,10 @@ def main() -> None:
                   f"{r['malignant_auc_before']:.3f} → {r['malignant_auc_after']:.3f}",
                   round(r["median_skin_ita"], 1)] for t, r in result["targets"].items()])
     if args.figure:
-        from PIL import Image
-
         shown = range(min(6, len(images)))
-        rows = [np.concatenate([images[i], *(retinted_by_target[t][i] for t in RETINT_TARGETS)],
-                               1) for i in shown]
-        args.figure.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(rows, 0)).save(args.figure)
+        save_rows(args.figure, [np.concatenate([images[i], *(retinted_by_target[t][i]
+                                                             for t in RETINT_TARGETS)], 1)
+                                for i in shown])
     result.update(environment(args, pipe))
     emit(result, args.output)
 

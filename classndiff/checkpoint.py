@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def cpu_contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, on the CPU, contiguous: what safetensors can write."""
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
@@ -65,10 +66,10 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, ema: torch.nn.Module,
                     best: dict[str, torch.Tensor] | None = None) -> Path:
     """Weights, EMA, best weights, optimizer and `state` (the RNG: `save_rng`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(_contiguous(model.state_dict()), str(folder / "model.safetensors"))
-    save_file(_contiguous(ema.state_dict()), str(folder / "ema.safetensors"))
+    save_file(cpu_contiguous(model.state_dict()), str(folder / "model.safetensors"))
+    save_file(cpu_contiguous(ema.state_dict()), str(folder / "ema.safetensors"))
     if best is not None:
-        save_file(_contiguous(best), str(folder / "best.safetensors"))
+        save_file(cpu_contiguous(best), str(folder / "best.safetensors"))
     tensors, meta = optimizer_tensors(optimizer)
     save_file(tensors, str(folder / "optimizer.safetensors"))
     (folder / "state.json").write_text(json.dumps({**state, "optimizer": meta}))

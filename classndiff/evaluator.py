@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import load_checkpoint, load_rng, save_checkpoint, save_rng
+from .checkpoint import cpu_contiguous, load_checkpoint, load_rng, save_checkpoint, save_rng
 from .labels import DX_CODES
 from .lr import lr_factor
 from .metrics import classification_metrics, selection_score
@@ -260,10 +260,6 @@ def train_classifier(
     return TrainResult(final.eval(), log, best, seconds)
 
 
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
-
-
 # ---------------------------------------------------------------------------- save / load
 def save_evaluator(model: Evaluator, directory: str | Path, info: dict[str, Any] | None = None,
                    half: bool = True) -> Path:
@@ -273,7 +269,7 @@ def save_evaluator(model: Evaluator, directory: str | Path, info: dict[str, Any]
     state = model.state_dict()
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    save_file(_contiguous(state), str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_file(cpu_contiguous(state), str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
     data = {"kind": "classndiff-evaluator", **asdict(model.config), **(info or {})}
     (directory / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n")
     return directory

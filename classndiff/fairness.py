@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .labels import malignant_mask
+from .skintone import ita_degrees
 
 # Target skin of each group: (ITA in degrees, b*), inside the group's Del Bino range
 # (brown group = intermediate + tan, 10° < ITA ≤ 41°; darker group = ITA ≤ 10°); L* follows
@@ -62,8 +63,7 @@ def skin_ita(image: np.ndarray, lesion: np.ndarray) -> float:
 
     lab = rgb2lab(image.astype(np.float64) / 255)
     skin = ~np.asarray(lesion, bool)
-    b = np.clip(lab[..., 2][skin], 1e-3, None)
-    return float(np.median(np.degrees(np.arctan((lab[..., 0][skin] - 50) / b))))
+    return float(np.median(ita_degrees(lab[..., 0][skin], lab[..., 2][skin], floor=1e-3)))
 
 
 def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

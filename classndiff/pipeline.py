@@ -24,7 +24,16 @@ from .counterfactual import Counterfactual, difference_image, lesion_mask, resiz
 from .diffusion import SAMPLERS, denoiser_input, make_scheduler, sample
 from .hub import ResolvedWeights, load_pretrained, load_vae, resolve, save_pretrained
 from .inputs import ImageInputError, center_square, load_image, to_model_tensor, to_pil
-from .labels import DX_CODES, SEXES, TONE_GROUPS, encode_dx, encode_sex, encode_tone, malignant_mask
+from .labels import (
+    DX_CODES,
+    MALIGNANT_DX,
+    SEXES,
+    TONE_GROUPS,
+    encode_dx,
+    encode_sex,
+    encode_tone,
+    malignant_mask,
+)
 from .model import ClassNDiff
 from .saliency import Saliency, SaliencyExplainer, make_target, normalize_method
 from .skintone import estimate_skin_tone
@@ -226,12 +235,16 @@ class ClassNDiffPipeline:
                     raise ValueError(f"unknown matplotlib colormap {colormap!r}")
             except ValueError as error:
                 raise ClassNDiffArgumentError(str(error)) from None
-        size = self.config.model.pixel_size
-        upload = center_square(load_image(image, draft_size=2 * size), size)
-        pixels = to_model_tensor(upload, size)
+        upload, pixels = self._read(image)
         with self._classifier_lock:
             return self._diagnose(upload, pixels, saliency, cam_method, cam_target, opacity,
                                   colormap, skin_tone, abstain)
+
+    def _read(self, image: Any) -> tuple[Image.Image, torch.Tensor]:
+        """An upload → (centre square at the data's pixel size, (1, 3, S, S) in [-1, 1])."""
+        size = self.config.model.pixel_size
+        upload = center_square(load_image(image, draft_size=2 * size), size)
+        return upload, to_model_tensor(upload, size)
 
     def _diagnose(self, upload: Image.Image, pixels: torch.Tensor, saliency: bool,
                   cam_method: str, cam_target: str | int | None, opacity: float,
@@ -392,14 +405,16 @@ class ClassNDiffPipeline:
         seed = _check_int("seed", seed, 0, 2**63 - 1)
         if self.vae is not None:
             raise ClassNDiffArgumentError("counterfactuals need a pixel-space model")
-        before = self.diagnose(image, skin_tone=False)
+        upload, pixels = self._read(image)  # once, for the diagnosis and the edit
+        with self._classifier_lock:
+            before = self._diagnose(upload, pixels, saliency=False, cam_method="gradcam",
+                                    cam_target=None, opacity=0.5, colormap="viridis",
+                                    skin_tone=False, abstain=True)
         if target_dx is None:
-            malignant = self._malignant.numpy()
-            names = [c for c, m in zip(DX_CODES, malignant) if m]
-            if before.prediction is not None and before.prediction in names:
+            if before.prediction in MALIGNANT_DX:
                 target_dx = "nv"
             else:
-                target_dx = max(names, key=before.probabilities.get)
+                target_dx = max(MALIGNANT_DX, key=before.probabilities.get)
         settings = {"target_dx": target_dx, "strength": float(strength), "steps": steps,
                     "guidance_scale": float(guidance_scale), "seed": seed, "sampler": "ddim",
                     "weights": self.source, "classndiff_version": __version__,
@@ -409,8 +424,7 @@ class ClassNDiffPipeline:
                                   reason=before.reason)
         started = time.perf_counter()
         size = self.config.model.pixel_size
-        upload = center_square(load_image(image, draft_size=2 * size), size)
-        pixels = to_model_tensor(upload, size).to(self.device)
+        pixels = pixels.to(self.device)
         mask = lesion_mask(pixels).to(self.device)
         x0 = denoiser_input(pixels, self.config.model)
         keep = 1 - resize_mask(mask, x0.shape[-1])

@@ -33,6 +33,12 @@ TONE_GROUP_OF_BIN: dict[str, str] = {
 REFERENCE_SIDE = 150  # the data's ITA was computed on 200×150 images: scale kernels to it
 
 
+def ita_degrees(lightness: np.ndarray, b_star: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """Per-pixel ITA = atan((L* − 50) / b*)·180/π, b* clipped to `floor` (≤ 0 saturates
+    at ±90° by lightness alone)."""
+    return np.degrees(np.arctan((lightness - 50) / np.maximum(b_star, floor)))
+
+
 def ita_bin(ita: float) -> str:
     """Del Bino bin of an ITA in degrees (e.g. 60 → very_light, 30 → intermediate)."""
     for lower, name in ITA_BINS:
@@ -123,7 +129,7 @@ def estimate_skin_tone(
         return {"ita": None, "bin": "unknown", "group": "unknown", "reliable": False,
                 "method": method, "skin_px": 0, "skin_L": None, "skin_b": None}
     lightness_px, b_px = lightness[skin], b_star[skin]
-    ita_px = np.degrees(np.arctan((lightness_px - 50) / np.maximum(b_px, 1e-6)))
+    ita_px = ita_degrees(lightness_px, b_px)
     ita = float(np.median(ita_px))
     median_l, median_b = float(np.median(lightness_px)), float(np.median(b_px))
     bin_name = ita_bin(ita)

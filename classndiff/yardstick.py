@@ -20,7 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .evaluator import downsample_uint8
 from .generation import frechet_distance, kernel_distance
+from .skintone import ita_degrees
 
 FEATURE_BACKBONE = "tf_efficientnet_lite0"
 
@@ -121,8 +123,7 @@ def border_ita(images: torch.Tensor | np.ndarray, ring: float = 0.12) -> np.ndar
     out = []
     for image in x:
         lab = rgb2lab(image.astype(np.float64) / 255)[keep]
-        b = np.clip(lab[:, 2], 1e-3, None)
-        out.append(float(np.median(np.degrees(np.arctan((lab[:, 0] - 50) / b)))))
+        out.append(float(np.median(ita_degrees(lab[:, 0], lab[:, 2], floor=1e-3))))
     return np.asarray(out)
 
 
@@ -139,22 +140,13 @@ def compare(real_feats: np.ndarray, fake_feats: np.ndarray, real_labels: np.ndar
             "diversity_ratio": fake_div / real_div if real_div else float("nan")}
 
 
-def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 images → `size` (antialiased), uint8: real images at the generator's size."""
-    if images.shape[-1] == size:
-        return images
-    x = F.interpolate(images.float(), size=(size, size), mode="bilinear",
-                      align_corners=False, antialias=True)
-    return x.round().clamp(0, 255).to(torch.uint8)
-
-
 def yardstick(features: ImageNetFeatures, fake: torch.Tensor, fake_labels: np.ndarray,
               test: torch.Tensor, test_labels: np.ndarray, train: torch.Tensor,
               train_labels: np.ndarray) -> dict[str, Any]:
     """Every generation figure, and the floor: a real train sample of the same count and
     label mix as `fake` against the same real test images, all at the generator's size."""
     size = fake.shape[-1]
-    test, floor = downsample(test, size), downsample(train, size)
+    test, floor = downsample_uint8(test, size), downsample_uint8(train, size)
     test_feats, fake_feats, floor_feats = features(test), features(fake), features(floor)
     model = compare(test_feats, fake_feats, test_labels, fake_labels)
     real = compare(test_feats, floor_feats, test_labels, train_labels)

@@ -84,7 +84,7 @@ def test_default_target_is_the_other_side(tiny_pipe, monkeypatch, predicted, exp
                      "nv": 0.55, "vasc": 0.03}
     fake = Diagnosis(probabilities=probabilities, malignant=0.35, prediction=predicted,
                      confidence=0.55)
-    monkeypatch.setattr(tiny_pipe, "diagnose", lambda *a, **k: fake)
+    monkeypatch.setattr(tiny_pipe, "_diagnose", lambda *a, **k: fake)
     monkeypatch.setattr("classndiff.pipeline.sdedit",
                         lambda model, scheduler, x0, *a, **k: x0)  # the choice is all we test
     cf = tiny_pipe.counterfactual(lesion_photo(), steps=2)
