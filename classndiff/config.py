@@ -84,6 +84,10 @@ class TrainConfig:
     # The classifier's real images also get "strong" augmentation (rotation, zoom, colour,
     # gamma, temperature, blur: other dermatoscopes), or "light" (the flips and turns only).
     classifier_augment: str = "light"
+    # Share of the classifier's training images whose skin (outside the expert mask) is
+    # re-tinted to a random skin tone, ITA −30°…55° (fairness: the diagnosis should not lean
+    # on the colour of the surrounding skin). 0 = off.
+    classifier_retint: float = 0.0
     ema_decay: float = 0.999
     mixed_precision: str = "bf16"  # "no", "bf16" or "fp16" (fp16 on GPUs only)
     grad_clip: float = 1.0

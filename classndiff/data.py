@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .labels import DX_CODES, encode_dx, encode_sex, encode_tone
+from .skintone import retint_skin_torch
 
 DEFAULT_DATA_DIR = "../shared/data/ham10000"
 
@@ -195,6 +196,36 @@ def strong_augment(images: torch.Tensor, generator: torch.Generator | None = Non
     blurred = F.avg_pool2d(F.pad(rgb, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     rgb = torch.where(blur, 0.5 * rgb + 0.5 * blurred, rgb)
     return torch.cat([rgb.clamp(0, 1) * 2 - 1, rest], 1)
+
+
+# Re-tint targets for training: the whole range of the data's tone groups, lighter to darker
+# (ITA in degrees; b* of skin in dermoscopy), drawn uniformly.
+RETINT_ITA_RANGE = (-30.0, 55.0)
+RETINT_B_RANGE = (12.0, 26.0)
+
+
+def retint_augment(images: torch.Tensor, probability: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Re-tint the skin around the lesion of a random `probability` share of the images to a
+    random skin tone (`skintone.retint_skin_torch`). `images` (N, 4, H, W): RGB in [-1, 1]
+    and the expert mask as the fourth channel (all ones, i.e. no skin: left as is). Every
+    draw is made for every image, so the generator advances the same whatever happens."""
+    n = images.shape[0]
+    chosen = torch.rand(n, generator=generator) < probability
+    ita = torch.empty(n).uniform_(*RETINT_ITA_RANGE, generator=generator)
+    b_star = torch.empty(n).uniform_(*RETINT_B_RANGE, generator=generator)
+    if images.shape[1] < 4:
+        raise ValueError("retint_augment needs the lesion mask as a fourth channel")
+    if not chosen.any():
+        return images
+    device = images.device
+    picked = chosen.nonzero().squeeze(1).to(device)
+    rgb = (images[picked, :3] + 1) / 2
+    lesion = images[picked, 3:4] > 0.5
+    moved = retint_skin_torch(rgb, lesion, ita[chosen].to(device), b_star[chosen].to(device))
+    out = images.clone()
+    out[picked, :3] = moved.to(images.dtype) * 2 - 1
+    return out
 
 
 @torch.no_grad()

@@ -294,13 +294,18 @@ def joint_loss(
     loss     = mse + λ · cls_x0 + cls_real + λ_s · focus
 
     With λ = 0 the x̂0 branch is not computed at all: a plain DiT beside an independently
-    trained classifier (the ablation). With the denoiser's learning rate at 0 (fine-tuning
-    the classifier alone) its pass runs without a graph: it still supplies x̂0.
+    trained classifier (the ablation). With the denoiser's learning rate at 0 its pass runs
+    without a graph (it still supplies x̂0), and not at all when λ = 0 too.
     """
     x0 = batch.x0
     n = x0.shape[0]
-    with torch.set_grad_enabled(torch.is_grad_enabled() and train.learning_rate > 0):
-        t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
+    if train.learning_rate == 0 and train.lambda_cls == 0:
+        # Fine-tuning the classifier alone: nothing uses the denoiser, so it does not run.
+        t = x_t = eps = None
+        mse = torch.zeros((), device=x0.device)
+    else:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and train.learning_rate > 0):
+            t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
     real = _real_image_loss(model, batch, train)
     cls_real, focus = real["cls_real"], real["focus"]
 

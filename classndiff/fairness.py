@@ -10,13 +10,12 @@ surrounding skin, not how it performs on patients with dark skin."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
 from .labels import malignant_mask
-from .skintone import ita_degrees
+from .skintone import ita_degrees, retint_skin_torch
 
 # Target skin of each group: (ITA in degrees, b*), inside the group's Del Bino range
 # (brown group = intermediate + tan, 10° < ITA ≤ 41°; darker group = ITA ≤ 10°); L* follows
@@ -27,34 +26,30 @@ RETINT_TARGETS: dict[str, tuple[float, float]] = {"brown": (25.0, 20.0),
 
 def retint_skin(image: np.ndarray, lesion: np.ndarray,
                 target: str | tuple[float, float]) -> np.ndarray:
-    """`image` uint8 (H, W, 3), `lesion` (H, W) bool or {0, 1}. The skin gets one shift of
-    L* and b* that moves its median to the target's, each pixel keeping its offset from the
-    median (texture, hair, vessels stay); a* is kept. Expert masks are drawn generously, with
-    a margin of skin inside: a pixel inside the mask is re-tinted only as far as its colour
-    is the skin's (ΔE to the skin median under 6: fully; over 15: not at all), so the margin
-    follows the skin (a ring of old skin would be a halo, a cue of its own) and the lesion's
-    own pixels stay exactly as they were."""
-    from skimage.color import lab2rgb, rgb2lab
+    """`image` uint8 (H, W, 3), `lesion` (H, W) bool or {0, 1}; `target` a group name or
+    (ITA°, b*). The skin moves to the target in CIELAB, texture and lesion kept (see
+    `skintone.retint_skin_torch`, the one implementation, also used to augment training)."""
+    return retint_many(np.asarray(image)[None], np.asarray(lesion)[None], target)[0]
+
+
+def retint_many(images: np.ndarray, lesions: np.ndarray, target: str | tuple[float, float],
+                batch_size: int = 64) -> np.ndarray:
+    """`retint_skin` for uint8 (N, H, W, 3) images and (N, H, W) masks, in batches."""
+    import torch
 
     ita, b_target = RETINT_TARGETS[target] if isinstance(target, str) else target
-    l_target = 50 + b_target * np.tan(np.radians(ita))
-    lesion = np.asarray(lesion, bool)
-    skin = ~lesion
-    if skin.sum() < 16:  # the lesion fills the frame: nothing to re-tint
-        return image.copy()
-    lab = rgb2lab(image.astype(np.float64) / 255)
-    median = np.median(lab[skin], axis=0)
-    delta_e = np.linalg.norm(lab - median, axis=-1)
-    weight = np.where(lesion, np.clip((15 - delta_e) / (15 - 6), 0, 1), 1.0)
-    moved = lab.copy()
-    moved[..., 0] = np.clip(lab[..., 0] + (l_target - median[0]) * weight, 0, 100)
-    moved[..., 2] = lab[..., 2] + (b_target - median[2]) * weight
-    with warnings.catch_warnings():  # out-of-gamut colours are clipped, as intended
-        warnings.simplefilter("ignore")
-        rgb = (np.clip(lab2rgb(moved), 0, 1) * 255).round().astype(np.uint8)
-    untouched = weight == 0
-    rgb[untouched] = image[untouched]
-    return rgb
+    out = np.array(images, np.uint8)
+    for start in range(0, len(out), batch_size):
+        chunk = slice(start, start + batch_size)
+        pixels = torch.from_numpy(out[chunk]).permute(0, 3, 1, 2).double() / 255
+        mask = torch.from_numpy(np.asarray(lesions[chunk], bool))[:, None]
+        n = len(pixels)
+        moved = retint_skin_torch(pixels, mask, torch.full((n,), float(ita), dtype=torch.float64),
+                                  torch.full((n,), float(b_target), dtype=torch.float64))
+        rgb = (moved.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        changed = (moved != pixels).any(1).numpy()  # untouched pixels keep their exact bytes
+        out[chunk][changed] = rgb[changed]
+    return out
 
 
 def skin_ita(image: np.ndarray, lesion: np.ndarray) -> float:

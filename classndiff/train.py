@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from .checkpoint import load_checkpoint, load_rng, save_checkpoint, save_rng
 from .config import ClassNDiffConfig
-from .data import LesionDataset, augment, cached_latents, strong_augment
+from .data import LesionDataset, augment, cached_latents, retint_augment, strong_augment
 from .diffusion import (
     Batch,
     NoiseSchedule,
@@ -163,11 +163,11 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(t.seed)
 
         m = config.model
-        masks = t.lambda_saliency > 0
+        masks = t.lambda_saliency > 0 or t.classifier_retint > 0
         if masks and (m.vae or step_kind != "joint"):
-            raise ValueError("train.lambda_saliency needs a pixel-space model (no VAE) and the "
-                             "joint step: the masks are in pixels, and the upstream-style step "
-                             "has no focus term")
+            raise ValueError("train.lambda_saliency and train.classifier_retint need a "
+                             "pixel-space model (no VAE) and the joint step: the masks are in "
+                             "pixels, and the upstream-style step has neither")
         self.train_set = LesionDataset(t.data_dir, "train", image_size=m.pixel_size, masks=masks)
         self.val_set = LesionDataset(t.data_dir, "val", image_size=m.pixel_size, limit=t.val_limit,
                                      masks=masks)
@@ -196,10 +196,15 @@ class Trainer:
             # Fine-tune from exported weights (e.g. continue a GPU run on the CPU): weights
             # only; the optimizer, schedule and step count start afresh.
             state = load_file(str(Path(init_from) / "model.safetensors"))
-            model.load_state_dict({k: v for k, v in state.items()
-                                   if k in model.state_dict()}, strict=True)
+            missing, _ = model.load_state_dict({k: v for k, v in state.items()
+                                                if k in model.state_dict()}, strict=False)
+            # Only a head the exported weights never carry (the training-only skin-tone
+            # adversary) may start fresh.
+            unexpected_missing = [k for k in missing if not k.startswith("tone_adversary.")]
+            if unexpected_missing:
+                raise ValueError(f"{init_from} lacks weights for {unexpected_missing[:3]}")
             logger.info("initialised from %s", init_from)
-        if masks:
+        if t.lambda_saliency > 0:
             check_cam_head(model.classifier)
         optimizer = build_optimizer(model, config)
         self.schedule = NoiseSchedule(m)
@@ -257,6 +262,8 @@ class Trainer:
         # RGB to [-1, 1]; a mask channel riding along stays {0, 1}.
         images = torch.cat([images[:, :3] / 127.5 - 1, images[:, 3:]], 1)
         x0 = denoiser_input(images[:, :3], m)
+        if t.classifier_retint > 0:  # before the camera jitter, as a real skin would be
+            images = retint_augment(images, t.classifier_retint, self.generator)
         if t.classifier_augment == "strong":
             images = strong_augment(images, self.generator)
         elif t.classifier_augment != "light":

@@ -112,3 +112,46 @@ def test_training_with_the_adversary_logs_its_accuracy(tiny_config, tmp_path) ->
     header, *rows = (tmp_path / "log.csv").read_text().splitlines()
     values = dict(zip(header.split(","), rows[0].split(",")))
     assert 0 <= float(values["adv_accuracy"]) <= 1 and float(values["adv"]) > 0
+
+
+def test_a_margin_of_skin_inside_the_mask_moves_with_the_skin() -> None:
+    """Expert masks are drawn generously: the skin inside the mask must be re-tinted too, and
+    the lesion's rim (a blend of lesion and skin) in proportion, or the lesion gets a ring of
+    the old skin colour (a halo the classifier could read)."""
+    image, lesion = photo(2)
+    yy, xx = np.mgrid[:64, :64]
+    radius = np.sqrt((yy - 32) ** 2 + (xx - 30) ** 2)
+    rim = (radius >= 14) & (radius < 16)
+    image[rim] = (0.5 * image[rim] + 0.5 * np.array([80, 45, 35])).astype(np.uint8)
+    mask = radius < 19  # the lesion, its rim and a margin of skin
+    margin = mask & ~lesion & ~rim
+    out = retint_skin(image, mask, "darker")
+    lightness = out.astype(float).mean(-1)
+    before = image.astype(float).mean(-1)
+    skin_shift = (lightness - before)[~mask].mean()
+    assert abs((lightness - before)[margin].mean() - skin_shift) < 0.15 * abs(skin_shift)
+    assert 0.3 < (lightness - before)[rim].mean() / skin_shift < 0.7
+    assert np.array_equal(out[lesion], image[lesion])
+
+
+def test_retint_augmentation_draws_alike_and_tints_within_the_range() -> None:
+    import torch
+
+    from classndiff.data import RETINT_ITA_RANGE, retint_augment
+
+    image, lesion = photo(3)
+    rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
+    batch = torch.cat([rgb, torch.from_numpy(lesion)[None].float()])[None].repeat(6, 1, 1, 1)
+    off, on = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(retint_augment(batch, 0.0, off), batch)
+    tinted = retint_augment(batch, 1.0, on)
+    assert torch.equal(off.get_state(), on.get_state())  # same draws whatever is applied
+    assert torch.equal(tinted[:, 3], batch[:, 3])  # the mask rides along unchanged
+    itas = []
+    for x in tinted:
+        pixels = ((x[:3].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+        itas.append(skin_ita(pixels, lesion))
+        assert np.array_equal(pixels[lesion], image[lesion])
+    low, high = RETINT_ITA_RANGE
+    assert all(low - 3 < v < high + 3 for v in itas)
+    assert np.ptp(itas) > 20  # different tones, not one

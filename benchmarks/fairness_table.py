@@ -1,0 +1,210 @@
+"""The fairness table: one row per trained arm (baseline, adversarial skin-tone head, re-tint
+augmentation, ...), every figure measured here from its weights folder, and the arm to ship
+chosen by a rule fixed before the test split is looked at.
+
+    python benchmarks/fairness_table.py \\
+        --arm baseline=runs/baseline --arm retint=runs/retint --arm adversarial=runs/adv \\
+        --output reports/embedded/fairness_table.json --markdown reports/embedded/fairness_table.md
+    python benchmarks/fairness_table.py --quick
+
+Per arm, on the lesion-grouped test split: accuracy, balanced accuracy and malignant AUC
+overall and on the brown skin-tone group, with lesion-bootstrap 95 % intervals; the
+skin-tone counterfactual (classndiff/fairness.py) to the brown and the darker group: flip
+rate and the change of malignant AUC; the adversarial tone head's last training accuracy
+(where the arm has one) beside the majority-group rate it should fall towards.
+
+Selection rule (validation split only): among the arms whose validation accuracy and
+malignant AUC are each at most 0.01 below the baseline's, ship the one with the lowest
+validation flip rate to darker skin (ties: higher validation malignant AUC).
+
+A re-tinted lesion is a proxy: it shows whether the classifier leans on the colour of the
+skin around the lesion, not how it performs on patients with dark skin. Ends with ONE JSON
+line."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _bench import emit, environment, load_pipe, parser, print_table, probabilities
+
+SELECTION_TOLERANCE = 0.01
+TARGETS = ("brown", "darker")
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    """A figure, or — where it is undefined (a group without both classes)."""
+    return "—" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def signed(value: float | None) -> str:
+    return "—" if value is None or value != value else f"{value:+.3f}"
+
+
+def tone_head_accuracy(weights: str | None) -> float | None:
+    """The last logged accuracy of the adversarial tone head in the arm's training log."""
+    if not weights:
+        return None
+    for name in ("log.csv", "training_log.csv"):
+        path = Path(weights) / name
+        if path.exists():
+            with path.open(newline="") as f:
+                values = [r.get("adv_accuracy") for r in csv.DictReader(f)]
+            values = [float(v) for v in values if v not in (None, "")]
+            return values[-1] if values else None
+    return None
+
+
+class Split:
+    """One split's images with expert masks, and their re-tints (shared by every arm)."""
+
+    def __init__(self, data_dir: Path | None, split: str, size: int, limit: int | None):
+        from classndiff.data import LesionDataset
+        from classndiff.fairness import retint_many
+
+        data = LesionDataset(data_dir, split, image_size=size, masks=True, limit=limit)
+        keep = np.flatnonzero(data.has_mask.numpy())
+        self.images = data.images[keep].permute(0, 2, 3, 1).numpy()
+        masks = data.masks[keep, 0].numpy().astype(bool)
+        self.labels = data.dx.numpy()[keep]
+        self.lesion_ids = [data.lesion_ids[i] for i in keep]
+        self.tone = np.array([data.rows[i].get("skin_tone_group") or "unknown" for i in keep])
+        self.retinted = {t: retint_many(self.images, masks, t) for t in TARGETS}
+
+
+def measure(pipe: Any, split: Split, reps: int, seed: int) -> dict[str, Any]:
+    from classndiff.fairness import flip_report
+    from classndiff.report import bootstrap, fast_metrics, nest
+
+    probs = probabilities(pipe, split.images)
+    out: dict[str, Any] = {"n": int(len(split.labels))}
+    for target in TARGETS:
+        report = flip_report(probs, probabilities(pipe, split.retinted[target]), split.labels)
+        out[f"flip_rate_{target}"] = report["flip_rate"]
+        out[f"malignant_auc_change_{target}"] = (report["malignant_auc_after"]
+                                                 - report["malignant_auc_before"])
+        out[f"malignant_change_mean_{target}"] = report["malignant_change_mean"]
+    brown = split.tone == "brown"
+
+    def stat(index: np.ndarray) -> dict[str, float]:
+        values = {f"overall/{k}": v for k, v in
+                  fast_metrics(probs[index], split.labels[index]).items()}
+        in_brown = index[brown[index]]
+        values.update({f"brown/{k}": v for k, v in
+                       fast_metrics(probs[in_brown], split.labels[in_brown]).items()})
+        return values
+
+    out["ci"] = nest(bootstrap(stat, split.lesion_ids, reps, seed))
+    out["brown_images"] = int(brown.sum())
+    return out
+
+
+def choose(rows: dict[str, dict[str, Any]], baseline: str) -> tuple[str, str]:
+    """The selection rule of the docstring, on validation figures only."""
+    def value(name: str, key: str) -> float:
+        found = rows[name]["val"]["ci"]["overall"][key]["value"]
+        return float("nan") if found is None else found
+
+    eligible = [name for name in rows
+                if value(name, "accuracy") >= value(baseline, "accuracy") - SELECTION_TOLERANCE
+                and value(name, "malignant_auc") >= value(baseline, "malignant_auc")
+                - SELECTION_TOLERANCE]
+    best = min(eligible, key=lambda n: (rows[n]["val"]["flip_rate_darker"],
+                                        -value(n, "malignant_auc")))
+    rule = (f"validation accuracy and malignant AUC each ≥ the baseline's − "
+            f"{SELECTION_TOLERANCE}; then the lowest validation flip rate to darker skin")
+    return best, rule
+
+
+def markdown(rows: dict[str, dict[str, Any]], chosen: str, rule: str, majority: float) -> str:
+    def ci(block: dict[str, Any]) -> str:
+        if block["value"] is None:
+            return "—"
+        return f"{number(block['value'])} [{number(block['lo'])}, {number(block['hi'])}]"
+
+    lines = ["| arm | accuracy | balanced acc. | malignant AUC | brown: accuracy | "
+             "brown: malignant AUC | flips → brown | flips → darker | Δ mal. AUC (darker) "
+             "| tone-head acc. |", "|" + "---|" * 10]
+    for name, r in rows.items():
+        t = r["test"]
+        overall, brown = t["ci"]["overall"], t["ci"]["brown"]
+        head = r["tone_head_accuracy"]
+        lines.append(
+            f"| {name}{' (shipped)' if name == chosen else ''} | {ci(overall['accuracy'])} | "
+            f"{ci(overall['balanced_accuracy'])} | {ci(overall['malignant_auc'])} | "
+            f"{ci(brown['accuracy'])} | {ci(brown['malignant_auc'])} | "
+            f"{100 * t['flip_rate_brown']:.1f} % | {100 * t['flip_rate_darker']:.1f} % | "
+            f"{signed(t['malignant_auc_change_darker'])} | "
+            f"{'—' if head is None else f'{head:.2f} (majority {majority:.2f})'} |")
+    first = next(iter(rows.values()))["test"]
+    lines += ["", f"Test split: {first['n']} images with expert masks, {first['brown_images']} "
+              "of them in the brown group (95 % intervals: lesion bootstrap). Flip rate: share "
+              "of test images whose top class changes when only the skin around the lesion is "
+              "re-tinted to the group's ITA. Chosen on validation by the rule: " + rule + ". "
+              "A re-tinted lesion is a proxy, not evidence on patients with dark skin."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--arm", action="append", default=[], metavar="NAME=WEIGHTS",
+                   help="a trained arm; the first is the baseline unless --baseline says")
+    p.add_argument("--baseline", default=None)
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--reps", type=int, default=1000)
+    p.add_argument("--output", type=Path)
+    p.add_argument("--markdown", type=Path)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    arms = dict(a.split("=", 1) for a in args.arm) if args.arm else {"baseline": None}
+    baseline = args.baseline or next(iter(arms))
+    if baseline not in arms:
+        raise SystemExit(f"--baseline {baseline!r} is not one of the arms: {', '.join(arms)}")
+    limit, reps = (24, 20) if args.quick else (None, args.reps)
+
+    from classndiff.data import LesionDataset
+
+    pipes = {}
+    for name, weights in arms.items():
+        args.weights = weights
+        pipes[name] = load_pipe(args)
+    size = next(iter(pipes.values())).config.model.pixel_size
+    splits = {s: Split(args.data_dir, s, size, limit) for s in ("val", "test")}
+    train_tones = np.array([r.get("skin_tone_group") or "unknown" for r in
+                            LesionDataset(args.data_dir, "train", image_size=8).rows])
+    majority = float(max(np.mean(train_tones == t) for t in np.unique(train_tones)))
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name, pipe in pipes.items():
+        rows[name] = {"weights": arms[name], "tone_head_accuracy": tone_head_accuracy(arms[name]),
+                      **{s: measure(pipe, split, reps, args.seed) for s, split in splits.items()}}
+    chosen, rule = choose(rows, baseline)
+    print_table(["arm", "split", "accuracy", "malignant AUC", "flips → brown", "flips → darker",
+                 "Δ mal. AUC darker"],
+                [[name, s, number(r[s]["ci"]["overall"]["accuracy"]["value"]),
+                  number(r[s]["ci"]["overall"]["malignant_auc"]["value"]),
+                  f"{100 * r[s]['flip_rate_brown']:.1f} %",
+                  f"{100 * r[s]['flip_rate_darker']:.1f} %",
+                  signed(r[s]["malignant_auc_change_darker"])]
+                 for name, r in rows.items() for s in ("val", "test")])
+    print(f"chosen on validation: {chosen}")
+    result = {"benchmark": "fairness_table", "arms": rows, "baseline": baseline,
+              "chosen": chosen, "rule": rule, "majority_tone_rate": majority}
+    result["bar_flip_rate_10pct"] = bool(rows[chosen]["test"]["flip_rate_darker"] <= 0.10)
+    result["bar_flip_rate_below_baseline"] = bool(
+        rows[chosen]["test"]["flip_rate_darker"] < rows[baseline]["test"]["flip_rate_darker"])
+    result["bar_malignant_auc_change"] = bool(
+        rows[chosen]["test"]["malignant_auc_change_darker"] >= -0.02)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(rows, chosen, rule, majority))
+    result.update(environment(args))
+    emit(result, args.output)
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
