@@ -950,12 +950,13 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
 
         worker = threading.Thread(target=work, daemon=True, name="generate")
         worker.start()
+        started = time.perf_counter()
         try:
             while worker.is_alive():
                 worker.join(0.5)
-                yield (gr.skip(), gr.skip(),
-                       f"Sampling… step {state['step']} of {state['total']} "
-                       "(*Stop* cancels)", gr.skip())
+                yield (gr.skip(), gr.skip(), progress_line(state["step"], state["total"],
+                                                           time.perf_counter() - started),
+                       gr.skip())
         finally:
             cancelled.set()  # Stop, or a client that left: the sampler ends at its next step
         error = state.get("error")
@@ -964,6 +965,13 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
         if error is not None:
             raise error
         yield generation_outputs(state["out"])
+
+    def progress_line(step: int, total: int, elapsed: float) -> str:
+        """Where sampling is, and the time left at the pace so far (once it is measurable)."""
+        line = f"Sampling… step {step} of {total}"
+        if 0 < step < total and elapsed > 1:
+            line += f", about {max(1, round(elapsed / step * (total - step)))} s left"
+        return line + " (*Stop* cancels)"
 
     def generation_outputs(out: Any) -> tuple:
         settings = {**out.settings, "weights": public_source(out.settings.get("weights"))}

@@ -214,6 +214,24 @@ def _classify_frozen(model: ClassNDiff, x: torch.Tensor) -> torch.Tensor:
     return functional_call(model.classifier, {**params, **buffers}, (x,))
 
 
+def _x0_cross_entropy(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
+                      train: TrainConfig, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
+                      index: torch.Tensor) -> torch.Tensor:
+    """CE of the classifier on the denoiser's x̂0 for the samples `index`, per sample. The
+    classifier runs in eval mode: batch-norm statistics come from real images only."""
+    x0_hat = schedule.predict_x0(x_t[index], eps[index], t[index])
+    if model.config.vae is None:
+        x0_hat = x0_hat.clamp(-1, 1)
+    was_training = model.classifier.training
+    model.classifier.eval()
+    if train.joint_updates_classifier:
+        logits = model.classifier(x0_hat)
+    else:
+        logits = _classify_frozen(model, x0_hat)
+    model.classifier.train(was_training)
+    return F.cross_entropy(logits.float(), batch.dx[index], reduction="none")
+
+
 def _denoising_pass(
     model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -287,7 +305,8 @@ def joint_loss(
     """The Class-N-Diff objective from ONE denoiser pass.
 
     mse      = ‖ε − ε̂(x_t, t, c)‖²
-    cls_x0   = mean_i w(t_i) · CE(classifier(x̂0_i), dx_i)   (x̂0 from that same ε̂)
+    cls_x0   = mean_i w(t_i) · CE(classifier(x̂0_i), dx_i)   (x̂0 from that same ε̂; over the
+               first joint_batch_fraction of the batch; terms with w < cls_min_weight are 0)
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
     adv      = CE(tone_head(GRL(features(x_real))), tone)   (optional, λ_adv = train.lambda_adv)
     focus    = soft Dice(Grad-CAM map, lesion mask) (optional, λ_s = train.lambda_saliency)
@@ -312,20 +331,12 @@ def joint_loss(
     cls_x0 = torch.zeros((), device=x0.device)
     if train.lambda_cls > 0:
         k = max(1, math.ceil(train.joint_batch_fraction * n))
-        x0_hat = schedule.predict_x0(x_t[:k], eps[:k], t[:k])
-        if model.config.vae is None:
-            x0_hat = x0_hat.clamp(-1, 1)
-        # Eval mode: batch-norm statistics come from real images only, never from x̂0.
-        was_training = model.classifier.training
-        model.classifier.eval()
-        if train.joint_updates_classifier:
-            logits_x0 = model.classifier(x0_hat)
-        else:
-            logits_x0 = _classify_frozen(model, x0_hat)
-        model.classifier.train(was_training)
         weight = schedule.classifier_weight(t[:k], train.cls_weight_schedule)
-        ce = F.cross_entropy(logits_x0.float(), batch.dx[:k], reduction="none")
-        cls_x0 = (weight * ce).mean()
+        # Terms under the weight floor count as zero: the classifier never sees their x̂0.
+        kept = (weight >= train.cls_min_weight).nonzero().squeeze(1)
+        if len(kept):
+            cls_x0 = (weight[kept] * _x0_cross_entropy(model, batch, schedule, train, x_t, eps,
+                                                        t, kept)).sum() / k
 
     loss = (mse + train.lambda_cls * cls_x0 + cls_real + train.lambda_saliency * focus
             + train.lambda_adv * real["adv"])

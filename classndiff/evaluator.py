@@ -19,7 +19,6 @@ import csv
 import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,9 +31,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import cpu_contiguous, load_checkpoint, load_rng, save_checkpoint, save_rng
+from .checkpoint import cpu_contiguous
 from .labels import DX_CODES
-from .lr import lr_factor
+from .loop import LoopSettings, TrainingLoop
 from .metrics import classification_metrics, selection_score
 
 logger = logging.getLogger(__name__)
@@ -156,6 +155,84 @@ class TrainResult:
     seconds: float = 0.0
 
 
+class EvaluatorObjective(nn.Module):
+    """The evaluator's loss as a module (the loop calls it through the DDP wrapper)."""
+
+    def __init__(self, model: Evaluator, label_smoothing: float):
+        super().__init__()
+        self.model = model
+        self.label_smoothing = label_smoothing
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor],
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        x, labels = batch
+        logits = self.model(x)
+        return {"loss": F.cross_entropy(logits.float(), labels,
+                                        label_smoothing=self.label_smoothing)}
+
+
+class EvaluatorTrainer(TrainingLoop):
+    """An `Evaluator` on uint8 images with dx labels, on the project's one loop: sqrt-balanced
+    sampling, flips/turns/shift augmentation, AdamW + cosine, bf16, EMA, best by validation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, config: EvaluatorConfig,
+                 val: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 work_dir: str | Path | None = None, eval_every: int | None = None,
+                 progress: Callable[[dict[str, Any]], None] | None = None):
+        steps_per_epoch = max(1, math.ceil(len(labels) / config.batch_size))
+        total = config.steps or config.epochs * steps_per_epoch
+        every = eval_every or steps_per_epoch
+        super().__init__(LoopSettings(
+            batch_size=config.batch_size, learning_rates=(config.learning_rate,),
+            warmup_steps=config.warmup_steps, max_steps=total, lr_floor=0.02,
+            ema_decay=config.ema_decay, mixed_precision=config.mixed_precision,
+            log_every=every, eval_every=every, checkpoint_every=every, keep_checkpoints=1,
+            seed=config.seed), work_dir)
+        self.config = config
+        device = self.accelerator.device
+        self.images = downsample_uint8(images, config.image_size).to(device)
+        self.labels = labels.long().to(device)
+        self.val = val
+        self.progress = progress
+        counts = torch.bincount(self.labels, minlength=len(DX_CODES)).clamp(min=1).float()
+        self.weights = (counts[self.labels] ** (-config.balance_power)).cpu()
+        model = Evaluator(config)
+        self.prepare(EvaluatorObjective(model, config.label_smoothing),
+                     torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                                       weight_decay=config.weight_decay))
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.settings.batch_size * self.world
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
+        x = augment_batch(as_float(self.images[idx.to(self.images.device)]), self.generator)
+        mine = self.global_slice()
+        return x[mine], self.labels[idx.to(self.labels.device)][mine]
+
+    def validate(self) -> dict[str, float]:
+        if self.val is None:
+            return {"score": -float("inf")}  # nothing to select on: the last EMA is kept
+        metrics = classification_metrics(predict(self.ema.module, self.val[0]),
+                                         self.val[1].cpu().numpy())
+        metrics["score"] = selection_score(metrics)
+        return metrics
+
+    def on_row(self, row: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress({k: v for k, v in row.items() if v is not None})
+
+    def result(self) -> TrainResult:
+        final = Evaluator(self.config)
+        final.load_state_dict(self.best_state if self.best_state is not None
+                              else self.ema.module.state_dict())
+        rows = [{k: v for k, v in row.items() if v is not None} for row in self.log_rows]
+        best_row = next((r for r in rows if r["step"] == self.best_step and "val_score" in r),
+                        {})
+        best = ({"step": self.best_step, **{k.removeprefix("val_"): v for k, v in
+                                            best_row.items() if k.startswith("val_")}}
+                if best_row else {})
+        return TrainResult(final.eval(), rows, best, self.seconds_trained)
+
+
 def train_classifier(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -166,98 +243,14 @@ def train_classifier(
     eval_every: int | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train an `Evaluator` on uint8 images (N, 3, S, S) with dx labels.
-
-    Sqrt-balanced sampling, flips/turns/shift augmentation, AdamW + cosine, bf16 autocast,
-    EMA. With `val`, the EMA weights are scored every `eval_every` steps (default: once
-    an epoch) and the best by validation is kept; with `work_dir`, a resumable checkpoint
-    (safetensors + JSON) is written at each evaluation."""
-    from timm.utils import ModelEmaV3
-
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    images = downsample_uint8(images, config.image_size).to(device)
-    labels = labels.long().to(device)
-    steps_per_epoch = max(1, math.ceil(len(labels) / config.batch_size))
-    total = config.steps or config.epochs * steps_per_epoch
-    eval_every = eval_every or steps_per_epoch
-    counts = torch.bincount(labels, minlength=len(DX_CODES)).clamp(min=1).float()
-    weights = (counts[labels] ** (-config.balance_power)).cpu()
-
-    model = Evaluator(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
-    ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True)
-    step, best_score, log = 0, -float("inf"), []
-    best_state: dict[str, torch.Tensor] | None = None
-    best: dict[str, Any] = {}
-    ckpt = Path(work_dir) / "checkpoint" if work_dir else None
-    if resume and ckpt is not None and (ckpt / "state.json").exists():
-        state, best_state = load_checkpoint(ckpt, model, ema.module, optimizer, str(device))
-        step, best_score, best, log = (state["step"], state["best_score"], state["best"],
-                                       state["log"])
-        load_rng(ckpt, generator)
-        ema.num_updates = step
-        logger.info("resumed evaluator training at step %d", step)
-
-    autocast = config.mixed_precision == "bf16"
-    started = time.perf_counter()
-    seconds_before = log[-1]["seconds"] if log else 0.0
-    running: list[float] = []
-    model.train()
-    while step < total:
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * lr_factor(step, config.warmup_steps, total,
-                                                           floor=0.02)
-        idx = torch.multinomial(weights, config.batch_size, replacement=True,
-                                generator=generator)
-        idx = idx.to(device)
-        x = augment_batch(as_float(images[idx]), generator)
-        with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), labels[idx], label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ema.update(model, step=step)
-        step += 1
-        running.append(float(loss.detach()))
-        if step % eval_every == 0 or step == total:
-            row: dict[str, Any] = {
-                "step": step, "epoch": round(step / steps_per_epoch, 3),
-                "loss": round(float(np.mean(running)), 5),
-                "lr": round(optimizer.param_groups[0]["lr"], 7),
-                "seconds": round(seconds_before + time.perf_counter() - started, 1),
-            }
-            running = []
-            if val is not None:
-                metrics = classification_metrics(predict(ema.module, val[0]),
-                                                 val[1].cpu().numpy())
-                metrics["score"] = selection_score(metrics)
-                row.update({f"val_{k}": round(metrics[k], 5) for k in
-                            ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc",
-                             "score")})
-                if metrics["score"] > best_score:
-                    best_score = metrics["score"]
-                    best = {"step": step, **{k: row[f"val_{k}"] for k in
-                                             ("accuracy", "balanced_accuracy", "macro_auc",
-                                              "malignant_auc", "score")}}
-                    best_state = {k: v.detach().clone() for k, v in
-                                  ema.module.state_dict().items()}
-                model.train()
-            log.append(row)
-            if progress is not None:
-                progress(row)
-            if ckpt is not None:
-                save_checkpoint(ckpt, model, ema.module, optimizer,
-                                {"step": step, "best_score": best_score, "best": best,
-                                 "log": log}, best_state)
-                save_rng(ckpt, generator)
-    final = Evaluator(config)
-    final.load_state_dict(best_state if best_state is not None else ema.module.state_dict())
-    seconds = seconds_before + time.perf_counter() - started
-    return TrainResult(final.eval(), log, best, seconds)
+    """Train an `Evaluator` on uint8 images (N, 3, S, S) with dx labels (`EvaluatorTrainer`).
+    With `val`, the EMA weights are scored every `eval_every` steps (default: once an epoch)
+    and the best by validation is kept; with `work_dir`, a log and resumable checkpoints."""
+    trainer = EvaluatorTrainer(images, labels, config, val, work_dir, eval_every, progress)
+    if resume:
+        trainer.load_checkpoint()
+    trainer.train()
+    return trainer.result()
 
 
 # ---------------------------------------------------------------------------- save / load

@@ -1,22 +1,18 @@
-"""Training loop: accelerate (CPU here, several GPUs with `accelerate launch`), AdamW, EMA,
-mixed precision, tqdm, a CSV log, checkpoints every N steps, resume, validation, and
+"""Training Class-N-Diff: the joint trainer on the project's one loop (`loop.py`: accelerate,
+AdamW, EMA, mixed precision, a CSV log, checkpoints, exact resume, validation), and the
 best-by-validation export to the output folder (`from_pretrained(output_dir)` works)."""
 
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from .checkpoint import load_checkpoint, load_rng, save_checkpoint, save_rng
 from .config import ClassNDiffConfig
 from .data import LesionDataset, augment, cached_latents, retint_augment, strong_augment
 from .diffusion import (
@@ -28,7 +24,7 @@ from .diffusion import (
     scale_like_grad_cam,
 )
 from .hub import load_vae, save_pretrained
-from .lr import lr_factor
+from .loop import LoopSettings, TrainingLoop
 from .metrics import classification_metrics, selection_score
 from .model import ClassNDiff
 from .objective import TrainingObjective
@@ -126,24 +122,27 @@ def validation_saliency(model: ClassNDiff, data: LesionDataset,
         "cam_iou": float(iou.mean()) if len(iou) else float("nan")}
 
 
-class Trainer:
+class Trainer(TrainingLoop):
+    """The joint Class-N-Diff training (`loop.TrainingLoop` does the loop): batches of real
+    images for the denoiser and the classifier, validation of the EMA classifier (with the
+    saliency measures where masks exist), and the export: the latest EMA denoiser with the
+    best-by-validation EMA classifier."""
+
+    log_keys = ("loss", "mse", "cls_real", "cls_x0", "focus", "adv", "adv_accuracy")
+    val_log_keys = VAL_LOG_KEYS
+    log_fields = tuple(LOG_FIELDS)
+
     def __init__(self, config: ClassNDiffConfig, output_dir: str | Path, resume: bool = False,
                  step_kind: str = "joint", init_from: str | Path | None = None,
                  command: str | None = None):
-        from accelerate import Accelerator, DistributedDataParallelKwargs
-
-        self.config = config
-        self.output_dir = Path(output_dir)
-        self.checkpoint_dir = self.output_dir / "checkpoints"
         t = config.train
-        mixed = t.mixed_precision
-        if mixed == "fp16" and not torch.cuda.is_available():
-            mixed = "bf16"
-        # Unused parameters are normal here: a frozen classifier (learning rate 0), the
-        # upstream step's branch on three steps in four.
-        self.accelerator = Accelerator(
-            mixed_precision=mixed, cpu=not torch.cuda.is_available(),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        super().__init__(LoopSettings(
+            batch_size=t.batch_size, learning_rates=(t.learning_rate, t.classifier_learning_rate),
+            warmup_steps=t.warmup_steps, max_steps=t.max_steps, time_budget_s=t.time_budget_s,
+            grad_clip=t.grad_clip, ema_decay=t.ema_decay, mixed_precision=t.mixed_precision,
+            log_every=t.log_every, eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
+            keep_checkpoints=t.keep_checkpoints, seed=t.seed), output_dir)
+        self.config = config
         self.step_kind = step_kind
         self.command = command
         # A fine-tune continues the history of the weights it starts from (model card stages).
@@ -151,16 +150,6 @@ class Trainer:
         if init_from is not None and (Path(init_from) / "config.json").exists():
             started_from = json.loads((Path(init_from) / "config.json").read_text())
             self.previous_training = started_from.get("extra", {}).get("training")
-        self.seconds_trained = 0.0
-        # Two sources of randomness, both checkpointed: `generator` draws each step's data,
-        # augmentation, timesteps, noise and condition drops for the GLOBAL batch, the same on
-        # every process, which then takes its slice (so N processes see exactly what one
-        # process with N times the batch would); the global RNG (dropout in the classifier)
-        # differs per process.
-        self.rank = self.accelerator.process_index
-        self.world = self.accelerator.num_processes
-        torch.manual_seed(t.seed + self.rank)
-        self.generator = torch.Generator().manual_seed(t.seed)
 
         m = config.model
         masks = t.lambda_saliency > 0 or t.classifier_retint > 0
@@ -206,35 +195,32 @@ class Trainer:
             logger.info("initialised from %s", init_from)
         if t.lambda_saliency > 0:
             check_cam_head(model.classifier)
-        optimizer = build_optimizer(model, config)
         self.schedule = NoiseSchedule(m)
-        objective = TrainingObjective(model, self.schedule, t, step_kind)
-        self.model, self.optimizer = self.accelerator.prepare(objective, optimizer)
-        from timm.utils import ModelEmaV3
-
-        self.ema = ModelEmaV3(self.net, decay=t.ema_decay, use_warmup=True)
-        self.step = 0
-        self.best_score = -float("inf")
-        # Selection by validation applies to the classifier alone: the denoiser keeps
-        # improving after the classifier starts to overfit, so the export pairs the latest
-        # EMA denoiser with the best-by-validation EMA classifier.
-        self.best_classifier: dict[str, torch.Tensor] | None = None
-        self.best_step = 0
+        self.prepare(TrainingObjective(model, self.schedule, t, step_kind),
+                     build_optimizer(model, config))
         if resume:
             self.load_checkpoint()
         if init_from is not None and self.step == 0:
             # The starting classifier is the one to beat.
             self.best_score = self.validate()["score"]
-            self.best_classifier = self.classifier_snapshot()
+            self.best_state = self.best_snapshot()
             logger.info("starting validation score %.4f", self.best_score)
 
     @property
-    def net(self) -> ClassNDiff:
-        """The model being trained, outside the accelerate/DDP wrapper."""
-        return self.accelerator.unwrap_model(self.model).model
+    def best_classifier(self) -> dict[str, torch.Tensor] | None:
+        """The best-by-validation EMA classifier's weights (None before any validation)."""
+        return self.best_state
 
-    def classifier_snapshot(self) -> dict[str, torch.Tensor]:
-        """A copy of the EMA classifier's weights (the best-by-validation candidate)."""
+    def load_checkpoint(self) -> bool:
+        found = super().load_checkpoint()
+        if found and self.best_state is not None:  # checkpoints before loop.py prefixed keys
+            self.best_state = {k.removeprefix("classifier."): v
+                               for k, v in self.best_state.items()}
+        return found
+
+    def best_snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the EMA classifier's weights: selection by validation applies to the
+        classifier alone (the denoiser keeps improving after the classifier overfits)."""
         return {k: v.detach().clone().contiguous()
                 for k, v in self.ema.module.classifier.state_dict().items()}
 
@@ -244,7 +230,7 @@ class Trainer:
         global batch, so the generator advances alike on every process."""
         t, m = self.config.train, self.config.model
         n = t.batch_size * self.world
-        mine = slice(self.rank * t.batch_size, (self.rank + 1) * t.batch_size)
+        mine = self.global_slice()
         idx = torch.multinomial(self.sample_weights, n, replacement=True,
                                 generator=self.generator)
         device = self.accelerator.device
@@ -278,43 +264,6 @@ class Trainer:
                                 self.schedule.num_timesteps, t.cond_drop_prob, self.generator)
         return {k: v[mine] for k, v in zip(("t", "noise", "drop"), drawn)}
 
-    # ---------------------------------------------------------------- checkpoints
-    def save_checkpoint(self) -> Path:
-        folder = self.checkpoint_dir / f"step-{self.step:07d}"
-        save_rng(folder, self.generator, self.rank)
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return folder
-        state = {"step": self.step, "best_score": self.best_score, "best_step": self.best_step,
-                 "seconds_trained": self.seconds_trained}
-        best = ({f"classifier.{k}": v for k, v in self.best_classifier.items()}
-                if self.best_classifier is not None else None)
-        save_checkpoint(folder, self.net, self.ema.module, self.optimizer, state, best)
-        old = sorted(self.checkpoint_dir.glob("step-*"))[: -self.config.train.keep_checkpoints]
-        for path in old:
-            shutil.rmtree(path, ignore_errors=True)
-        return folder
-
-    def load_checkpoint(self) -> bool:
-        folders = sorted(self.checkpoint_dir.glob("step-*"))
-        folders = [f for f in folders if (f / "state.json").exists()]
-        if not folders:
-            logger.info("no checkpoint in %s: starting from scratch", self.checkpoint_dir)
-            return False
-        folder = folders[-1]
-        state, best = load_checkpoint(folder, self.net, self.ema.module, self.optimizer,
-                                      str(self.accelerator.device))
-        self.step = state["step"]
-        self.best_score = state["best_score"]
-        self.best_step = state.get("best_step", 0)
-        self.seconds_trained = state.get("seconds_trained", 0.0)
-        if best is not None:
-            self.best_classifier = {k.removeprefix("classifier."): v for k, v in best.items()}
-        load_rng(folder, self.generator, self.rank)
-        self.ema.num_updates = self.step  # ModelEmaV3 warm-up follows the step count
-        logger.info("resumed from %s (step %d)", folder, self.step)
-        return True
-
     # ---------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
         model = self.ema.module
@@ -329,15 +278,6 @@ class Trainer:
         metrics["score"] = selection_score(metrics)
         metrics.update(saliency)
         return metrics
-
-    def keep_if_best(self, metrics: dict[str, float]) -> bool:
-        """Keep the EMA classifier as the export's classifier when its validation score
-        beats the best so far (the first validation always does)."""
-        if not metrics["score"] > self.best_score:
-            return False
-        self.best_score, self.best_step = metrics["score"], self.step
-        self.best_classifier = self.classifier_snapshot()
-        return True
 
     def export(self, directory: Path | None = None, best_classifier: bool = True) -> Path:
         """EMA denoiser as of now + the best-by-validation EMA classifier (or the current
@@ -376,102 +316,21 @@ class Trainer:
         return record
 
     # ---------------------------------------------------------------- loop
-    def train(self, max_steps: int | None = None,
-              stop_at: int | None = None) -> dict[str, float]:
-        """Train to `max_steps` (the LR schedule's length). `stop_at` ends this process
-        earlier, with a checkpoint, as a session that ends would: `resume` continues it."""
-        from tqdm.auto import tqdm
-
-        t = self.config.train
-        max_steps = max_steps or t.max_steps
+    def train(self, max_steps: int | None = None, stop_at: int | None = None,
+              epoch_size: int | None = None) -> dict[str, float]:
+        """Train to `max_steps` (the LR schedule's length); see `TrainingLoop.train`."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.config.to_json(self.output_dir / "train_config.json")
-        log_path = self.output_dir / "log.csv"
-        new_log = not log_path.exists() or self.step == 0
-        fields = LOG_FIELDS
-        if not new_log:  # resuming: keep the columns the log was started with
-            with log_path.open(newline="") as f:
-                fields = next(csv.reader(f), None) or LOG_FIELDS
-        log_file = log_path.open("w" if new_log else "a", newline="")
-        writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
-        if new_log:
-            writer.writeheader()
-        self.model.train()
-        running: dict[str, list[float]] = {}
-        started = last_log = time.perf_counter()
-        last_log_step = self.step
-        images_per_epoch = len(self.train_set)
-        last_val: dict[str, float] = {}
-        progress = tqdm(total=max_steps, initial=self.step, desc="train",
-                        disable=not self.accelerator.is_main_process, mininterval=5)
-        budget = t.time_budget_s
-        seconds_before = self.seconds_trained  # from the checkpoint when resuming
-        end = min(stop_at or max_steps, max_steps)
-        while self.step < end:
-            # The time budget counts seconds trained over every resumed run, so a resumed
-            # run continues the LR decay instead of starting it again.
-            factor = lr_factor(self.step, t.warmup_steps, max_steps,
-                               self.seconds_trained / budget if budget else 0.0)
-            for group, base in zip(self.optimizer.param_groups,
-                                   (t.learning_rate, t.classifier_learning_rate)):
-                group["lr"] = base * factor
-            batch = self.next_batch()
-            with self.accelerator.autocast():
-                out = self.model(batch, self.generator)  # through the DDP wrapper
-            self.optimizer.zero_grad(set_to_none=True)
-            self.accelerator.backward(out["loss"])
-            if t.grad_clip:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-            self.optimizer.step()
-            self.ema.update(self.net, step=self.step)
-            self.step += 1
-            running_for = time.perf_counter() - started
-            self.seconds_trained = seconds_before + running_for
-            progress.update(1)
-            for key in ("loss", "mse", "cls_real", "cls_x0", "focus", "adv", "adv_accuracy"):
-                if key in out:
-                    running.setdefault(key, []).append(float(out[key].detach()))
-            row = None
-            out_of_time = bool(budget) and self.seconds_trained >= budget
-            last_step = self.step == end or out_of_time
-            if self.step % t.log_every == 0 or last_step:
-                now = time.perf_counter()
-                row = {k: round(float(np.mean(v)), 5) for k, v in running.items()}
-                row.update(
-                    step=self.step,
-                    epoch=round(self.step * t.batch_size / images_per_epoch, 3),
-                    images_seen=self.step * t.batch_size,
-                    lr=round(self.optimizer.param_groups[0]["lr"], 8),
-                    seconds=round(now - started, 1),
-                    images_per_second=round(
-                        (self.step - last_log_step) * t.batch_size / max(now - last_log, 1e-9), 2),
-                )
-                running, last_log, last_log_step = {}, now, self.step
-                progress.set_postfix(loss=row["loss"], mse=row["mse"], cls=row["cls_real"])
-            if self.step % t.eval_every == 0 or last_step:
-                last_val = self.validate()
-                self.model.train()
-                row = row or {"step": self.step}
-                row.update({f"val_{k}": round(last_val[k], 5) for k in VAL_LOG_KEYS
-                            if k in last_val})
-                if self.keep_if_best(last_val) and self.accelerator.is_main_process:
-                    self.export()
-                    (self.output_dir / "best_val.json").write_text(
-                        json.dumps({"step": self.step, **last_val}, indent=2))
-            if row is not None and self.accelerator.is_main_process:
-                writer.writerow(row)
-                log_file.flush()
-            if self.step % t.checkpoint_every == 0 or last_step:
-                self.save_checkpoint()
-            if out_of_time:
-                logger.info("time budget of %.0f s reached at step %d", budget, self.step)
-                break
-        progress.close()
-        log_file.close()
-        if self.accelerator.is_main_process:
-            self.export()  # the final denoiser with the best classifier
-            self.export(self.output_dir / "last", best_classifier=False)
-        return last_val
+        return super().train(max_steps, stop_at, epoch_size or len(self.train_set))
+
+    def on_best(self, metrics: dict[str, float]) -> None:
+        self.export()
+        (self.output_dir / "best_val.json").write_text(
+            json.dumps({"step": self.step, **metrics}, indent=2))
+
+    def finish(self) -> None:
+        self.export()  # the final denoiser with the best classifier
+        self.export(self.output_dir / "last", best_classifier=False)
 
 
 def train(config: ClassNDiffConfig, output_dir: str | Path, resume: bool = False,

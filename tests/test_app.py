@@ -251,7 +251,9 @@ def test_generation_is_cancelled_when_its_request_ends(app: ModuleType,
 
     holder.pipe.generate = slow_generate
     updates = generate("mel", "any", "any", 1, "ddpm", 100, 1.0, 1, False)  # ≥ 20 s
-    next(updates)  # running
+    messages = [next(updates)[2] for _ in range(4)]  # running, ~2 s
+    assert "step" in messages[0] and "Stop" in messages[0]
+    assert re.search(r"about \d+ s left", messages[-1]), messages  # an estimate once measurable
     updates.close()  # what gradio does on cancel
     assert stopped.wait(10), "the sampler kept running"
     assert len(steps_seen) < 20, len(steps_seen)

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from classndiff.data import augment
 from classndiff.hub import load_pretrained
-from classndiff.train import Trainer, lr_factor
+from classndiff.lr import lr_factor
+from classndiff.train import Trainer
 
 
 def test_augment_is_a_per_image_dihedral_map() -> None:

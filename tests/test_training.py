@@ -193,7 +193,8 @@ def _mse_and_real(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, conf
 def test_classifier_weight_is_applied_per_sample(tiny_config) -> None:
     """cls_x0 = mean_i w(t_i)·CE_i with w = ᾱ_t: a batch's term equals the mean of its
     samples' unweighted terms times their own ᾱ_t."""
-    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0})
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
+                                   "train.cls_min_weight": 0.0})
     model = _model(config).eval()  # no dropout: the same logits every call
     schedule = NoiseSchedule(config.model)
     ts = [0, 30, 60, 99]
@@ -209,6 +210,37 @@ def test_classifier_weight_is_applied_per_sample(tiny_config) -> None:
     expected = (alpha_bar * torch.stack(singles)).mean()
     torch.testing.assert_close(weighted, expected, rtol=1e-5, atol=1e-7)
     assert float(alpha_bar[-1]) < 0.7 * float(alpha_bar[0])  # the weights really differ
+
+
+def test_terms_under_the_weight_floor_never_reach_the_classifier(tiny_config) -> None:
+    """Samples whose w(t) is under train.cls_min_weight count as zero in cls_x0, and their
+    x̂0 is never classified (that is the time saved)."""
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
+                                   "train.cls_min_weight": 0.0})
+    model = _model(config).eval()
+    schedule = NoiseSchedule(config.model)
+    ts = [0, 30, 60, 99]
+    alpha_bar = schedule.alphas_cumprod[torch.tensor(ts)]
+    floor = float(alpha_bar[1:3].mean())  # between the 2nd and 3rd sample's weight
+    floored = config.override({"train.cls_min_weight": floor}).train
+    batch = _batch(config, t=ts)
+    seen = []
+    hook = model.classifier.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    everything = joint_loss(model, batch, schedule, config.train)["cls_x0"]
+    seen_all = list(seen)
+    seen.clear()
+    cut = joint_loss(model, batch, schedule, floored)["cls_x0"]
+    hook.remove()
+    constant = config.override({"train.cls_weight_schedule": "constant"}).train
+    per_sample = []
+    for i in range(len(ts)):
+        one = Batch(*(getattr(batch, f)[i:i + 1] for f in ("x0", "cls_input", "dx", "tone", "sex")),
+                    t=batch.t[i:i + 1], noise=batch.noise[i:i + 1], drop=batch.drop[i:i + 1])
+        per_sample.append(joint_loss(model, one, schedule, constant)["cls_x0"])
+    terms = alpha_bar * torch.stack(per_sample)
+    torch.testing.assert_close(everything, terms.mean(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(cut, terms[:2].sum() / 4, rtol=1e-5, atol=1e-7)
+    assert 4 in seen_all and 2 in seen and 4 not in seen[1:]  # real images first, then x̂0
 
 
 def test_condition_dropout_only_in_training(tiny_config) -> None:
@@ -289,3 +321,40 @@ def test_best_by_validation_keeps_the_better_classifier(tiny_config, tmp_path: P
                                  "model.safetensors"))
         key = next(k for k, v in candidates[best].items() if v.dtype.is_floating_point)
         torch.testing.assert_close(exported[f"classifier.{key}"].float(), candidates[best][key])
+
+
+def test_the_evaluator_trains_on_the_same_loop_and_resumes_exactly(tmp_path: Path) -> None:
+    """One loop for every model: the independent evaluator is a TrainingLoop too, with the
+    same checkpoint format and the same exact resume (weights, EMA, best, optimizer)."""
+    from classndiff.evaluator import EvaluatorConfig, EvaluatorTrainer
+    from classndiff.loop import TrainingLoop
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(24) % 7
+    val = (images[:8], labels[:8])
+    config = EvaluatorConfig(backbone="test_resnet", image_size=32, batch_size=8, steps=6,
+                             warmup_steps=2, mixed_precision="no")
+
+    def trainer(folder: str) -> EvaluatorTrainer:
+        return EvaluatorTrainer(images, labels, config, val, tmp_path / folder, eval_every=3)
+
+    whole = trainer("whole")
+    assert isinstance(whole, TrainingLoop)
+    whole.train()
+    cut = trainer("cut")
+    cut.train(stop_at=3)
+    assert (tmp_path / "cut" / "checkpoints" / "step-0000003" / "state.json").exists()
+    torch.manual_seed(12345)
+    resumed = trainer("cut")
+    assert resumed.load_checkpoint() and resumed.step == 3
+    resumed.train()
+    for name, a, b in (("model", whole.net, resumed.net),
+                       ("ema", whole.ema.module, resumed.ema.module)):
+        for (key, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=f"{name} {key}")
+    assert whole.best_step == resumed.best_step and whole.best_state.keys()
+    for key, value in whole.best_state.items():
+        torch.testing.assert_close(value, resumed.best_state[key], rtol=0, atol=1e-6)
+    result = resumed.result()
+    assert [r["step"] for r in result.log] == [3, 6] and result.best["step"] == resumed.best_step
