@@ -220,8 +220,8 @@ def _saliency_section(weights: Path, focus_used: bool) -> str:
 
 
 def _measured_sections(report: Path | None) -> str:
-    """The neutral generation yardstick, the camera-shift test, the skin-tone counterfactual
-    and the diffusion counterfactuals, from the JSON their benchmarks wrote."""
+    """The neutral generation yardstick, the camera-shift test, the skin-tone counterfactual,
+    the fairness table and the diffusion counterfactuals, from what their benchmarks wrote."""
     if report is None:
         return ""
     parts = []
@@ -277,6 +277,17 @@ def _measured_sections(report: Path | None) -> str:
                      "malignant AUC change ≥ −0.02 under the darker re-tint. What it does not "
                      "show: HAM10000 has almost no darker-skin lesions, so a re-tinted lesion "
                      "is a proxy, not evidence on patients with dark skin.\n\n" + "\n".join(rows))
+    table = report / "fairness_table.md"
+    fairness = _load_json(report / "fairness_table.json")
+    if fairness and table.exists():
+        parts.append(
+            "### Fairness table\nOne row per training arm, all fine-tuned from the same "
+            "classifier for the same steps; the shipped arm was chosen on the validation split "
+            "by a rule fixed beforehand (`python benchmarks/fairness_table.py --arm NAME=DIR "
+            "... --output reports/embedded/fairness_table.json --markdown "
+            "reports/embedded/fairness_table.md`; the arms' training commands are in the "
+            "README). The adversarial arm's tone head accuracy should fall towards the share "
+            "of the majority tone group.\n\n" + table.read_text().strip())
     cf = _load_json(report / "counterfactuals.json")
     if cf:
         rows = ["| pair | arm | validity (independent evaluator) | change inside / outside "
