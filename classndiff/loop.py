@@ -236,6 +236,9 @@ class TrainingLoop:
             batch = self.next_batch()
             with self.autocast():
                 out = self.model(batch, self.generator)  # through the DDP wrapper
+            if not torch.isfinite(out["loss"]):
+                raise FloatingPointError(f"the loss is {float(out['loss'])} at step {self.step}: "
+                                         "stopping rather than training on it")
             self.optimizer.zero_grad(set_to_none=True)
             self.accelerator.backward(out["loss"])
             if s.grad_clip:

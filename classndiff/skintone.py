@@ -169,9 +169,10 @@ def retint_skin_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Ten
     lab = rgb_to_lab(images if images.is_floating_point() else images.float())
     flat = lab.flatten(2)
     skin = (~lesion).flatten(2).expand_as(flat)
-    median = torch.where(skin, flat, torch.nan).nanmedian(dim=2).values  # (N, 3)
+    # Medians of the skin and of the lesion (0 where an image has none: those are guarded).
+    median = torch.where(skin, flat, torch.nan).nanmedian(dim=2).values.nan_to_num(0.0)
     enough = (~lesion).flatten(1).sum(1) >= 16
-    lesion_median = torch.where(~skin, flat, torch.nan).nanmedian(dim=2).values
+    lesion_median = torch.where(~skin, flat, torch.nan).nanmedian(dim=2).values.nan_to_num(0.0)
     # Inside the mask a pixel is read as a blend of the lesion's median colour and the
     # skin's: it moves by its share of skin (projection on the lesion → skin line), so the
     # mask's margin of skin moves fully, the lesion's core (at or beyond its median) not at
@@ -181,7 +182,7 @@ def retint_skin_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Ten
         axis.pow(2).sum(1, keepdim=True).clamp(min=1e-6))
     inside = ((share - 0.2) / 0.6).clamp(0, 1)  # near the lesion's median: kept exactly
     weight = torch.where(lesion, inside, torch.ones_like(inside))
-    weight = weight * enough.view(n, 1, 1, 1)
+    weight = torch.where(enough.view(n, 1, 1, 1), weight, torch.zeros_like(weight))
     l_target = 50 + b_star * torch.tan(torch.deg2rad(ita))
     shift_l = (l_target - median[:, 0]).view(n, 1, 1, 1)
     shift_b = (b_star - median[:, 2]).view(n, 1, 1, 1)

@@ -155,3 +155,20 @@ def test_retint_augmentation_draws_alike_and_tints_within_the_range() -> None:
     low, high = RETINT_ITA_RANGE
     assert all(low - 3 < v < high + 3 for v in itas)
     assert np.ptp(itas) > 20  # different tones, not one
+
+
+def test_retint_leaves_images_without_skin_or_lesion_finite() -> None:
+    """A mask covering the whole image (no skin) is returned unchanged; one with no lesion
+    is all skin; neither may produce NaN (it would poison a training batch)."""
+    import torch
+
+    from classndiff.skintone import retint_skin_torch
+
+    image, _ = photo(4)
+    rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float().repeat(2, 1, 1, 1) / 255
+    masks = torch.stack([torch.ones(1, 64, 64, dtype=torch.bool),
+                         torch.zeros(1, 64, 64, dtype=torch.bool)])
+    out = retint_skin_torch(rgb, masks, torch.tensor([-15.0, -15.0]), torch.tensor([24.0, 24.0]))
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[0], rgb[0])
+    assert out[1].mean() < rgb[1].mean() - 0.1
