@@ -92,6 +92,10 @@ class TrainConfig:
     # re-tinted to a random skin tone, ITA −30°…55° (fairness: the diagnosis should not lean
     # on the colour of the surrounding skin). 0 = off.
     classifier_retint: float = 0.0
+    # A folder laid out like the data whose "train" images (generated ones: see
+    # benchmarks/synthetic_set.py) join the classifier's training pool. The denoiser must
+    # not learn from its own samples, so this needs learning_rate 0. None = off.
+    synthetic_dir: str | None = None
     ema_decay: float = 0.999
     mixed_precision: str = "bf16"  # "no", "bf16" or "fp16" (fp16 on GPUs only)
     grad_clip: float = 1.0

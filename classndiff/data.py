@@ -118,6 +118,18 @@ class LesionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def extend(self, other: LesionDataset) -> None:
+        """Append another dataset of the same image size (e.g. generated images to train on)."""
+        if other.image_size != self.image_size or (other.masks is None) != (self.masks is None):
+            raise ValueError("extend needs datasets of one image size, both with or without masks")
+        self.rows = self.rows + other.rows
+        for name in ("images", "dx", "tone", "sex", "masks", "has_mask"):
+            mine = getattr(self, name)
+            if mine is not None:
+                setattr(self, name, torch.cat([mine, getattr(other, name)]))
+        self.lesion_ids = self.lesion_ids + other.lesion_ids
+        self.image_ids = self.image_ids + other.image_ids
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {
             "image": self.images[i].float() / 127.5 - 1,

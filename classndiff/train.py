@@ -158,6 +158,13 @@ class Trainer(TrainingLoop):
                              "pixel-space model (no VAE) and the joint step: the masks are in "
                              "pixels, and the upstream-style step has neither")
         self.train_set = LesionDataset(t.data_dir, "train", image_size=m.pixel_size, masks=masks)
+        if t.synthetic_dir:
+            if t.learning_rate > 0:
+                raise ValueError("train.synthetic_dir trains the classifier only: set "
+                                 "train.learning_rate=0 (a denoiser must not learn its own "
+                                 "samples)")
+            self.train_set.extend(LesionDataset(t.synthetic_dir, "train",
+                                                image_size=m.pixel_size, masks=masks))
         self.val_set = LesionDataset(t.data_dir, "val", image_size=m.pixel_size, limit=t.val_limit,
                                      masks=masks)
         self.latents = self.val_latents = None

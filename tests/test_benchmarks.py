@@ -17,6 +17,8 @@ EXPECTED = {
     "counterfactuals": {"pairs", "strength"},
     "camera_shift": {"shifts", "worst_accuracy", "n"},
     "skin_tone_counterfactual": {"targets", "bar_flip_rate_10pct", "bar_malignant_auc_change"},
+    "fairness_table": {"arms", "chosen", "rule", "bar_flip_rate_10pct", "majority_tone_rate"},
+    "synthetic_set": {"images", "cells", "output"},
     "generator_yardstick": {"model", "real_floor", "tone_median_ita", "seconds_4_images"},
     "sampling": {"speedup", "fd_ratio", "dpm++", "ddpm", "bar_speedup_10x"},
     "train_step": {"joint_steps_per_s", "upstream_steps_per_s", "ratio", "bar_1_3x"},

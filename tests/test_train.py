@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from classndiff.data import augment
+from classndiff.data import augment, read_metadata
 from classndiff.hub import load_pretrained
 from classndiff.lr import lr_factor
 from classndiff.train import Trainer
@@ -76,3 +77,20 @@ def test_init_from_starts_from_exported_weights(tiny_config, tiny_weights: Path,
     key = "denoiser.x_embedder.proj.weight"
     torch.testing.assert_close(state[key], source[key].float())
     assert trainer.step == 0 and trainer.best_classifier is not None
+
+
+def test_synthetic_images_join_the_classifier_pool_only(tiny_config, tmp_path: Path) -> None:
+    """train.synthetic_dir adds a data-layout folder's train images to the classifier's pool,
+    and is refused while the denoiser trains (it must not learn from its own samples)."""
+    from tests.conftest import make_dataset
+
+    extra = make_dataset(tmp_path / "synthetic", per_class=2, seed=5)
+    real = Trainer(tiny_config.override({"train.learning_rate": 0.0}), tmp_path / "real")
+    config = tiny_config.override({"train.learning_rate": 0.0, "train.synthetic_dir": str(extra)})
+    mixed = Trainer(config, tmp_path / "mixed")
+    added = sum(r["split"] == "train" for r in read_metadata(extra))
+    assert added and len(mixed.train_set) == len(real.train_set) + added
+    assert len(mixed.sample_weights) == len(mixed.train_set) == len(mixed.train_images)
+    mixed.train(max_steps=2)
+    with pytest.raises(ValueError, match="classifier only"):
+        Trainer(config.override({"train.learning_rate": 1e-4}), tmp_path / "refused")
