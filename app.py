@@ -159,9 +159,11 @@ class ModelHolder:
 
             pipe = ClassNDiffPipeline.from_pretrained(self.source)
             if not ZERO_GPU:
-                # A warm-up pass so the first real request does not pay for lazy set-up.
+                # A warm-up pass through everything a diagnosis uses (saliency too: its
+                # first use imports pytorch-grad-cam, OpenCV and matplotlib, ~1.2 s), so the
+                # first real request does not pay for lazy set-up.
                 warm = Image.new("RGB", (pipe.config.model.pixel_size,) * 2, (200, 150, 130))
-                pipe.diagnose(warm)
+                pipe.diagnose(warm, saliency=True, abstain=False)
             self.pipe = pipe
             logger.info("model ready from %s on %s", pipe.source, pipe.device)
         except Exception as error:  # noqa: BLE001 - shown to the user, not a crash
