@@ -45,11 +45,12 @@ def signed(value: float | None) -> str:
 
 
 def tone_head_accuracy(weights: str | None) -> float | None:
-    """The last logged accuracy of the adversarial tone head in the arm's training log."""
+    """The last logged accuracy of the adversarial tone head in the arm's training log (in
+    the folder, or beside it for a run's `last/` export)."""
     if not weights:
         return None
-    for name in ("log.csv", "training_log.csv"):
-        path = Path(weights) / name
+    folder = Path(weights)
+    for path in (folder / "log.csv", folder / "training_log.csv", folder.parent / "log.csv"):
         if path.exists():
             with path.open(newline="") as f:
                 values = [r.get("adv_accuracy") for r in csv.DictReader(f)]
