@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Everything measured on the shipped weights, re-made after they change: calibration and
+# abstention, test metrics, saliency, the benchmarks quoted in the README, examples, the model
+# card. Outputs land in weights/embedded/, reports/embedded/ and examples/.
+#
+#   bash benchmarks/refresh_shipped.sh [WEIGHTS] [TRAINING_LOGS...]
+#
+# About 25 minutes on a 2-core CPU.
+set -euo pipefail
+W=${1:-weights/embedded}
+shift || true
+OUT=reports/embedded
+mkdir -p "$OUT/benchmarks"
+classndiff calibrate "$W" | tee "$OUT/benchmarks/calibrate.txt"
+classndiff evaluate "$W" | tee "$OUT/benchmarks/evaluate.txt"
+python -m classndiff.saliency "$W" --output "$W/saliency.json" | tee "$OUT/benchmarks/saliency.txt"
+python -m classndiff.trust "$W" --all | tee "$OUT/benchmarks/trust_all.txt"
+python benchmarks/camera_shift.py --weights "$W" --output "$OUT/camera_shift.json" \
+    | tee "$OUT/benchmarks/camera_shift.txt"
+python benchmarks/skin_tone_counterfactual.py --weights "$W" \
+    --output "$OUT/skin_tone_counterfactual.json" --figure "$OUT/skin_tone_counterfactual.png" \
+    | tee "$OUT/benchmarks/skin_tone_counterfactual.txt"
+python benchmarks/generator_yardstick.py --weights "$W" --output "$OUT/generator_yardstick.json" \
+    --grid "$OUT/generator_grid.png" | tee "$OUT/benchmarks/generator_yardstick.txt"
+python benchmarks/counterfactuals.py --weights "$W" --output "$OUT/counterfactuals.json" \
+    --figure "$OUT/counterfactuals.png" | tee "$OUT/benchmarks/counterfactuals.txt"
+classndiff examples "$W" --output-dir examples | tee "$OUT/benchmarks/examples.txt"
+classndiff figures "$W" ${1:+--log "$@"} | tee "$OUT/benchmarks/figures.txt"
