@@ -24,6 +24,7 @@ line."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,10 @@ def tone_head_accuracy(weights: str | None) -> float | None:
     if not weights:
         return None
     folder = Path(weights)
+    config = json.loads((folder / "config.json").read_text()) if (
+        folder / "config.json").exists() else {}
+    if not config.get("train", {}).get("lambda_adv"):
+        return None  # no adversarial head in this arm
     for path in (folder / "log.csv", folder / "training_log.csv", folder.parent / "log.csv"):
         if path.exists():
             with path.open(newline="") as f:
