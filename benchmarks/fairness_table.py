@@ -82,8 +82,9 @@ class Split:
 
 
 def measure(pipe: Any, split: Split, reps: int, seed: int) -> dict[str, Any]:
+    from classndiff.bootstrap import bootstrap, fast_metrics
     from classndiff.fairness import flip_report
-    from classndiff.report import bootstrap, fast_metrics, nest
+    from classndiff.report import nest
 
     probs = probabilities(pipe, split.images)
     out: dict[str, Any] = {"n": int(len(split.labels))}

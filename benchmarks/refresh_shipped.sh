@@ -13,8 +13,8 @@ OUT=reports/embedded
 mkdir -p "$OUT/benchmarks"
 classndiff calibrate "$W" | tee "$OUT/benchmarks/calibrate.txt"
 classndiff evaluate "$W" | tee "$OUT/benchmarks/evaluate.txt"
-python -m classndiff.saliency "$W" --output "$W/saliency.json" | tee "$OUT/benchmarks/saliency.txt"
-python -m classndiff.trust "$W" --all | tee "$OUT/benchmarks/trust_all.txt"
+classndiff saliency "$W" --output "$W/saliency.json" | tee "$OUT/benchmarks/saliency.txt"
+classndiff trust "$W" --all | tee "$OUT/benchmarks/trust_all.txt"
 python benchmarks/camera_shift.py --weights "$W" --output "$OUT/camera_shift.json" \
     | tee "$OUT/benchmarks/camera_shift.txt"
 python benchmarks/skin_tone_counterfactual.py --weights "$W" \

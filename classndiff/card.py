@@ -184,14 +184,14 @@ def _data_counts(data_dir: Path) -> dict[str, dict[str, int]]:
 
 
 def _saliency_section(weights: Path, focus_used: bool) -> str:
-    """The saliency paragraph, from saliency.json (`python -m classndiff.saliency … --output`)."""
+    """The saliency paragraph, from saliency.json (`classndiff saliency … --output`)."""
     found = _load_json(weights / "saliency.json").get("mask_energy")
     if not found:
         return ""
     share = found["mean_energy_in_mask"]
     text = (
         "### Saliency\n"
-        f"Measured by `python -m classndiff.saliency {weights} --output {weights}/saliency.json`"
+        f"Measured by `classndiff saliency {weights} --output {weights}/saliency.json`"
         f": {CAM_NAMES.get(found['method'], found['method'])} for the predicted class, at "
         f"`{found['layer']}` ({found['layer_grid'][0]}×{found['layer_grid'][1]} map), puts "
         f"**{share:.3f}** of its energy inside the expert lesion mask, mean over "

@@ -214,7 +214,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .trust import calibrate_folder
+    from .checks import calibrate_folder
 
     result = calibrate_folder(args.weights, args.data_dir, args.report, args.percentile,
                               train_limit=args.train_limit, progress=True)
@@ -350,10 +350,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="abstention thresholds: this percentile of validation scores")
     p.add_argument("--train-limit", type=int, help="fit on the first N training images only")
     p.set_defaults(func=cmd_calibrate)
+
+    # The measurement harnesses parse their own options (`classndiff trust --help`): `main`
+    # hands them the rest of the command line; these entries only list them.
+    for name, text in HARNESSES.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
+HARNESSES = {"trust": "measure the trust bars of a weights folder (after calibrate)",
+             "saliency": "CAM energy inside the expert lesion masks; diagnose latency"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in HARNESSES:
+        from . import checks
+
+        return getattr(checks, f"{argv[0]}_main")(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

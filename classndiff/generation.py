@@ -206,7 +206,7 @@ def bootstrap_fd(real_feats: np.ndarray, gen_feats: np.ndarray, real_groups: np.
                  reps: int = 100, seed: int = 0) -> tuple[float, float]:
     """95 % interval of FD when real images are resampled by lesion and generated images
     by image (a spread, not a correction for FD's small-sample bias)."""
-    from .report import lesion_resample
+    from .bootstrap import lesion_resample
 
     rng = np.random.default_rng(seed)
     codes = np.unique(np.asarray(real_groups), return_inverse=True)[1]

@@ -8,14 +8,12 @@ The CAM objects are built once per method and cached: their hooks record only in
 call (plain classification pays nothing), and the gradient stops at the target layer, so a
 Grad-CAM costs about one forward pass.
 
-`python -m classndiff.saliency WEIGHTS` measures the share of CAM energy inside the expert
+`classndiff saliency WEIGHTS` measures the share of CAM energy inside the expert
 lesion masks of the HAM10000 test split.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -452,47 +450,3 @@ def measure_latency(pipe: Any, repeats: int = 50, method: str = "gradcam") -> di
             "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
             else None,
             "threads": torch.get_num_threads(), "repeats": repeats, "method": method}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m classndiff.saliency",
-        description="Share of CAM energy inside the expert lesion masks; diagnose latency.")
-    parser.add_argument("weights", nargs="?", default=None)
-    parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--method", default="gradcam", choices=CAM_METHODS)
-    parser.add_argument("--target", default=None, help="None (predicted), 'malignant' or a dx")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--latency", action="store_true",
-                        help="also time diagnose(saliency=True) at the model's pixel size")
-    parser.add_argument("--threads", type=int, help="torch threads (the speed bar uses 2)")
-    parser.add_argument("--layer", help="backbone layer for the CAM, e.g. layer3 (default: "
-                                        "found from the backbone)")
-    parser.add_argument("--output", type=Path,
-                        help="also write the JSON here (e.g. WEIGHTS/saliency.json, which the "
-                             "model card reads)")
-    args = parser.parse_args(argv)
-    from .pipeline import ClassNDiffPipeline
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    pipe = ClassNDiffPipeline.from_pretrained(args.weights, device="cpu", fallback=False)
-    if args.layer:
-        pipe._explainer = SaliencyExplainer(pipe.model.classifier, layer=args.layer)
-    result: dict[str, Any] = {"weights": pipe.source}
-    if args.latency:
-        result["latency"] = measure_latency(pipe, method=args.method)
-    else:
-        result["mask_energy"] = measure_mask_energy(pipe, args.data_dir, args.split, args.method,
-                                                    args.target, args.limit)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +63,15 @@ def test_classify_reports_a_bad_file_without_a_traceback(tiny_weights, tmp_path,
 def test_bad_sample_arguments_are_a_message_and_exit_code_2(tiny_weights, capsys):
     assert main(["sample", str(tiny_weights), "-n", "999", "--output-dir", "/tmp/x"]) == 2
     assert "num_images" in capsys.readouterr().err
+
+
+def test_measurement_harnesses_run_through_the_cli(tiny_weights: Path, tiny_data: Path,
+                                                   tmp_path: Path) -> None:
+    """`classndiff saliency` / `classndiff trust` hand their options to the harnesses."""
+    out = tmp_path / "saliency.json"
+    assert main(["saliency", str(tiny_weights), "--data-dir", str(tiny_data), "--limit", "3",
+                 "--output", str(out)]) == 0
+    assert "mask_energy" in json.loads(out.read_text())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["trust", "--help"])
+    assert exit_info.value.code == 0

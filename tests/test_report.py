@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from classndiff.bootstrap import bootstrap, fast_metrics, lesion_codes, lesion_resample
 from classndiff.generation import class_fidelity, frechet_distance, kernel_distance
 from classndiff.metrics import classification_metrics
-from classndiff.report import bootstrap, fast_metrics, lesion_codes, lesion_resample
 
 
 def test_lesion_resample_draws_whole_lesions() -> None:

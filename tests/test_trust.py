@@ -13,18 +13,20 @@ import torch
 from safetensors import safe_open
 
 from classndiff import ClassNDiffPipeline
+from classndiff.checks import (
+    bad_input_corpus,
+    calibrate_folder,
+    measure_bad_inputs,
+    natural_images,
+)
 from classndiff.labels import DX_CODES
 from classndiff.metrics import expected_calibration_error
 from classndiff.trust import (
     STAT_NAMES,
     OODDetector,
-    bad_input_corpus,
-    calibrate_folder,
     calibration_summary,
     fit_temperature,
     image_statistics,
-    measure_bad_inputs,
-    natural_images,
 )
 from tests.conftest import make_lesion
 
