@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+# Keys older configs carry that nothing reads any more: accepted and dropped on load.
+RETIRED_KEYS = {"num_workers"}
+
 
 @dataclass
 class ModelConfig:
@@ -103,7 +106,6 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
-    num_workers: int = 2
     seed: int = 0
     val_limit: int | None = None  # cap on validation images per evaluation (speed)
     time_budget_s: float | None = None  # stop after this many seconds (the LR schedule follows)
@@ -138,6 +140,7 @@ class ClassNDiffConfig:
     def from_dict(cls, data: dict[str, Any]) -> ClassNDiffConfig:
         def build(kind, values):
             known = {f.name for f in fields(kind)}
+            values = {k: v for k, v in values.items() if k not in RETIRED_KEYS}
             unknown = set(values) - known
             if unknown:
                 raise ValueError(f"unknown {kind.__name__} keys: {sorted(unknown)}")

@@ -202,22 +202,6 @@ def generation_quality(
     }
 
 
-def bootstrap_fd(real_feats: np.ndarray, gen_feats: np.ndarray, real_groups: np.ndarray,
-                 reps: int = 100, seed: int = 0) -> tuple[float, float]:
-    """95 % interval of FD when real images are resampled by lesion and generated images
-    by image (a spread, not a correction for FD's small-sample bias)."""
-    from .bootstrap import lesion_resample
-
-    rng = np.random.default_rng(seed)
-    codes = np.unique(np.asarray(real_groups), return_inverse=True)[1]
-    values = []
-    for _ in range(reps):
-        r = lesion_resample(codes, rng)
-        g = rng.integers(0, len(gen_feats), len(gen_feats))
-        values.append(frechet_distance(real_feats[r], gen_feats[g]))
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
-
-
 def sample_grid(images: torch.Tensor, dx: np.ndarray, tone: np.ndarray, path: str | Path,
                 per_cell: int = 4) -> Path:
     """A PNG grid: one row per class, one block of `per_cell` images per tone cell."""
@@ -252,6 +236,6 @@ def sample_grid(images: torch.Tensor, dx: np.ndarray, tone: np.ndarray, path: st
 
 
 __all__ = [
-    "bootstrap_fd", "class_fidelity", "classification_accuracy_score", "frechet_distance",
+    "class_fidelity", "classification_accuracy_score", "frechet_distance",
     "generate_cells", "generation_quality", "kernel_distance", "pil_to_uint8", "sample_grid",
 ]

@@ -62,11 +62,6 @@ def encode_sex(value: str | int | None) -> int:
     return _encode(value, SEXES, "sex")
 
 
-def decode(index: int, vocabulary: tuple[str, ...]) -> str | None:
-    """Id → value, or None for the null id."""
-    return vocabulary[index] if index < len(vocabulary) else None
-
-
 def malignant_mask() -> list[bool]:
     """Which of the DX_CODES count as malignant (mel, bcc, akiec)."""
     return [code in MALIGNANT_DX for code in DX_CODES]

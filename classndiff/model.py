@@ -387,13 +387,3 @@ class ClassNDiff(nn.Module):
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x)
-
-
-# A table of denoiser sizes, as in DiT's DiT_models; the configs in configs/ pick one.
-DENOISER_SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(hidden_size=64, depth=2, num_heads=2),
-    "S-cpu": dict(hidden_size=256, depth=8, num_heads=4),
-    "S": dict(hidden_size=384, depth=12, num_heads=6),
-    "B": dict(hidden_size=768, depth=12, num_heads=12),
-    "L": dict(hidden_size=1024, depth=24, num_heads=16),
-}

@@ -23,7 +23,7 @@ TINY_MODEL = {
 }
 TINY_TRAIN = {
     "batch_size": 8, "max_steps": 4, "warmup_steps": 1, "log_every": 2, "eval_every": 4,
-    "checkpoint_every": 2, "mixed_precision": "no", "num_workers": 0,
+    "checkpoint_every": 2, "mixed_precision": "no",
 }
 
 
