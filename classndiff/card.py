@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from .backbones import IMAGENET_SOURCE, PYPI_IMAGENET_WEIGHTS
+from .config import Abstention
 from .labels import DX_CODES, DX_NAMES, TONE_GROUPS
 from .plots import pyplot, save_figure
 from .saliency import CAM_NAMES
@@ -306,21 +307,21 @@ def _measured_sections(report: Path | None) -> str:
     return "\n\n".join(parts)
 
 
-def _abstention_text(abstention: dict[str, Any]) -> str:
+def _abstention_text(abstention: Abstention | None) -> str:
     """The abstention rule in words and a table, not a JSON dump."""
     if not abstention:
         return "Thresholds: not fitted for these weights (`classndiff calibrate`)."
     rows = ["| check | threshold | fitted on | set at |", "|---|---|---|---|",
             f"| distance of the classifier's features to the nearest class (Mahalanobis) | "
-            f"{_fmt(abstention.get('feature_threshold'), 1)} | "
-            f"{abstention.get('n_fit', '—')} {abstention.get('fit_split', '')} images | "
-            f"the {abstention.get('percentile', '—')}th percentile of "
-            f"{abstention.get('threshold_split', '')} images |",
-            f"| distance of {len(abstention.get('stats', []))} colour and texture statistics "
+            f"{_fmt(abstention.feature_threshold, 1)} | "
+            f"{abstention.n_fit} {abstention.fit_split} images | "
+            f"the {abstention.percentile}th percentile of "
+            f"{abstention.threshold_split} images |",
+            f"| distance of {len(abstention.stats)} colour and texture statistics "
             f"to the training images' (one Gaussian) | "
-            f"{_fmt(abstention.get('stats_threshold'), 1)} | the same | the same |"]
+            f"{_fmt(abstention.stats_threshold, 1)} | the same | the same |"]
     return ("Thresholds fitted by `classndiff calibrate` (an upload over either is refused); "
-            f"{100 * float(abstention.get('val_rejected', 0)):.1f} % of validation lesions "
+            f"{100 * float(abstention.val_rejected or 0):.1f} % of validation lesions "
             "are refused at these settings:\n\n" + "\n".join(rows))
 
 
@@ -337,8 +338,8 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
     metrics = _load_json(weights / "metrics.json")
     cls = metrics.get("classification", {})
     training = config.extra.get("training", {})
-    calibration = config.extra.get("calibration", {})
-    abstention = config.extra.get("abstention", {})
+    calibration = config.calibration
+    abstention = config.abstention
     ev = _load_json(Path(evaluator) / "config.json") if evaluator else {}
     rep = _load_json(Path(report) / "metrics.json") if report else {}
     data_dir = Path(data_dir or config.train.data_dir)
@@ -517,7 +518,7 @@ starts to overfit long before the denoiser stops improving. The logs are the tra
 
 ## Results (HAM10000 test split, lesion-grouped, {cls.get('n', '—')} images)
 Measured by `classndiff evaluate weights/embedded` (writes `metrics.json`); calibrated
-probabilities (temperature {_fmt(calibration.get('temperature'))}, fitted on the
+probabilities (temperature {_fmt(calibration.temperature if calibration else None)}, fitted on the
 validation split by `classndiff calibrate weights/embedded`).
 
 | measure | value | bar | met |

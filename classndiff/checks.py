@@ -17,6 +17,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def calibrate_folder(
     """Fit the temperature (on val) and the abstention statistics (train; thresholds on val),
     and rewrite `weights`/config.json + model.safetensors in place (atomically). Writes the
     reliability diagram and a JSON summary to `report_dir` (default: the weights folder)."""
-    from .config import ClassNDiffConfig
+    from .config import Calibration, ClassNDiffConfig
     from .hub import CONFIG_NAME, WEIGHTS_NAME, is_weights_dir, save_pretrained
 
     folder = Path(weights)
@@ -99,21 +100,15 @@ def calibrate_folder(
     val_rejected = float(np.mean([c["abstain"] for c in val_checks]))
 
     config = ClassNDiffConfig.from_json(folder / CONFIG_NAME)  # as written, not as loaded
-    config.extra["calibration"] = {
-        "temperature": round(temperature, 6),
-        "ece_before": round(summary["ece_before"], 6),
-        "ece_after": round(summary["ece_after"], 6),
-        "nll_before": round(summary["nll_before"], 6),
-        "nll_after": round(summary["nll_after"], 6),
-        "split": "val", "n": int(len(val["labels"])),
-    }
-    config.extra["abstention"] = {
-        **detector.to_config(),
-        "method": "Mahalanobis (class means, shared Ledoit-Wolf covariance) on the classifier's "
-                  "pooled features, OR one Gaussian on image colour/texture statistics",
-        "stats": list(STAT_NAMES), "fit_split": "train", "n_fit": int(len(train["labels"])),
-        "threshold_split": "val", "val_rejected": round(val_rejected, 4),
-    }
+    config.calibration = Calibration(
+        temperature=round(temperature, 6), ece_before=round(summary["ece_before"], 6),
+        ece_after=round(summary["ece_after"], 6), nll_before=round(summary["nll_before"], 6),
+        nll_after=round(summary["nll_after"], 6), split="val", n=int(len(val["labels"])))
+    config.abstention = detector.to_config(
+        method="Mahalanobis (class means, shared Ledoit-Wolf covariance) on the classifier's "
+               "pooled features, OR one Gaussian on image colour/texture statistics",
+        stats=list(STAT_NAMES), fit_split="train", n_fit=int(len(train["labels"])),
+        threshold_split="val", val_rejected=round(val_rejected, 4))
     extras = {k: v for k, v in pipe.extras.items() if not k.startswith(OODDetector.PREFIX)}
     extras.update(detector.to_tensors())
     dtype = _stored_dtype(folder / WEIGHTS_NAME, set(pipe.model.state_dict()))
@@ -130,8 +125,8 @@ def calibrate_folder(
                                   title=f"Validation split (n = {len(val['labels'])})")
     result = {
         "weights": str(folder), "data_dir": str(root),
-        "calibration": config.extra["calibration"],
-        "abstention": {k: v for k, v in config.extra["abstention"].items() if k != "stats"},
+        "calibration": asdict(config.calibration),
+        "abstention": {k: v for k, v in asdict(config.abstention).items() if k != "stats"},
         "reliability_diagram": str(diagram),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -123,12 +123,66 @@ class SamplingConfig:
 
 
 @dataclass
+class Calibration:
+    """What `classndiff calibrate` fitted: the temperature, and the figures around it."""
+
+    temperature: float = 1.0
+    ece_before: float | None = None
+    ece_after: float | None = None
+    nll_before: float | None = None
+    nll_after: float | None = None
+    split: str = "val"
+    n: int = 0
+
+
+@dataclass
+class Abstention:
+    """The abstention rule `classndiff calibrate` fitted (its statistics are tensors in
+    model.safetensors): thresholds on two distances, set at a percentile of validation."""
+
+    feature_threshold: float
+    stats_threshold: float
+    percentile: float = 99.5
+    method: str = ""
+    stats: list[str] = field(default_factory=list)
+    fit_split: str = "train"
+    n_fit: int = 0
+    threshold_split: str = "val"
+    val_rejected: float | None = None
+
+
+def _record(kind: type, data: dict[str, Any] | None) -> Any:
+    """A typed record from its JSON (unknown keys of older versions dropped), or None."""
+    if not data:
+        return None
+    known = {f.name for f in fields(kind)}
+    return kind(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
 class ClassNDiffConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    # Added by later steps (calibration, abstention); kept as plain data.
+    # Added by later steps, kept in config.json as plain data; read and written through the
+    # typed properties below (calibration, abstention) and `extra["training"]`.
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        return _record(Calibration, self.extra.get("calibration"))
+
+    @calibration.setter
+    def calibration(self, value: Calibration) -> None:
+        self.extra["calibration"] = asdict(value)
+
+    @property
+    def abstention(self) -> Abstention | None:
+        return _record(Abstention, self.extra.get("abstention"))
+
+    @abstention.setter
+    def abstention(self, value: Abstention) -> None:
+        self.extra["abstention"] = asdict(value)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

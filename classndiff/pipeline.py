@@ -149,11 +149,12 @@ class ClassNDiffPipeline:
     # ------------------------------------------------------------------ helpers
     @property
     def temperature(self) -> float:
-        return float(self.config.extra.get("calibration", {}).get("temperature", 1.0))
+        calibration = self.config.calibration
+        return float(calibration.temperature) if calibration else 1.0
 
     @property
     def calibrated(self) -> bool:
-        return "temperature" in self.config.extra.get("calibration", {})
+        return self.config.calibration is not None
 
     def _to_model_space(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels in [-1, 1] → what the classifier takes (pixels, or VAE latents)."""
@@ -196,7 +197,7 @@ class ClassNDiffPipeline:
     def trust(self) -> OODDetector | None:
         """The abstention detector stored with the weights (`classndiff calibrate`), or None."""
         if self._trust is False:
-            self._trust = OODDetector.from_pretrained(self.extras, self.config.extra)
+            self._trust = OODDetector.from_pretrained(self.extras, self.config.abstention)
         return self._trust
 
     # ------------------------------------------------------------------ diagnose

@@ -2,14 +2,14 @@
 checkpoint by `classndiff calibrate WEIGHTS` and stored with the weights.
 
 * Calibration: one temperature T, fitted on the validation split by minimising the NLL of
-  softmax(logits / T) (LBFGS on log T). Kept in `config.extra["calibration"]`.
+  softmax(logits / T) (LBFGS on log T). Kept in `config.calibration`.
 * Abstention: an upload is "not a dermoscopic lesion image" when its penultimate classifier
   features are far from every class (Mahalanobis distance to the nearest class mean under a
   shared Ledoit-Wolf covariance, fitted on the training split), or when simple colour and
   texture statistics of the image are far from those of the training images (one Gaussian,
   same estimator). Each threshold is a high percentile of the validation scores, so a known
   share of real lesions is turned away. Statistics are tensors named `trust.*` in
-  model.safetensors; thresholds are in `config.extra["abstention"]`.
+  model.safetensors; thresholds are in `config.abstention`.
 
 `classndiff trust WEIGHTS --all` measures the bars: natural photos / test lesions
 rejected, ECE on the test split, ITA agreement with the data's `ita` column, and a corpus of
@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import Abstention
 from .plots import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
@@ -268,24 +269,26 @@ class OODDetector:
             f"{self.PREFIX}stats_precision": self.stats_precision,
         }
 
-    def to_config(self) -> dict[str, Any]:
-        return {"feature_threshold": self.feature_threshold,
-                "stats_threshold": self.stats_threshold, "percentile": self.percentile}
+    def to_config(self, **about: Any) -> Abstention:
+        """The thresholds as the config's typed record (`about`: how they were fitted)."""
+        return Abstention(feature_threshold=self.feature_threshold,
+                          stats_threshold=self.stats_threshold, percentile=self.percentile,
+                          **about)
 
     @classmethod
     def from_pretrained(
-        cls, extras: dict[str, torch.Tensor], config_extra: dict[str, Any]
+        cls, extras: dict[str, torch.Tensor], settings: Abstention | None
     ) -> OODDetector | None:
-        """From a pipeline's `extras` and `config.extra`; None when the weights carry none."""
-        settings = config_extra.get("abstention")
+        """From a pipeline's `extras` and `config.abstention`; None when the weights carry
+        none."""
         names = [f"{cls.PREFIX}{k}" for k in ("feature_means", "feature_precision", "stats_mean",
                                               "stats_precision")]
         if not settings or not all(n in extras for n in names):
             return None
         t = [extras[n].float().cpu() for n in names]
-        return cls(*t, feature_threshold=float(settings["feature_threshold"]),
-                   stats_threshold=float(settings["stats_threshold"]),
-                   percentile=float(settings.get("percentile", DEFAULT_PERCENTILE)))
+        return cls(*t, feature_threshold=float(settings.feature_threshold),
+                   stats_threshold=float(settings.stats_threshold),
+                   percentile=float(settings.percentile))
 
 
 def blank_reason(pixels: torch.Tensor) -> str | None:

@@ -98,10 +98,10 @@ def test_ood_detector_turns_away_outliers_and_keeps_inliers() -> None:
     assert all(c["abstain"] and c["stats_score"] > 1 for c in checks)
     assert "colours and texture" in checks[0]["reason"]
     # round trip through what the weights folder stores
-    again = OODDetector.from_pretrained(detector.to_tensors(), {"abstention": detector.to_config()})
+    again = OODDetector.from_pretrained(detector.to_tensors(), detector.to_config())
     assert again is not None and again.feature_threshold == detector.feature_threshold
     assert [c["abstain"] for c in again.check(test_f, test_s)] == kept
-    assert OODDetector.from_pretrained({}, {}) is None
+    assert OODDetector.from_pretrained({}, None) is None
 
 
 def test_image_statistics_shape_and_meaning() -> None:
