@@ -190,6 +190,18 @@ def _mse_and_real(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, conf
     return mse + ce
 
 
+def _unweighted_terms(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
+                      config) -> torch.Tensor:  # noqa: ANN001
+    """Each sample's x̂0 cross-entropy on its own, weight 1 (w(t) = "constant")."""
+    constant = config.override({"train.cls_weight_schedule": "constant"}).train
+    terms = []
+    for i in range(len(batch.dx)):
+        one = Batch(*(getattr(batch, f)[i:i + 1] for f in ("x0", "cls_input", "dx", "tone", "sex")),
+                    t=batch.t[i:i + 1], noise=batch.noise[i:i + 1], drop=batch.drop[i:i + 1])
+        terms.append(joint_loss(model, one, schedule, constant)["cls_x0"])
+    return torch.stack(terms)
+
+
 def test_classifier_weight_is_applied_per_sample(tiny_config) -> None:
     """cls_x0 = mean_i w(t_i)·CE_i with w = ᾱ_t: a batch's term equals the mean of its
     samples' unweighted terms times their own ᾱ_t."""
@@ -200,14 +212,9 @@ def test_classifier_weight_is_applied_per_sample(tiny_config) -> None:
     ts = [0, 30, 60, 99]
     batch = _batch(config, t=ts)
     weighted = joint_loss(model, batch, schedule, config.train)["cls_x0"]
-    constant = config.override({"train.cls_weight_schedule": "constant"}).train
-    singles = []
-    for i in range(len(ts)):
-        one = Batch(*(getattr(batch, f)[i:i + 1] for f in ("x0", "cls_input", "dx", "tone", "sex")),
-                    t=batch.t[i:i + 1], noise=batch.noise[i:i + 1], drop=batch.drop[i:i + 1])
-        singles.append(joint_loss(model, one, schedule, constant)["cls_x0"])
+    singles = _unweighted_terms(model, batch, schedule, config)
     alpha_bar = schedule.alphas_cumprod[torch.tensor(ts)]
-    expected = (alpha_bar * torch.stack(singles)).mean()
+    expected = (alpha_bar * singles).mean()
     torch.testing.assert_close(weighted, expected, rtol=1e-5, atol=1e-7)
     assert float(alpha_bar[-1]) < 0.7 * float(alpha_bar[0])  # the weights really differ
 
@@ -231,13 +238,7 @@ def test_terms_under_the_weight_floor_never_reach_the_classifier(tiny_config) ->
     seen.clear()
     cut = joint_loss(model, batch, schedule, floored)["cls_x0"]
     hook.remove()
-    constant = config.override({"train.cls_weight_schedule": "constant"}).train
-    per_sample = []
-    for i in range(len(ts)):
-        one = Batch(*(getattr(batch, f)[i:i + 1] for f in ("x0", "cls_input", "dx", "tone", "sex")),
-                    t=batch.t[i:i + 1], noise=batch.noise[i:i + 1], drop=batch.drop[i:i + 1])
-        per_sample.append(joint_loss(model, one, schedule, constant)["cls_x0"])
-    terms = alpha_bar * torch.stack(per_sample)
+    terms = alpha_bar * _unweighted_terms(model, batch, schedule, config)
     torch.testing.assert_close(everything, terms.mean(), rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(cut, terms[:2].sum() / 4, rtol=1e-5, atol=1e-7)
     assert 4 in seen_all and 2 in seen and 4 not in seen[1:]  # real images first, then x̂0
