@@ -501,7 +501,7 @@ dermoscopy, but that check is not perfect), or for commercial use (licence below
 | files | `config.json` + `model.safetensors` (float16, EMA weights); no pickles |
 
 ## Training
-Data: HAM10000 at 128 px from `{t.data_dir}` (lesion-grouped split; training split skin-tone
+Data: HAM10000 at 128 px from a folder in the shared `{Path(t.data_dir).name}` layout (lesion-grouped split; training split skin-tone
 groups: {train_tone_line}). Class-balanced sampling (weight ∝ count^-{t.balance_power}),
 flips and 90° turns, label smoothing {t.label_smoothing}, AdamW, EMA {t.ema_decay}, bf16.
 
