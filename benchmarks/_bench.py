@@ -110,6 +110,25 @@ def probabilities(pipe: Any, images: np.ndarray, batch_size: int = 128) -> np.nd
                            for i in range(0, len(x), batch_size)])
 
 
+class MaskedSplit:
+    """A split's images that have an expert mask, uint8 (N, H, W, 3), with their masks,
+    labels, lesion ids and skin-tone groups, and their skin re-tinted to each group of
+    `fairness.RETINT_TARGETS` (computed once, shared by every model measured on them)."""
+
+    def __init__(self, data_dir: Path | None, split: str, size: int, limit: int | None = None):
+        from classndiff.data import LesionDataset
+        from classndiff.fairness import RETINT_TARGETS, retint_many
+
+        data = LesionDataset(data_dir, split, image_size=size, masks=True, limit=limit)
+        keep = np.flatnonzero(data.has_mask.numpy())
+        self.images = data.images[keep].permute(0, 2, 3, 1).numpy()
+        self.masks = data.masks[keep, 0].numpy().astype(bool)
+        self.labels = data.dx.numpy()[keep]
+        self.lesion_ids = [data.lesion_ids[i] for i in keep]
+        self.tone = np.array([data.rows[i].get("skin_tone_group") or "unknown" for i in keep])
+        self.retinted = {t: retint_many(self.images, self.masks, t) for t in RETINT_TARGETS}
+
+
 def save_rows(path: Path, rows: list[np.ndarray]) -> None:
     """A figure of image rows (uint8 H×W×3 each, equal widths), stacked top to bottom."""
     from PIL import Image

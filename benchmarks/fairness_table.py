@@ -30,10 +30,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from _bench import emit, environment, load_pipe, parser, print_table, probabilities
+from _bench import (
+    MaskedSplit,
+    emit,
+    environment,
+    load_pipe,
+    parser,
+    print_table,
+    probabilities,
+)
 
 SELECTION_TOLERANCE = 0.01
-TARGETS = ("brown", "darker")
 
 
 def number(value: float | None, digits: int = 3) -> str:
@@ -64,31 +71,14 @@ def tone_head_accuracy(weights: str | None) -> float | None:
     return None
 
 
-class Split:
-    """One split's images with expert masks, and their re-tints (shared by every arm)."""
-
-    def __init__(self, data_dir: Path | None, split: str, size: int, limit: int | None):
-        from classndiff.data import LesionDataset
-        from classndiff.fairness import retint_many
-
-        data = LesionDataset(data_dir, split, image_size=size, masks=True, limit=limit)
-        keep = np.flatnonzero(data.has_mask.numpy())
-        self.images = data.images[keep].permute(0, 2, 3, 1).numpy()
-        masks = data.masks[keep, 0].numpy().astype(bool)
-        self.labels = data.dx.numpy()[keep]
-        self.lesion_ids = [data.lesion_ids[i] for i in keep]
-        self.tone = np.array([data.rows[i].get("skin_tone_group") or "unknown" for i in keep])
-        self.retinted = {t: retint_many(self.images, masks, t) for t in TARGETS}
-
-
-def measure(pipe: Any, split: Split, reps: int, seed: int) -> dict[str, Any]:
+def measure(pipe: Any, split: MaskedSplit, reps: int, seed: int) -> dict[str, Any]:
     from classndiff.bootstrap import bootstrap, fast_metrics
     from classndiff.fairness import flip_report
     from classndiff.report import nest
 
     probs = probabilities(pipe, split.images)
     out: dict[str, Any] = {"n": int(len(split.labels))}
-    for target in TARGETS:
+    for target in split.retinted:
         report = flip_report(probs, probabilities(pipe, split.retinted[target]), split.labels)
         out[f"flip_rate_{target}"] = report["flip_rate"]
         out[f"malignant_auc_change_{target}"] = (report["malignant_auc_after"]
@@ -179,7 +169,7 @@ def main() -> None:
         args.weights = weights
         pipes[name] = load_pipe(args)
     size = next(iter(pipes.values())).config.model.pixel_size
-    splits = {s: Split(args.data_dir, s, size, limit) for s in ("val", "test")}
+    splits = {s: MaskedSplit(args.data_dir, s, size, limit) for s in ("val", "test")}
     train_tones = np.array([r.get("skin_tone_group") or "unknown" for r in
                             LesionDataset(args.data_dir, "train", image_size=8).rows])
     majority = float(max(np.mean(train_tones == t) for t in np.unique(train_tones)))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _bench import (
+    MaskedSplit,
     emit,
     environment,
     load_pipe,
@@ -38,23 +39,16 @@ def main() -> None:
     p.add_argument("--figure", type=Path)
     args = p.parse_args()
     setup(args)
-    from classndiff.data import LesionDataset
-    from classndiff.fairness import RETINT_TARGETS, flip_report, retint_skin, skin_ita
+    from classndiff.fairness import flip_report, skin_ita
 
     pipe = load_pipe(args)
-    data = LesionDataset(args.data_dir, args.split, image_size=pipe.config.model.pixel_size,
-                         masks=True, limit=40 if args.quick else None)
-    keep = np.flatnonzero(data.has_mask.numpy())
-    images = data.images[keep].permute(0, 2, 3, 1).numpy()
-    masks = data.masks[keep, 0].numpy().astype(bool)
-    labels = data.dx.numpy()[keep]
+    data = MaskedSplit(args.data_dir, args.split, pipe.config.model.pixel_size,
+                       limit=40 if args.quick else None)
+    images, masks, labels = data.images, data.masks, data.labels
 
     original = probabilities(pipe, images)
     result = {"benchmark": "skin_tone_counterfactual", "split": args.split, "targets": {}}
-    retinted_by_target = {}
-    for target in RETINT_TARGETS:
-        retinted = np.stack([retint_skin(im, m, target) for im, m in zip(images, masks)])
-        retinted_by_target[target] = retinted
+    for target, retinted in data.retinted.items():
         report = flip_report(original, probabilities(pipe, retinted), labels)
         report["median_skin_ita"] = float(np.median([skin_ita(im, m) for im, m in
                                                      zip(retinted[:200], masks[:200])]))
@@ -74,8 +68,8 @@ def main() -> None:
                   round(r["median_skin_ita"], 1)] for t, r in result["targets"].items()])
     if args.figure:
         shown = range(min(6, len(images)))
-        save_rows(args.figure, [np.concatenate([images[i], *(retinted_by_target[t][i]
-                                                             for t in RETINT_TARGETS)], 1)
+        save_rows(args.figure, [np.concatenate([images[i], *(retinted[i] for retinted in
+                                                             data.retinted.values())], 1)
                                 for i in shown])
     result.update(environment(args, pipe))
     emit(result, args.output)

@@ -166,7 +166,7 @@ def retint_skin_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Ten
 
     n = images.shape[0]
     lesion = lesion.bool()
-    lab = rgb_to_lab(images if images.is_floating_point() else images.float())
+    lab = rgb_to_lab(images)
     flat = lab.flatten(2)
     skin = (~lesion).flatten(2).expand_as(flat)
     # Medians of the skin and of the lesion (0 where an image has none: those are guarded).
