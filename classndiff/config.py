@@ -13,7 +13,9 @@ RETIRED_KEYS = {"num_workers"}
 
 @dataclass
 class ModelConfig:
-    # Denoiser: a DiT over pixels (or VAE latents when `vae` is set).
+    # Denoiser: "dit" (a DiT, below) or "unet" (diffusers' UNet2DModel, `unet_*` below), over
+    # pixels (or VAE latents when `vae` is set).
+    denoiser: str = "dit"
     image_size: int = 64  # side of the denoiser's input (pixels, or latent cells with a VAE)
     in_channels: int = 3
     patch_size: int = 8
@@ -37,6 +39,11 @@ class ModelConfig:
     head_channels: int = 32
     head_width: int = 64  # channels of the conv head's hidden layers
     long_skips: bool = False  # U-ViT long skips: block i feeds block depth−1−i
+    # UNet denoiser: channels per resolution (each halves the side), residual blocks per
+    # resolution, and how many of the coarsest resolutions get self-attention.
+    unet_channels: list[int] = field(default_factory=lambda: [64, 128, 192, 256])
+    unet_layers_per_block: int = 2
+    unet_attention_levels: int = 2
     # Classifier: a timm backbone beside the denoiser, fed images or x̂0.
     classifier_backbone: str = "resnet18"
     classifier_image_size: int = 128  # pixel-space side the classifier sees
