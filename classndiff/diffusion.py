@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from .config import ModelConfig, TrainConfig
 from .labels import DX_CODES, DX_NULL, TONE_GROUPS, TONE_NULL
-from .model import ClassNDiff
+from .model import ClassNDiff, scale_like_grad_cam
 
 SAMPLERS = ("dpm++", "ddim", "ddpm")
 GUIDED = ("dx", "dx+tone")  # the conditions classifier-free guidance amplifies
@@ -151,22 +151,6 @@ def denoiser_input(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
         return images
     return F.interpolate(images, size=(config.image_size, config.image_size), mode="bilinear",
                          align_corners=False, antialias=True)
-
-
-def _min_max(maps: torch.Tensor) -> torch.Tensor:
-    maps = maps - maps.amin(dim=(-2, -1), keepdim=True)
-    return maps / (maps.amax(dim=(-2, -1), keepdim=True) + 1e-7)
-
-
-def scale_like_grad_cam(
-    cams: torch.Tensor, size: tuple[int, int], rescale: bool = True
-) -> torch.Tensor:
-    """(N, h, w) maps ≥ 0 → (N, 1, *size) as pytorch-grad-cam shows them: shifted to a minimum
-    of 0, divided by the maximum, upsampled bilinearly, then (`rescale`) min-max scaled again
-    as its `aggregate_multi_layers` does. An empty map stays all zeros."""
-    up = F.interpolate(_min_max(cams)[:, None].float(), size=size, mode="bilinear",
-                       align_corners=False)
-    return _min_max(up) if rescale else up.clamp(0, 1)
 
 
 def energy_in_mask(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -380,6 +380,26 @@ class LesionClassifier(nn.Module):
         feature_map = self.backbone.forward_features(self.prepare(x))
         return self.backbone.forward_head(feature_map), feature_map
 
+    @torch.no_grad()
+    def pools_into_linear_head(self, side: int = 64) -> bool:
+        """Whether the head is a global average pool + a linear layer (ResNets,
+        EfficientNets): then the CAM of the last feature map is Grad-CAM (and HiResCAM), and
+        a target's gradient at that map is the same at every position. A norm or MLP in the
+        head (ConvNeXt, ViT) breaks that. Checked numerically on a random image, not from a
+        list of names."""
+        was_training = self.training
+        self.eval()
+        try:
+            x = torch.rand(2, 3, side, side, device=next(self.parameters()).device) * 2 - 1
+            logits, feature_map = self.forward_with_maps(x)
+            head = self.backbone.get_classifier()
+            if not isinstance(head, nn.Linear) or feature_map.ndim != 4:  # ViTs give tokens
+                return False
+            pooled = head(feature_map.mean(dim=(-2, -1)))
+        finally:
+            self.train(was_training)
+        return bool(torch.allclose(pooled, logits, atol=1e-4, rtol=1e-3))
+
     def class_activation_maps(
         self, feature_map: torch.Tensor, classes: torch.Tensor, relu: bool = True
     ) -> torch.Tensor:
@@ -394,6 +414,22 @@ class LesionClassifier(nn.Module):
         weights = head.weight[classes].to(feature_map.dtype)
         cams = torch.einsum("nc,nchw->nhw", weights, feature_map)
         return F.relu(cams) if relu else cams
+
+
+def _min_max(maps: torch.Tensor) -> torch.Tensor:
+    maps = maps - maps.amin(dim=(-2, -1), keepdim=True)
+    return maps / (maps.amax(dim=(-2, -1), keepdim=True) + 1e-7)
+
+
+def scale_like_grad_cam(
+    cams: torch.Tensor, size: tuple[int, int], rescale: bool = True
+) -> torch.Tensor:
+    """(N, h, w) maps ≥ 0 → (N, 1, *size) as pytorch-grad-cam shows them: shifted to a minimum
+    of 0, divided by the maximum, upsampled bilinearly, then (`rescale`) min-max scaled again
+    as its `aggregate_multi_layers` does. An empty map stays all zeros."""
+    up = F.interpolate(_min_max(cams)[:, None].float(), size=size, mode="bilinear",
+                       align_corners=False)
+    return _min_max(up) if rescale else up.clamp(0, 1)
 
 
 class GradientReversal(torch.autograd.Function):

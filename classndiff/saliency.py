@@ -29,6 +29,8 @@ from PIL import Image
 from .labels import DX_CODES, MALIGNANT_DX
 
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "eigencam", "scorecam")
+# Computed without pytorch-grad-cam when the head allows it (see SaliencyExplainer.native).
+NATIVE_METHODS = ("gradcam", "hirescam")
 CAM_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
              "eigencam": "EigenCAM", "scorecam": "Score-CAM"}
 _ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
@@ -269,16 +271,23 @@ class SaliencyExplainer:
     """CAMs for a LesionClassifier (it takes pixels in [-1, 1], so maps come out at the
     resolution of the pixels given). One instance per model; CAM objects are cached."""
 
-    def __init__(self, classifier: nn.Module, layer: str | None = None):
+    def __init__(self, classifier: nn.Module, layer: str | None = None, native: bool = True):
         self.classifier = classifier
         backbone = classifier.backbone
+        in_chans = getattr(backbone, "in_chans", None) or 3
+        input_size = getattr(classifier, "input_size", None) or 64
         if layer is None:
-            in_chans = getattr(backbone, "in_chans", None) or 3
-            input_size = getattr(classifier, "input_size", None) or 64
             self.layer_name, self.layer = find_target_layer(backbone, in_chans, input_size)
         else:
             self.layer_name, self.layer = layer, backbone.get_submodule(layer)
         self._cams: dict[str, Any] = {}
+        # Grad-CAM needs no backward pass through the backbone when the CAM layer is the map
+        # the head average-pools into a linear layer: a target's gradient at that map is the
+        # same at every position, so Grad-CAM (and HiResCAM, equal to it there) is
+        # ReLU(Σ_k ∂T/∂pooled_k · A_k). Computed here directly (the same maps as
+        # pytorch-grad-cam's, tested), a diagnosis with a map does not import pytorch-grad-cam,
+        # OpenCV and scikit-learn (~1.3 s at start-up) nor pay the backbone's backward pass.
+        self.native = native and self._layer_is_pooled_map(in_chans, input_size)
 
     def cam(self, method: str = "gradcam") -> Any:
         method = normalize_method(method)
@@ -294,6 +303,8 @@ class SaliencyExplainer:
     ) -> tuple[np.ndarray, torch.Tensor]:
         """(N, 3, H, W) pixels in [-1, 1] → ((N, H, W) maps in [0, 1], logits (N, 7)).
         `targets` None means each image's predicted class."""
+        if self.native and normalize_method(method) in NATIVE_METHODS:
+            return self._native_grad_cam(pixels, targets)
         cam = self.cam(method)
         was_training = self.classifier.training
         self.classifier.eval()
@@ -305,6 +316,51 @@ class SaliencyExplainer:
             self.classifier.train(was_training)
             self.classifier.zero_grad(set_to_none=True)
         return grayscale.astype(np.float32), logits
+
+    def _layer_is_pooled_map(self, in_chans: int, input_size: int) -> bool:
+        pools = getattr(self.classifier, "pools_into_linear_head", None)
+        if pools is None or not pools(input_size):
+            return False
+        seen: list[torch.Tensor] = []
+        hook = self.layer.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        was_training = self.classifier.training
+        self.classifier.eval()
+        try:
+            device = next(self.classifier.parameters()).device
+            with torch.no_grad():
+                x = torch.rand(1, in_chans, input_size, input_size, device=device) * 2 - 1
+                _, feature_map = self.classifier.forward_with_maps(x)
+        finally:
+            hook.remove()
+            self.classifier.train(was_training)
+        return bool(seen) and seen[-1].shape == feature_map.shape and torch.equal(
+            seen[-1], feature_map)
+
+    def _native_grad_cam(
+        self, pixels: torch.Tensor, targets: Sequence[Callable] | None
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        from .model import scale_like_grad_cam
+
+        was_training = self.classifier.training
+        self.classifier.eval()
+        try:
+            with torch.no_grad():
+                feature_map = self.classifier.backbone.forward_features(
+                    self.classifier.prepare(pixels)).float()
+            with torch.enable_grad():
+                pooled = feature_map.mean(dim=(-2, -1)).requires_grad_(True)
+                head = self.classifier.backbone.get_classifier()
+                logits = torch.nn.functional.linear(
+                    pooled, head.weight.float(), None if head.bias is None else head.bias.float())
+                if targets is None:
+                    targets = [ClassTarget(int(c)) for c in logits.argmax(1)]
+                total = sum(target(logits[i]) for i, target in enumerate(targets))
+                (weights,) = torch.autograd.grad(total, pooled)
+        finally:
+            self.classifier.train(was_training)
+        cams = torch.relu(torch.einsum("nc,nchw->nhw", weights, feature_map))
+        maps = scale_like_grad_cam(cams, tuple(pixels.shape[-2:]))[:, 0]
+        return maps.detach().cpu().numpy().astype(np.float32), logits.detach()
 
     def __call__(
         self,

@@ -21,12 +21,11 @@ from .diffusion import (
     denoiser_input,
     draw_step_noise,
     energy_in_mask,
-    scale_like_grad_cam,
 )
 from .hub import load_vae, save_pretrained
 from .loop import LoopSettings, TrainingLoop
 from .metrics import classification_metrics, selection_score
-from .model import ClassNDiff
+from .model import ClassNDiff, LesionClassifier, scale_like_grad_cam
 from .objective import TrainingObjective
 
 logger = logging.getLogger(__name__)
@@ -69,23 +68,10 @@ def predict_dataset(
     return torch.cat(out).numpy()
 
 
-@torch.no_grad()
-def check_cam_head(classifier: torch.nn.Module, side: int = 64) -> None:
+def check_cam_head(classifier: LesionClassifier, side: int = 64) -> None:
     """The focus term's map is Grad-CAM only when the head is a global average pool and a
-    linear layer (ResNets, EfficientNets); a norm or MLP in the head (ConvNeXt, ViT) breaks
-    that. Checked numerically on a random image instead of from a list of names."""
-    was_training = classifier.training
-    classifier.eval()
-    try:
-        x = torch.rand(2, 3, side, side) * 2 - 1
-        logits, feature_map = classifier.forward_with_maps(x)
-        head = classifier.backbone.get_classifier()
-        pooled = None
-        if isinstance(head, torch.nn.Linear) and feature_map.ndim == 4:  # ViTs give tokens
-            pooled = head(feature_map.mean(dim=(-2, -1)))
-    finally:
-        classifier.train(was_training)
-    if pooled is None or not torch.allclose(pooled, logits, atol=1e-4, rtol=1e-3):
+    linear layer: refuse other backbones with a clear message."""
+    if not classifier.pools_into_linear_head(side):
         raise ValueError(f"train.lambda_saliency needs a backbone whose head is average pooling + "
                          f"a linear layer (its CAM is then Grad-CAM); "
                          f"{type(classifier.backbone).__name__} is not")

@@ -19,9 +19,8 @@ from classndiff.diffusion import (
     NoiseSchedule,
     energy_in_mask,
     joint_loss,
-    scale_like_grad_cam,
 )
-from classndiff.model import ClassNDiff, LesionClassifier
+from classndiff.model import ClassNDiff, LesionClassifier, scale_like_grad_cam
 from classndiff.saliency import SaliencyExplainer, _mask_as_cam, find_target_layer, mask_energy
 from classndiff.train import Trainer, check_cam_head, predict_dataset, validation_saliency
 
@@ -81,10 +80,43 @@ def test_scaled_map_is_what_pytorch_grad_cam_returns(tiny_config: ClassNDiffConf
     with torch.no_grad():
         logits, feature_map = classifier.forward_with_maps(pixels)
     predicted = logits.argmax(1)
-    theirs, _ = SaliencyExplainer(classifier).maps(
+    theirs, _ = SaliencyExplainer(classifier, native=False).maps(
         pixels, [ClassTarget(int(c)) for c in predicted], "gradcam")
     ours = scale_like_grad_cam(classifier.class_activation_maps(feature_map, predicted), (64, 64))
     np.testing.assert_allclose(ours[:, 0].detach().numpy(), theirs, atol=2e-3)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam"])
+@pytest.mark.parametrize("target", [None, "malignant", "bcc"])
+def test_grad_cam_without_pytorch_grad_cam_gives_its_maps(tiny_config: ClassNDiffConfig,
+                                                          method: str, target: str | None) -> None:
+    """The explainer's own Grad-CAM (used where the head average-pools into a linear layer, so
+    a diagnosis never imports pytorch-grad-cam) gives pytorch-grad-cam's maps and logits, for
+    the predicted class, the malignant log-odds and a named class."""
+    from classndiff.saliency import make_target
+
+    config = tiny_config.override({"model.classifier_output_stride": 16,
+                                   "model.classifier_image_size": 64, "model.pixel_size": 64})
+    torch.manual_seed(2)
+    classifier = LesionClassifier(config.model).eval()
+    pixels = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        predicted = classifier(pixels).argmax(1)
+    targets = [make_target(target, int(c))[0] for c in predicted]
+    native = SaliencyExplainer(classifier)
+    assert native.native
+    ours, our_logits = native.maps(pixels, targets, method)
+    theirs, their_logits = SaliencyExplainer(classifier, native=False).maps(pixels, targets,
+                                                                             method)
+    np.testing.assert_allclose(ours, theirs, atol=2e-3)
+    torch.testing.assert_close(our_logits, their_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_grad_cam_falls_back_to_pytorch_grad_cam_for_other_heads(
+        tiny_config: ClassNDiffConfig) -> None:
+    classifier = LesionClassifier(tiny_config.override(
+        {"model.classifier_backbone": "test_vit"}).model)
+    assert not SaliencyExplainer(classifier).native
 
 
 def test_focus_term_refuses_a_head_whose_cam_is_not_grad_cam(tiny_config: ClassNDiffConfig,
