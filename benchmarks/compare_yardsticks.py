@@ -42,6 +42,13 @@ def main() -> None:
         f = floor.get(key)
         lines.append(f"| {label} ({better} is better) | " + " | ".join(cells) +
                      f" | {'—' if f is None else round(f, 3)} |")
+    for key, label in (("params_M", "denoiser parameters (M)"), ("steps", "training steps"),
+                       ("images_seen", "images seen"),
+                       ("training_minutes", "training minutes (wall clock)")):
+        cells = [str(r.get("denoiser", {}).get(key, "—")) for r in runs.values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + " | |")
+    lines.append("| 4 images, seconds | " + " | ".join(
+        f"{r.get('seconds_4_images', float('nan')):.1f}" for r in runs.values()) + " | |")
     tones = [", ".join(f"{k} {v:.0f}°" for k, v in r.get("tone_median_ita", {}).items())
              for r in runs.values()]
     lines.append("| median skin ITA by requested tone | " + " | ".join(tones) + " | |")
