@@ -159,9 +159,10 @@ def load_pretrained(
     """Read a folder written by `save_pretrained`: (model in eval mode, config, extras)."""
     directory = Path(directory)
     config = ClassNDiffConfig.from_json(directory / CONFIG_NAME)
-    # Never fetch backbone weights here: the state dict below has them all.
+    # Never fetch or read initial backbone weights here: the state dict below has them all.
     config.model.pretrained_backbone = False
-    model = ClassNDiff(config.model, cond_drop_prob=config.train.cond_drop_prob)
+    model = ClassNDiff(config.model, cond_drop_prob=config.train.cond_drop_prob,
+                       initial_weights=False)
     tensors = load_file(str(directory / WEIGHTS_NAME), device=str(device))
     own_keys = set(model.state_dict())
     extras = {k: v for k, v in tensors.items() if k not in own_keys}

