@@ -1,6 +1,6 @@
 """Class-N-Diff — the clinician-facing Gradio demo (research demo, not a medical device).
 
-A thin view over `classndiff.pipeline`: every number and image shown here comes from
+A thin view over `classndiff.pipelines.pipeline`: every number and image shown here comes from
 `ClassNDiffPipeline.diagnose` / `.generate`; this file only lays them out.
 
     python app.py                                   # embedded weights, http://127.0.0.1:7860
@@ -60,8 +60,8 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from classndiff import __version__  # noqa: E402 - cheap: no torch
 from classndiff.config import ClassNDiffConfig  # noqa: E402
-from classndiff.inputs import ImageInputError, center_square, load_image  # noqa: E402
 from classndiff.labels import DX_CODES, DX_NAMES, MALIGNANT_DX, SEXES, TONE_GROUPS  # noqa: E402
+from classndiff.pipelines.inputs import ImageInputError, center_square, load_image  # noqa: E402
 
 logger = logging.getLogger("classndiff.app")
 
@@ -69,8 +69,8 @@ ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = Path(os.environ.get("CLASSNDIFF_EXAMPLES", ROOT / "examples"))
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SAMPLERS = ("dpm++", "ddim", "ddpm")
-# Mirrors of classndiff.saliency.CAM_METHODS / diffusion.SAMPLERS (those import torch; a test
-# keeps them equal).
+# Mirrors of classndiff.explain.saliency.CAM_METHODS / models.diffusion.SAMPLERS (those
+# import torch; a test keeps them equal).
 # HiResCAM is left out: for a pooled linear head (this classifier's) it equals Grad-CAM.
 CAM_METHODS = ("gradcam", "gradcam++", "eigencam", "scorecam")
 CAM_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
@@ -155,7 +155,7 @@ class ModelHolder:
     def _load(self) -> None:
         started = time.perf_counter()
         try:
-            from classndiff.pipeline import ClassNDiffPipeline
+            from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
             pipe = ClassNDiffPipeline.from_pretrained(self.source)
             if not ZERO_GPU:
@@ -776,7 +776,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user (bad upload, bad argument)."""
     errors: tuple[type[BaseException], ...] = (ImageInputError,)
     if HOLDER is not None and HOLDER.pipe is not None:
-        from classndiff.pipeline import ClassNDiffArgumentError
+        from classndiff.pipelines.pipeline import ClassNDiffArgumentError
 
         errors += (ClassNDiffArgumentError,)
     return errors

@@ -48,8 +48,8 @@ def tiny_pipe(seed: int = 0) -> Any:
     """A ClassNDiffPipeline over a randomly initialised tiny model: it measures the code
     path, not the embedded model."""
     from classndiff.config import ClassNDiffConfig
-    from classndiff.model import ClassNDiff
-    from classndiff.pipeline import ClassNDiffPipeline
+    from classndiff.models.joint import ClassNDiff
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
     config = ClassNDiffConfig.from_dict({
         "model": TINY_MODEL, "train": {"batch_size": 8, "mixed_precision": "no"},
@@ -60,7 +60,7 @@ def tiny_pipe(seed: int = 0) -> Any:
 
 
 def load_pipe(args: argparse.Namespace) -> Any:
-    from classndiff.pipeline import ClassNDiffPipeline
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
     if args.quick and not args.weights:
         return tiny_pipe(args.seed)
@@ -117,7 +117,7 @@ class MaskedSplit:
 
     def __init__(self, data_dir: Path | None, split: str, size: int, limit: int | None = None):
         from classndiff.data import LesionDataset
-        from classndiff.fairness import RETINT_TARGETS, retint_many
+        from classndiff.trust.fairness import RETINT_TARGETS, retint_many
 
         data = LesionDataset(data_dir, split, image_size=size, masks=True, limit=limit)
         keep = np.flatnonzero(data.has_mask.numpy())

@@ -49,7 +49,7 @@ def tiny_weights(folder: Path) -> Path:
     """A tiny model trained for a few steps on a made-up dataset (the test suite's), for
     --quick without weights: it exercises the app, not the model."""
     from classndiff.config import ClassNDiffConfig
-    from classndiff.train import train
+    from classndiff.training.trainer import train
     from tests.conftest import TINY_MODEL, TINY_TRAIN, make_dataset
 
     data = make_dataset(folder / "data")

@@ -26,8 +26,8 @@ def main() -> None:
     args = p.parse_args()
     setup(args)
     from classndiff.data import LesionDataset
+    from classndiff.evaluation.shifts import SHIFTS
     from classndiff.metrics import classification_metrics
-    from classndiff.shifts import SHIFTS
 
     pipe = load_pipe(args)
     data = LesionDataset(args.data_dir, args.split, image_size=pipe.config.model.pixel_size,

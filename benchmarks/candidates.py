@@ -16,8 +16,9 @@ import time
 import torch
 
 from classndiff.config import ClassNDiffConfig, ModelConfig, TrainConfig
-from classndiff.diffusion import Batch, NoiseSchedule, joint_loss
-from classndiff.model import ClassNDiff
+from classndiff.models.diffusion import NoiseSchedule
+from classndiff.models.joint import ClassNDiff
+from classndiff.training.losses import Batch, joint_loss
 
 CANDIDATES = {
     # name: (model overrides, joint batch fraction)

@@ -35,10 +35,10 @@ def main() -> None:
     setup(args)
 
     from classndiff.data import LesionDataset
-    from classndiff.evaluator import load_evaluator, predict
-    from classndiff.generation import pil_to_uint8
-    from classndiff.inputs import to_pil
+    from classndiff.evaluation.generation import pil_to_uint8
     from classndiff.labels import DX_CODES
+    from classndiff.pipelines.inputs import to_pil
+    from classndiff.training.evaluator import load_evaluator, predict
 
     pipe = load_pipe(args)
     per_pair = 2 if args.quick else args.per_pair

@@ -27,7 +27,7 @@ def main() -> None:
     from diffusers import UNet2DModel
 
     from classndiff.config import ModelConfig
-    from classndiff.model import DiT
+    from classndiff.models.dit import DiT
 
     size = 16 if args.quick else 64
     hidden, depth, heads = (32, 2, 2) if args.quick else (256, 8, 4)

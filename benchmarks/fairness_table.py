@@ -9,7 +9,7 @@ chosen by a rule fixed before the test split is looked at.
 
 Per arm, on the lesion-grouped test split: accuracy, balanced accuracy and malignant AUC
 overall and on the brown skin-tone group, with lesion-bootstrap 95 % intervals; the
-skin-tone counterfactual (classndiff/fairness.py) to the brown and the darker group: flip
+skin-tone counterfactual (classndiff/trust/fairness.py) to the brown and the darker group: flip
 rate and the change of malignant AUC; the adversarial tone head's last training accuracy
 (where the arm has one) beside the majority-group rate it should fall towards.
 
@@ -72,9 +72,9 @@ def tone_head_accuracy(weights: str | None) -> float | None:
 
 
 def measure(pipe: Any, split: MaskedSplit, reps: int, seed: int) -> dict[str, Any]:
-    from classndiff.bootstrap import bootstrap, fast_metrics
-    from classndiff.fairness import flip_report
-    from classndiff.report import nest
+    from classndiff.evaluation.bootstrap import bootstrap, fast_metrics
+    from classndiff.evaluation.report import nest
+    from classndiff.trust.fairness import flip_report
 
     probs = probabilities(pipe, split.images)
     out: dict[str, Any] = {"n": int(len(split.labels))}

@@ -1,6 +1,6 @@
 """The generation bars on a weights folder, through the public `generate`, in a neutral
-feature space (ImageNet EfficientNet-Lite0: classndiff/yardstick.py), each beside the floor
-real images reach at the same count and size.
+feature space (ImageNet EfficientNet-Lite0: classndiff/evaluation/yardstick.py), each
+beside the floor real images reach at the same count and size.
 
     python benchmarks/generator_yardstick.py --weights weights/embedded        # 32 per class
     python benchmarks/generator_yardstick.py --quick                           # tiny (CI)
@@ -31,10 +31,10 @@ def main() -> None:
     args = p.parse_args()
     setup(args)
     from classndiff.data import LesionDataset
-    from classndiff.evaluator import downsample_uint8, load_evaluator, predict
-    from classndiff.generation import pil_to_uint8
+    from classndiff.evaluation.generation import pil_to_uint8
+    from classndiff.evaluation.yardstick import ImageNetFeatures, border_ita, yardstick
     from classndiff.labels import DX_CODES, TONE_GROUPS
-    from classndiff.yardstick import ImageNetFeatures, border_ita, yardstick
+    from classndiff.training.evaluator import downsample_uint8, load_evaluator, predict
 
     pipe = load_pipe(args)
     per_class = 4 if args.quick else args.per_class
@@ -100,7 +100,7 @@ def main() -> None:
     result["seconds_generate_all"] = round(generate_s, 1)
 
     if args.grid:
-        from classndiff.generation import sample_grid
+        from classndiff.evaluation.generation import sample_grid
 
         keep = np.concatenate([np.flatnonzero(fake_labels == c)[:8] for c in range(len(DX_CODES))])
         sample_grid(fake[keep], fake_labels[keep], np.full(len(keep), len(TONE_GROUPS)),

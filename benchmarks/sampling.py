@@ -34,7 +34,7 @@ def reference_set(args, size: int):  # noqa: ANN001, ANN201
 
 
 def evaluator_for(args):  # noqa: ANN001, ANN201
-    from classndiff.evaluator import Evaluator, EvaluatorConfig, load_evaluator
+    from classndiff.training.evaluator import Evaluator, EvaluatorConfig, load_evaluator
 
     path = args.evaluator or (None if args.quick else str(ROOT / "weights/evaluator"))
     if path:
@@ -45,7 +45,7 @@ def evaluator_for(args):  # noqa: ANN001, ANN201
 
 def run(pipe, sampler: str, steps: int, labels, seeds: list[int], batch: int):  # noqa: ANN001, ANN201
     """All images for one sampler, in batches; returns (uint8 images, seconds)."""
-    from classndiff.diffusion import make_scheduler, sample
+    from classndiff.models.diffusion import make_scheduler, sample
 
     out, seconds = [], 0.0
     guidance = pipe.config.sampling.guidance_scale
@@ -73,7 +73,7 @@ def main() -> None:
     p.add_argument("--slow-steps", type=int, default=250)
     args = p.parse_args()
     setup(args)
-    from classndiff.generation import frechet_distance
+    from classndiff.evaluation.generation import frechet_distance
 
     pipe = load_pipe(args)
     evaluator = evaluator_for(args)

@@ -20,7 +20,8 @@ def train_step_seconds(pipe, batch_size: int, repeats: int) -> float:  # noqa: A
     the model, with the config's mixed precision."""
     import copy
 
-    from classndiff.diffusion import Batch, NoiseSchedule, joint_loss
+    from classndiff.models.diffusion import NoiseSchedule
+    from classndiff.training.losses import Batch, joint_loss
 
     config = pipe.config
     model = copy.deepcopy(pipe.model).float().train()

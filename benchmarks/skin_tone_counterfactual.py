@@ -1,5 +1,5 @@
 """The skin-tone counterfactual test on a weights folder: every test image with an expert
-mask, its skin re-tinted (CIELAB, lesion untouched: classndiff/fairness.py) to the brown and
+mask, its skin re-tinted (CIELAB, lesion untouched: classndiff/trust/fairness.py) to the brown and
 the darker group's ITA; how often the diagnosis flips, the change in P(malignant), accuracy
 and malignant AUC before and after.
 
@@ -39,7 +39,7 @@ def main() -> None:
     p.add_argument("--figure", type=Path)
     args = p.parse_args()
     setup(args)
-    from classndiff.fairness import flip_report, skin_ita
+    from classndiff.trust.fairness import flip_report, skin_ita
 
     pipe = load_pipe(args)
     data = MaskedSplit(args.data_dir, args.split, pipe.config.model.pixel_size,

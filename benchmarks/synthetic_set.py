@@ -32,7 +32,7 @@ def main() -> None:
         args.output = Path(tempfile.mkdtemp(prefix="classndiff-synthetic-"))
     from PIL import Image
 
-    from classndiff.generation import generate_cells
+    from classndiff.evaluation.generation import generate_cells
     from classndiff.labels import DX_CODES, TONE_GROUPS
 
     pipe = load_pipe(args)

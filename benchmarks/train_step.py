@@ -4,7 +4,8 @@
     python benchmarks/train_step.py                               # configs/embedded.json
     python benchmarks/train_step.py --quick                       # tiny model (CI)
 
-joint: one denoiser pass; x̂0 from that ε̂ feeds the classifier (classndiff.diffusion.joint_loss).
+joint: one denoiser pass; x̂0 from that ε̂ feeds the classifier
+(classndiff.training.losses.joint_loss).
 upstream: the published code's step — on a random quarter of steps a SECOND denoiser pass
 makes the classifier's input (upstream_style_loss). Both include the classifier on real
 images, backward and AdamW, with the config's mixed precision. Steps alternate in blocks
@@ -36,7 +37,7 @@ def build(args):  # noqa: ANN001, ANN201
 
 
 def make_batch(config, batch_size: int, generator: torch.Generator):  # noqa: ANN001, ANN201
-    from classndiff.diffusion import Batch
+    from classndiff.training.losses import Batch
 
     m = config.model
     return Batch(torch.rand(batch_size, 3, m.image_size, m.image_size, generator=generator) * 2 - 1,
@@ -54,8 +55,9 @@ def main() -> None:
     p.add_argument("--block", type=int, default=4, help="steps per alternating block")
     args = p.parse_args()
     setup(args)
-    from classndiff.diffusion import NoiseSchedule, joint_loss, upstream_style_loss
-    from classndiff.model import ClassNDiff
+    from classndiff.models.diffusion import NoiseSchedule
+    from classndiff.models.joint import ClassNDiff
+    from classndiff.training.losses import joint_loss, upstream_style_loss
 
     config = build(args)
     t = config.train

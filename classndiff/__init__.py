@@ -6,11 +6,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):  # lazy: `import classndiff` stays cheap (no torch)
     if name in ("ClassNDiffPipeline", "Diagnosis", "Generation", "ClassNDiffArgumentError"):
-        from . import pipeline
+        from classndiff.pipelines import pipeline
 
         return getattr(pipeline, name)
     if name == "ImageInputError":
-        from .inputs import ImageInputError
+        from classndiff.pipelines.inputs import ImageInputError
 
         return ImageInputError
     raise AttributeError(name)

@@ -1,5 +1,5 @@
 """`python -m classndiff …` is the `classndiff` command."""
 
-from .cli import main
+from classndiff.cli.main import main
 
 raise SystemExit(main())

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ClassNDiffConfig
-from .model import ClassNDiff
+from classndiff.config import ClassNDiffConfig
+from classndiff.models.joint import ClassNDiff
 
 logger = logging.getLogger(__name__)
 

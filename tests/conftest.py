@@ -88,7 +88,7 @@ def tiny_config(tiny_data: Path):
 @pytest.fixture(scope="session")
 def tiny_weights(tiny_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained for a few steps and exported: a real checkpoint folder."""
-    from classndiff.train import train
+    from classndiff.training.trainer import train
 
     out = tmp_path_factory.mktemp("tiny_run")
     train(tiny_config, out)

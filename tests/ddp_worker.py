@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from classndiff.config import ClassNDiffConfig
-from classndiff.train import Trainer
+from classndiff.training.trainer import Trainer
 
 
 def digest(model: torch.nn.Module) -> list[float]:

@@ -103,8 +103,8 @@ def test_zerogpu_decorates_the_model_calls_when_spaces_is_importable(tmp_path: P
 
 
 def test_mirrored_vocabularies_match_the_package(app: ModuleType) -> None:
-    from classndiff.diffusion import SAMPLERS
-    from classndiff.saliency import CAM_METHODS
+    from classndiff.explain.saliency import CAM_METHODS
+    from classndiff.models.diffusion import SAMPLERS
 
     assert app.SAMPLERS == SAMPLERS
     # The app offers every package method but HiResCAM, which equals Grad-CAM for this head.

@@ -1,6 +1,6 @@
-"""The package's dependencies point one way: no import cycles (lazy imports inside functions
-count: a cycle through a command-line harness is still a cycle), and the library below the
-pipeline never reaches up to the pipeline, the harnesses, the report or the CLI."""
+"""The package's dependencies point one way: each layer imports only the layers below it
+(lazy imports inside functions count: a cycle through a command-line harness is still a
+cycle), and no module imports a cycle back into itself."""
 
 from __future__ import annotations
 
@@ -8,42 +8,46 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "classndiff"
-# The top: what users run. Nothing in the library may import these.
-UPPER = {"pipeline", "cli", "checks", "report", "card", "evaluate", "export", "__main__"}
-# The library under the pipeline (models, training, trust, explanation, measures).
-LIBRARY = {"config", "labels", "lr", "checkpoint", "backbones", "model", "diffusion", "data",
-           "skintone", "trust", "saliency", "fairness", "metrics", "bootstrap", "inputs",
-           "objective", "loop", "train", "evaluator", "shifts", "plots", "hub"}
+# Bottom to top. A module may import its own layer's other modules and anything below.
+LAYERS = [
+    {"config", "labels", "plots", "metrics", "data"},  # core: no model, no training
+    {"models"},
+    {"hub", "trust", "explain"},  # persistence, and pure functions over the models
+    {"training"},
+    {"pipelines"},
+    {"evaluation"},
+    {"cli", "__main__", "__init__"},
+]
+RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def unit(module: str) -> str:
+    """The layer unit a module belongs to: its subpackage, or its own name at the top."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports_of(path: Path) -> set[str]:
     """The classndiff modules a file imports, anywhere in it (top level or inside functions)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:  # from .x import y
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:  # from . import x
-                found.update(alias.name for alias in node.names)
-            elif node.module and node.module.startswith("classndiff"):
-                parts = node.module.split(".")
-                found.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
+            if node.level:
+                raise AssertionError(f"{path}: relative import; the package uses absolute ones")
+            if node.module and node.module.split(".")[0] == "classndiff":
+                found.add(node.module)
         elif isinstance(node, ast.Import):
-            for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[0] == "classndiff" and len(parts) > 1:
-                    found.add(parts[1])
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(
-                node.func, "attr", None)) in ("__import__", "import_module"):
-            for arg in node.args:
-                if isinstance(arg, ast.Constant) and str(arg.value).startswith("classndiff."):
-                    found.add(str(arg.value).split(".")[1])
-    return (found & modules) - {path.stem}
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "classndiff")
+    return found
 
 
 def graph(package: Path = PACKAGE) -> dict[str, set[str]]:
-    modules = {p.stem for p in package.glob("*.py")}
-    return {path.stem: imports_of(path, modules) for path in package.glob("*.py")}
+    return {module_name(p): imports_of(p) for p in package.rglob("*.py")}
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -68,25 +72,33 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for module, targets in edges.items():
+        for target in targets:
+            low, high = unit(module), unit(target)
+            if target != "classndiff" and RANK[high] > RANK[low]:
+                bad.append(f"{module} → {target}")
+    return sorted(bad)
+
+
+def test_every_module_has_a_layer() -> None:
+    missing = {unit(m) for m in graph()} - set(RANK)
+    assert not missing, f"add {sorted(missing)} to LAYERS"
+
+
 def test_the_package_has_no_import_cycle() -> None:
     cycle = find_cycle(graph())
     assert cycle is None, "import cycle: " + " → ".join(cycle or [])
 
 
-def test_the_library_never_imports_the_layers_above_it() -> None:
-    edges = graph()
-    assert LIBRARY <= set(edges), sorted(LIBRARY - set(edges))  # the lists name real modules
-    upward = {f"{low} → {high}" for low in LIBRARY for high in edges[low] & UPPER}
-    assert not upward, sorted(upward)
+def test_every_import_points_down_the_layers() -> None:
+    assert not upward_imports(graph())
 
 
-def test_the_checker_sees_lazy_and_absolute_imports(tmp_path: Path) -> None:
-    """The test above can fail: an import inside a function, or by absolute name, counts."""
-    (tmp_path / "a.py").write_text("def f():\n    from .b import x\n")
-    (tmp_path / "b.py").write_text("def g():\n    __import__('classndiff.c')\n")
-    (tmp_path / "c.py").write_text("import classndiff.a\nimport numpy\n")
-    edges = graph(tmp_path)
-    assert edges == {"a": {"b"}, "b": {"c"}, "c": {"a"}}
-    assert find_cycle(edges) == ["a", "b", "c", "a"]
-    (tmp_path / "c.py").write_text("import numpy\n")
-    assert find_cycle(graph(tmp_path)) is None
+def test_the_checks_catch_a_cycle_and_an_upward_import() -> None:
+    """The tests above can fail: a made-up graph with a cycle and an upward edge."""
+    edges = {"classndiff.models.dit": {"classndiff.pipelines.pipeline"},
+             "classndiff.pipelines.pipeline": {"classndiff.models.dit"}}
+    assert find_cycle(edges) is not None
+    assert upward_imports(edges) == ["classndiff.models.dit → classndiff.pipelines.pipeline"]

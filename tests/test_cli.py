@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classndiff.cli import main
+from classndiff.cli.main import main
 from tests.conftest import make_lesion
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classndiff.counterfactual import lesion_mask
-from classndiff.inputs import to_model_tensor
-from classndiff.pipeline import ClassNDiffArgumentError, Diagnosis
+from classndiff.pipelines.counterfactual import lesion_mask
+from classndiff.pipelines.inputs import to_model_tensor
+from classndiff.pipelines.pipeline import ClassNDiffArgumentError, Diagnosis
 
 
 def lesion_photo(size: int = 96) -> Image.Image:
@@ -85,7 +85,7 @@ def test_default_target_is_the_other_side(tiny_pipe, monkeypatch, predicted, exp
     fake = Diagnosis(probabilities=probabilities, malignant=0.35, prediction=predicted,
                      confidence=0.55)
     monkeypatch.setattr(tiny_pipe, "_diagnose", lambda *a, **k: fake)
-    monkeypatch.setattr("classndiff.pipeline.sdedit",
+    monkeypatch.setattr("classndiff.pipelines.pipeline.sdedit",
                         lambda model, scheduler, x0, *a, **k: x0)  # the choice is all we test
     cf = tiny_pipe.counterfactual(lesion_photo(), steps=2)
     assert cf.target == expected

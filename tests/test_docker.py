@@ -81,7 +81,7 @@ def test_every_copy_source_exists_and_is_sent_to_the_build() -> None:
 
 
 @pytest.mark.parametrize("path", ["app.py", "requirements.txt", "classndiff/__init__.py",
-                                  "classndiff/pipeline.py", "configs/embedded.json"])
+                                  "classndiff/pipelines/pipeline.py", "configs/embedded.json"])
 def test_what_the_app_needs_exists_and_goes_into_the_image(path: str) -> None:
     assert (ROOT / path).is_file(), path
     assert not ignored(path), f"{path} is excluded by .dockerignore"

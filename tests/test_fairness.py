@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classndiff.fairness import RETINT_TARGETS, flip_report, retint_skin, skin_ita
+from classndiff.trust.fairness import RETINT_TARGETS, flip_report, retint_skin, skin_ita
 
 
 def photo(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +56,7 @@ def test_flip_report_arithmetic() -> None:
 def test_gradient_reversal_flips_and_scales_the_gradient() -> None:
     import torch
 
-    from classndiff.model import GradientReversal
+    from classndiff.models.classifier import GradientReversal
 
     x = torch.randn(4, 3, requires_grad=True)
     (GradientReversal.apply(x, 0.1) * torch.arange(3.0)).sum().backward()
@@ -68,12 +68,12 @@ def test_tone_adversary_trains_its_head_and_reverses_into_the_features(tiny_conf
     CE's gradient reversed and scaled by adv_scale."""
     import torch
 
-    from classndiff.diffusion import _tone_adversary_loss
+    from classndiff.training.losses import _tone_adversary_loss
     from tests.test_training import _batch
 
     config = tiny_config.override({"model.tone_adversary": True, "train.lambda_adv": 1.0,
                                    "train.adv_scale": 0.5})
-    from classndiff.model import ClassNDiff
+    from classndiff.models.joint import ClassNDiff
 
     torch.manual_seed(0)
     model = ClassNDiff(config.model).eval()
@@ -105,7 +105,7 @@ def test_tone_adversary_trains_its_head_and_reverses_into_the_features(tiny_conf
 
 
 def test_training_with_the_adversary_logs_its_accuracy(tiny_config, tmp_path) -> None:
-    from classndiff.train import Trainer
+    from classndiff.training.trainer import Trainer
 
     config = tiny_config.override({"model.tone_adversary": True, "train.lambda_adv": 0.5})
     Trainer(config, tmp_path).train()
@@ -137,7 +137,7 @@ def test_a_margin_of_skin_inside_the_mask_moves_with_the_skin() -> None:
 def test_retint_augmentation_draws_alike_and_tints_within_the_range() -> None:
     import torch
 
-    from classndiff.data import RETINT_ITA_RANGE, retint_augment
+    from classndiff.training.augment import RETINT_ITA_RANGE, retint_augment
 
     image, lesion = photo(3)
     rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
@@ -162,7 +162,7 @@ def test_retint_leaves_images_without_skin_or_lesion_finite() -> None:
     is all skin; neither may produce NaN (it would poison a training batch)."""
     import torch
 
-    from classndiff.skintone import retint_skin_torch
+    from classndiff.trust.skintone import retint_skin_torch
 
     image, _ = photo(4)
     rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float().repeat(2, 1, 1, 1) / 255

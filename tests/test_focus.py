@@ -14,15 +14,18 @@ from safetensors.torch import load_file
 
 from classndiff.config import ClassNDiffConfig
 from classndiff.data import LesionDataset
-from classndiff.diffusion import (
-    Batch,
-    NoiseSchedule,
-    energy_in_mask,
-    joint_loss,
+from classndiff.evaluation.saliency import _mask_as_cam, mask_energy
+from classndiff.explain.saliency import SaliencyExplainer, find_target_layer
+from classndiff.models.classifier import LesionClassifier, scale_like_grad_cam
+from classndiff.models.diffusion import NoiseSchedule
+from classndiff.models.joint import ClassNDiff
+from classndiff.training.losses import Batch, energy_in_mask, joint_loss
+from classndiff.training.trainer import (
+    Trainer,
+    check_cam_head,
+    predict_dataset,
+    validation_saliency,
 )
-from classndiff.model import ClassNDiff, LesionClassifier, scale_like_grad_cam
-from classndiff.saliency import SaliencyExplainer, _mask_as_cam, find_target_layer, mask_energy
-from classndiff.train import Trainer, check_cam_head, predict_dataset, validation_saliency
 
 
 def square_masks(n: int, size: int, lo: int, hi: int) -> torch.Tensor:
@@ -53,7 +56,7 @@ def test_class_activation_map_is_grad_cam(tiny_config: ClassNDiffConfig) -> None
     classifier = LesionClassifier(config.model).eval()
     pixels = torch.rand(3, 3, 32, 32) * 2 - 1
     classes = torch.tensor([0, 3, 6])
-    from classndiff.saliency import ClassTarget
+    from classndiff.explain.saliency import ClassTarget
 
     explainer = SaliencyExplainer(classifier)
     grad_cam, _ = explainer.maps(pixels, [ClassTarget(int(c)) for c in classes], "gradcam")
@@ -75,7 +78,7 @@ def test_scaled_map_is_what_pytorch_grad_cam_returns(tiny_config: ClassNDiffConf
     torch.manual_seed(1)
     classifier = LesionClassifier(config.model).eval()
     pixels = torch.rand(4, 3, 64, 64) * 2 - 1
-    from classndiff.saliency import ClassTarget
+    from classndiff.explain.saliency import ClassTarget
 
     with torch.no_grad():
         logits, feature_map = classifier.forward_with_maps(pixels)
@@ -93,7 +96,7 @@ def test_grad_cam_without_pytorch_grad_cam_gives_its_maps(tiny_config: ClassNDif
     """The explainer's own Grad-CAM (used where the head average-pools into a linear layer, so
     a diagnosis never imports pytorch-grad-cam) gives pytorch-grad-cam's maps and logits, for
     the predicted class, the malignant log-odds and a named class."""
-    from classndiff.saliency import make_target
+    from classndiff.explain.saliency import make_target
 
     config = tiny_config.override({"model.classifier_output_stride": 16,
                                    "model.classifier_image_size": 64, "model.pixel_size": 64})

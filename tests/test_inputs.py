@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from classndiff import inputs
-from classndiff.inputs import ImageInputError, center_square, load_image, to_model_tensor
+from classndiff.pipelines import inputs
+from classndiff.pipelines.inputs import ImageInputError, center_square, load_image, to_model_tensor
 
 SIZE = 32  # the model side used to check tensors
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from classndiff import ClassNDiffPipeline
-from classndiff.train import Trainer
+from classndiff.training.trainer import Trainer
 from tests.conftest import make_lesion
 
 

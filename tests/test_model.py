@@ -6,16 +6,10 @@ import pytest
 import torch
 
 from classndiff.config import ClassNDiffConfig
-from classndiff.diffusion import (
-    Batch,
-    NoiseSchedule,
-    joint_loss,
-    make_scheduler,
-    sample,
-    upstream_style_loss,
-)
 from classndiff.labels import DX_NULL, SEX_NULL, TONE_NULL
-from classndiff.model import ClassNDiff
+from classndiff.models.diffusion import NoiseSchedule, make_scheduler, sample
+from classndiff.models.joint import ClassNDiff
+from classndiff.training.losses import Batch, joint_loss, upstream_style_loss
 
 
 def tiny(tiny_config: ClassNDiffConfig, **train) -> tuple[ClassNDiff, ClassNDiffConfig]:
@@ -153,8 +147,8 @@ def test_a_unet_denoiser_trains_exports_and_generates_under_the_same_contract(ti
     """`model.denoiser: "unet"` (diffusers' UNet2DModel): the same conditions, guidance and
     training as the DiT, through the exported weights and the public pipeline."""
     from classndiff import ClassNDiffPipeline
-    from classndiff.model import UNetDenoiser
-    from classndiff.train import train
+    from classndiff.models.unet import UNetDenoiser
+    from classndiff.training.trainer import train
 
     config = tiny_config.override({"model.denoiser": "unet", "model.unet_channels": [8, 16],
                                    "model.unet_layers_per_block": 1,

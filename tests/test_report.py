@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from classndiff.bootstrap import bootstrap, fast_metrics, lesion_codes, lesion_resample
-from classndiff.generation import class_fidelity, frechet_distance, kernel_distance
+from classndiff.evaluation.bootstrap import bootstrap, fast_metrics, lesion_codes, lesion_resample
+from classndiff.evaluation.generation import class_fidelity, frechet_distance, kernel_distance
 from classndiff.metrics import classification_metrics
 
 
@@ -63,7 +63,7 @@ def test_fast_metrics_match_scikit_learn() -> None:
     slow = classification_metrics(probs, labels)
     for key in ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc"):
         assert fast[key] == pytest.approx(slow[key], abs=1e-9)
-    from classndiff.report import group_statistic
+    from classndiff.evaluation.report import group_statistic
 
     stat = group_statistic(probs, labels, {"tone": np.array(["lighter", "brown"] * 100)}, 0.5,
                            other=probs[::-1].copy())
@@ -95,7 +95,7 @@ def test_frechet_and_kernel_distance() -> None:
 @pytest.fixture(scope="module")
 def tiny_evaluator(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An evaluator with random weights: the report's plumbing, not its numbers."""
-    from classndiff.evaluator import Evaluator, EvaluatorConfig, save_evaluator
+    from classndiff.training.evaluator import Evaluator, EvaluatorConfig, save_evaluator
 
     torch.manual_seed(0)
     model = Evaluator(EvaluatorConfig(backbone="test_resnet", image_size=32))
@@ -104,7 +104,7 @@ def tiny_evaluator(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_report_end_to_end(tiny_weights: Path, tiny_data: Path, tiny_evaluator: Path,
                            tmp_path: Path) -> None:
-    from classndiff.cli import main
+    from classndiff.cli.main import main
 
     out = tmp_path / "report"
     code = main(["evaluate", str(tiny_weights), "--report", str(out), "--data-dir",
@@ -156,7 +156,7 @@ def test_compare_with_a_denoiser_only_folder(tiny_pipe, tiny_weights: Path,  # n
 
     from safetensors.torch import save_file
 
-    from classndiff.report import load_compare
+    from classndiff.evaluation.report import load_compare
 
     state = {f"denoiser.{k}": v.half().contiguous()
              for k, v in tiny_pipe.model.denoiser.state_dict().items()}

@@ -11,20 +11,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 from classndiff import ClassNDiffArgumentError
-from classndiff.labels import DX_CODES, MALIGNANT_DX
-from classndiff.saliency import (
+from classndiff.evaluation.saliency import mask_energy, measure_latency, measure_mask_energy
+from classndiff.explain.saliency import (
     CAM_METHODS,
     ClassTarget,
     MalignantTarget,
     SaliencyExplainer,
     find_target_layer,
     make_target,
-    mask_energy,
-    measure_latency,
-    measure_mask_energy,
     normalize_method,
     overlay_map,
 )
+from classndiff.labels import DX_CODES, MALIGNANT_DX
 from tests.conftest import make_lesion
 
 
@@ -237,7 +235,7 @@ def test_mask_energy_arithmetic() -> None:
 
 
 def test_mask_overlap_tells_a_spot_from_a_map_that_covers_the_lesion() -> None:
-    from classndiff.saliency import mask_overlap
+    from classndiff.evaluation.saliency import mask_overlap
 
     mask = np.zeros((8, 8), bool)
     mask[2:6, 2:6] = True
@@ -252,7 +250,7 @@ def test_mask_overlap_tells_a_spot_from_a_map_that_covers_the_lesion() -> None:
 
 
 def test_mask_ceiling_at_a_layer_resolution() -> None:
-    from classndiff.saliency import _mask_as_cam
+    from classndiff.evaluation.saliency import _mask_as_cam
 
     mask = np.zeros((32, 32), bool)
     mask[:16, :16] = True  # one quarter, aligned with a 2×2 grid: exactly representable

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage.color import lab2rgb, rgb2lab
 
-from classndiff.skintone import estimate_skin_tone, ita_bin, tone_group
+from classndiff.trust.skintone import estimate_skin_tone, ita_bin, tone_group
 
 
 def skin_rgb(lightness: float, a: float, b: float) -> tuple[np.ndarray, float, float]:

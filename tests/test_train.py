@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from classndiff.data import augment, read_metadata
+from classndiff.data import read_metadata
 from classndiff.hub import load_pretrained
-from classndiff.lr import lr_factor
-from classndiff.train import Trainer
+from classndiff.training.augment import augment
+from classndiff.training.lr import lr_factor
+from classndiff.training.trainer import Trainer
 
 
 def test_augment_is_a_per_image_dihedral_map() -> None:

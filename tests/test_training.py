@@ -14,10 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from classndiff.diffusion import Batch, NoiseSchedule, joint_loss, sample
 from classndiff.labels import DX_NULL, SEX_NULL, TONE_NULL
-from classndiff.model import ClassNDiff
-from classndiff.train import Trainer
+from classndiff.models.diffusion import NoiseSchedule, sample
+from classndiff.models.joint import ClassNDiff
+from classndiff.training.losses import Batch, joint_loss
+from classndiff.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -268,7 +269,7 @@ def test_condition_dropout_only_in_training(tiny_config) -> None:
 def test_guidance_nulls_exactly_the_guided_conditions(tiny_config, guided: str) -> None:
     """The unconditional half of classifier-free guidance nulls the guided conditions and
     keeps every other one; guidance 1 runs the conditional pass only."""
-    from classndiff.diffusion import make_scheduler
+    from classndiff.models.diffusion import make_scheduler
 
     model = _model(tiny_config).eval()
     calls = []
@@ -327,8 +328,8 @@ def test_best_by_validation_keeps_the_better_classifier(tiny_config, tmp_path: P
 def test_the_evaluator_trains_on_the_same_loop_and_resumes_exactly(tmp_path: Path) -> None:
     """One loop for every model: the independent evaluator is a TrainingLoop too, with the
     same checkpoint format and the same exact resume (weights, EMA, best, optimizer)."""
-    from classndiff.evaluator import EvaluatorConfig, EvaluatorTrainer
-    from classndiff.loop import TrainingLoop
+    from classndiff.training.evaluator import EvaluatorConfig, EvaluatorTrainer
+    from classndiff.training.loop import TrainingLoop
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=generator)

@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 from classndiff import ClassNDiffPipeline
-from classndiff.checks import (
+from classndiff.cli.checks import (
     bad_input_corpus,
     calibrate_folder,
     measure_bad_inputs,
@@ -21,7 +21,7 @@ from classndiff.checks import (
 )
 from classndiff.labels import DX_CODES
 from classndiff.metrics import expected_calibration_error
-from classndiff.trust import (
+from classndiff.trust.abstention import (
     STAT_NAMES,
     OODDetector,
     calibration_summary,
@@ -235,7 +235,7 @@ def test_bad_input_corpus_never_crashes_diagnose(calibrated) -> None:
 
 
 def test_cli_calibrate(tiny_weights, tiny_data, tmp_path, capsys) -> None:
-    from classndiff.cli import main
+    from classndiff.cli.main import main
 
     folder = tmp_path / "weights"
     shutil.copytree(tiny_weights, folder)

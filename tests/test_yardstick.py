@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from classndiff.backbones import load_imagenet_weights, map_by_order, pypi_weights_file
-from classndiff.yardstick import (
+from classndiff.evaluation.yardstick import (
     blockiness,
     border_ita,
     diversity,
     precision_recall,
     within_class_diversity,
 )
+from classndiff.models.backbones import load_imagenet_weights, map_by_order, pypi_weights_file
 
 
 def test_precision_recall_on_known_sets() -> None:
@@ -109,7 +109,7 @@ def test_imagenet_weights_from_the_wheel_classify_imagenet_images() -> None:
 
 
 def test_camera_shifts_change_colour_not_geometry() -> None:
-    from classndiff.shifts import SHIFTS, colour_temperature, gamma, vignette
+    from classndiff.evaluation.shifts import SHIFTS, colour_temperature, gamma, vignette
 
     rng = np.random.default_rng(0)
     image = rng.integers(30, 220, (32, 32, 3)).astype(np.uint8)

@@ -18,13 +18,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from . import __version__
-from .config import ClassNDiffConfig
-from .counterfactual import Counterfactual, difference_image, lesion_mask, resize_mask, sdedit
-from .diffusion import SAMPLERS, denoiser_input, make_scheduler, sample
-from .hub import ResolvedWeights, load_pretrained, load_vae, resolve, save_pretrained
-from .inputs import ImageInputError, center_square, load_image, to_model_tensor, to_pil
-from .labels import (
+from classndiff import __version__
+from classndiff.config import ClassNDiffConfig
+from classndiff.explain.saliency import Saliency, SaliencyExplainer, make_target, normalize_method
+from classndiff.hub import ResolvedWeights, load_pretrained, load_vae, resolve, save_pretrained
+from classndiff.labels import (
     DX_CODES,
     MALIGNANT_DX,
     SEXES,
@@ -34,16 +32,30 @@ from .labels import (
     encode_tone,
     malignant_mask,
 )
-from .model import ClassNDiff
-from .saliency import Saliency, SaliencyExplainer, make_target, normalize_method
-from .skintone import estimate_skin_tone
-from .trust import (
+from classndiff.models.diffusion import SAMPLERS, denoiser_input, make_scheduler, sample
+from classndiff.models.joint import ClassNDiff
+from classndiff.pipelines.counterfactual import (
+    Counterfactual,
+    difference_image,
+    lesion_mask,
+    resize_mask,
+    sdedit,
+)
+from classndiff.pipelines.inputs import (
+    ImageInputError,
+    center_square,
+    load_image,
+    to_model_tensor,
+    to_pil,
+)
+from classndiff.trust.abstention import (
     OODDetector,
     blank_reason,
     colour_reason,
     image_statistics,
     logits_and_features,
 )
+from classndiff.trust.skintone import estimate_skin_tone
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .data import LesionDataset
-from .metrics import classification_metrics
+from classndiff import __version__
+from classndiff.data import LesionDataset
+from classndiff.metrics import classification_metrics
 
 
 @torch.no_grad()

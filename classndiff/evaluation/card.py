@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backbones import IMAGENET_SOURCE, PYPI_IMAGENET_WEIGHTS
-from .config import Abstention
-from .labels import DX_CODES, DX_NAMES, TONE_GROUPS
-from .plots import pyplot, save_figure
-from .saliency import CAM_NAMES
+from classndiff.config import Abstention
+from classndiff.explain.saliency import CAM_NAMES
+from classndiff.labels import DX_CODES, DX_NAMES, TONE_GROUPS
+from classndiff.models.backbones import IMAGENET_SOURCE, PYPI_IMAGENET_WEIGHTS
+from classndiff.plots import pyplot, save_figure
 
 
 def plot_training_log(log_csv: str | Path, png: str | Path) -> Path:
@@ -331,7 +331,7 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
     """Render MODEL_CARD.md from what commands wrote: config.json (training, calibration),
     metrics.json (`classndiff evaluate`), the evaluator's config, and the report's
     metrics.json when it exists. No number in the card is typed by hand."""
-    from .config import ClassNDiffConfig
+    from classndiff.config import ClassNDiffConfig
 
     weights = Path(weights)
     config = ClassNDiffConfig.from_json(weights / "config.json")

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .checkpoint import load_checkpoint, load_rng, save_checkpoint, save_rng
-from .lr import lr_factor
+from classndiff.training.checkpoint import load_checkpoint, load_rng, save_checkpoint, save_rng
+from classndiff.training.lr import lr_factor
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bootstrap import (
+from classndiff.evaluation.bootstrap import (
     GROUP_METRICS,
     MALIGNANT,
     auc,
@@ -32,8 +32,8 @@ from .bootstrap import (
     lesion_codes,
     lesion_resample,
 )
-from .labels import DX_CODES, MALIGNANT_DX, TONE_GROUPS
-from .plots import pyplot, save_figure
+from classndiff.labels import DX_CODES, MALIGNANT_DX, TONE_GROUPS
+from classndiff.plots import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def classification_section(
 ) -> dict[str, Any]:
     """Headline metrics, thresholds, group metrics with CIs (and paired differences
     against `other_probs`, a second model's test probabilities)."""
-    from .metrics import classification_metrics
+    from classndiff.metrics import classification_metrics
 
     labels = test.dx.numpy()
     probs = predict_probs(pipe, test)
@@ -337,8 +337,8 @@ def load_compare(compare: str | Path, pipe: Any) -> tuple[Any, dict[str, Any]]:
 
     from safetensors.torch import load_file
 
-    from .config import ClassNDiffConfig
-    from .pipeline import ClassNDiffPipeline
+    from classndiff.config import ClassNDiffConfig
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
     folder = Path(compare)
     if (folder / "model.safetensors").is_file() or not (folder / "denoiser.safetensors").is_file():
@@ -384,7 +384,7 @@ def _recorded(folder: Path) -> dict[str, Any]:
 
 
 def _load_evaluator(directory: str | Path | None) -> Any:
-    from .evaluator import load_evaluator
+    from classndiff.training.evaluator import load_evaluator
 
     if directory is None or not Path(directory).exists():
         return None
@@ -397,7 +397,7 @@ def generation_section(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Generate per (dx × {any, lighter, brown, darker}), score in evaluator space, CAS,
     sample grid. Returns (metrics, the generated set) — the set feeds the fairness run."""
-    from .generation import (
+    from classndiff.evaluation.generation import (
         classification_accuracy_score,
         frechet_distance,
         generate_cells,
@@ -461,7 +461,7 @@ def cas_real_reference(train: Any, test: Any, count_per_class: int, steps: int, 
                        ) -> dict[str, Any]:
     """CAS's yardstick: the same recipe and budget on the same number of REAL train images
     per class (or all of a class when it has fewer)."""
-    from .generation import classification_accuracy_score
+    from classndiff.evaluation.generation import classification_accuracy_score
 
     rng = np.random.default_rng(seed)
     labels = train.dx.numpy()
@@ -478,7 +478,7 @@ def fairness_experiment(
     """Train the small classifier on real train images, with and without `per_class`
     synthetic images per class of each of the brown and darker tone cells; compare per-tone
     metrics on real test (lesion-bootstrap CIs, paired differences augmented − baseline)."""
-    from .evaluator import EvaluatorConfig, predict, train_classifier
+    from classndiff.training.evaluator import EvaluatorConfig, predict, train_classifier
 
     brown, darker = TONE_GROUPS.index("brown"), TONE_GROUPS.index("darker")
     chosen = []
@@ -487,7 +487,7 @@ def fairness_experiment(
             idx = np.flatnonzero((synthetic["dx"] == c) & (synthetic["tone"] == g))
             chosen.extend(idx[:per_class].tolist())
     chosen = np.array(chosen, dtype=int)
-    from .evaluator import downsample_uint8
+    from classndiff.training.evaluator import downsample_uint8
 
     size = EvaluatorConfig().image_size
     real_images = downsample_uint8(train.images, size)
@@ -539,7 +539,7 @@ def fairness_experiment(
 
 def saliency_section(pipe: Any, data_dir: Any, methods: Sequence[str], limit: int | None
                      ) -> dict[str, Any]:
-    from .saliency import measure_mask_energy
+    from classndiff.evaluation.saliency import measure_mask_energy
 
     out = {}
     for method in methods:
@@ -577,10 +577,10 @@ def build_report(
 ) -> dict[str, Any]:
     """Everything above for one model (and optionally a second to compare), written to
     out_dir. Returns the metrics dictionary that metrics.json holds."""
-    from . import __version__
-    from .data import LesionDataset
-    from .evaluate import write_json
-    from .pipeline import ClassNDiffPipeline
+    from classndiff import __version__
+    from classndiff.data import LesionDataset
+    from classndiff.evaluation.evaluate import write_json
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
     say = progress or (lambda text: logger.info(text))
     started = time.perf_counter()
@@ -641,7 +641,7 @@ def build_report(
                 cas_steps, fd_reps, real_feats)
             t = lap(f"generation ({compare_name})", t)
         if cas_steps > 0:
-            from .evaluator import load_split
+            from classndiff.training.evaluator import load_split
 
             train = load_split(data_dir, "train", 64, limit)
             generation["cas_real_reference"] = cas_real_reference(
@@ -650,11 +650,11 @@ def build_report(
 
     fairness: dict[str, Any] = {}
     if fairness_augment > 0:
-        from .evaluator import load_split
+        from classndiff.training.evaluator import load_split
 
         if generated is None or generate_per_cell < fairness_augment:
             cells = [(code, tone) for code in DX_CODES for tone in ("brown", "darker")]
-            from .generation import generate_cells
+            from classndiff.evaluation.generation import generate_cells
 
             generated = generate_cells(pipe, cells, fairness_augment, seed=seed + 1)
         train = load_split(data_dir, "train", 64, limit)

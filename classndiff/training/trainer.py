@@ -13,20 +13,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from .config import ClassNDiffConfig
-from .data import LesionDataset, augment, cached_latents, retint_augment, strong_augment
-from .diffusion import (
-    Batch,
-    NoiseSchedule,
-    denoiser_input,
-    draw_step_noise,
-    energy_in_mask,
-)
-from .hub import load_vae, save_pretrained
-from .loop import LoopSettings, TrainingLoop
-from .metrics import classification_metrics, selection_score
-from .model import ClassNDiff, LesionClassifier, scale_like_grad_cam
-from .objective import TrainingObjective
+from classndiff.config import ClassNDiffConfig
+from classndiff.data import LesionDataset, cached_latents
+from classndiff.hub import load_vae, save_pretrained
+from classndiff.metrics import classification_metrics, selection_score
+from classndiff.models.classifier import LesionClassifier, scale_like_grad_cam
+from classndiff.models.diffusion import NoiseSchedule, denoiser_input
+from classndiff.models.joint import ClassNDiff
+from classndiff.training.augment import augment, retint_augment, strong_augment
+from classndiff.training.loop import LoopSettings, TrainingLoop
+from classndiff.training.losses import Batch, draw_step_noise, energy_in_mask
+from classndiff.training.objective import TrainingObjective
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .hub import CONFIG_NAME, WEIGHTS_NAME, resolve
+from classndiff.hub import CONFIG_NAME, WEIGHTS_NAME, resolve
 
 CARD_TEMPLATE = """---
 license: cc-by-nc-4.0

@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .config import TrainConfig
-from .diffusion import Batch, NoiseSchedule, joint_loss, upstream_style_loss
-from .model import ClassNDiff
+from classndiff.config import TrainConfig
+from classndiff.models.diffusion import NoiseSchedule
+from classndiff.models.joint import ClassNDiff
+from classndiff.training.losses import Batch, joint_loss, upstream_style_loss
 
 STEP_KINDS = {"joint": joint_loss, "upstream": upstream_style_loss}
 

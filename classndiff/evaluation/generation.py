@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .labels import DX_CODES, TONE_GROUPS
-from .plots import pyplot, save_figure
+from classndiff.labels import DX_CODES, TONE_GROUPS
+from classndiff.plots import pyplot, save_figure
 
 
 # ------------------------------------------------------------------ distances
@@ -133,8 +133,8 @@ def classification_accuracy_score(
 ) -> dict[str, Any]:
     """Train a small classifier (the evaluator's recipe, a fixed step budget) on the given
     images only — generated ones, for CAS — and score it on real test images."""
-    from .evaluator import EvaluatorConfig, predict, train_classifier
-    from .metrics import classification_metrics
+    from classndiff.metrics import classification_metrics
+    from classndiff.training.evaluator import EvaluatorConfig, predict, train_classifier
 
     config = EvaluatorConfig(steps=steps, warmup_steps=max(1, min(100, steps // 5)), seed=seed,
                              batch_size=min(64, len(train_images)))

@@ -1,4 +1,5 @@
-"""Where the classifier looked: pytorch-grad-cam over the model's timm backbone.
+"""Where the classifier looked: class-activation maps over the model's timm backbone
+(Grad-CAM computed directly where the head allows it, pytorch-grad-cam for the others).
 
     explainer = SaliencyExplainer(pipe.model.classifier)
     s = explainer(pixels, target="malignant", method="gradcam++")   # s.map: (H, W) in [0, 1]
@@ -6,19 +7,14 @@
 
 The CAM objects are built once per method and cached: their hooks record only inside a CAM
 call (plain classification pays nothing), and the gradient stops at the target layer, so a
-Grad-CAM costs about one forward pass.
-
-`classndiff saliency WEIGHTS` measures the share of CAM energy inside the expert
-lesion masks of the HAM10000 test split.
+Grad-CAM costs about one forward pass. The measures (energy inside the expert lesion
+masks) are in `classndiff.evaluation.saliency`.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +22,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from .labels import DX_CODES, MALIGNANT_DX
+from classndiff.labels import DX_CODES, MALIGNANT_DX
 
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "eigencam", "scorecam")
 # Computed without pytorch-grad-cam when the head allows it (see SaliencyExplainer.native).
@@ -339,7 +335,7 @@ class SaliencyExplainer:
     def _native_grad_cam(
         self, pixels: torch.Tensor, targets: Sequence[Callable] | None
     ) -> tuple[np.ndarray, torch.Tensor]:
-        from .model import scale_like_grad_cam
+        from classndiff.models.classifier import scale_like_grad_cam
 
         was_training = self.classifier.training
         self.classifier.eval()
@@ -388,121 +384,3 @@ class SaliencyExplainer:
         return Saliency(cam, overlay, method, target_name, self.layer_name)
 
 
-def mask_energy(cam: np.ndarray, mask: np.ndarray) -> float:
-    """Share of the map's total energy that falls inside the mask (1 = all inside)."""
-    total = float(cam.sum())
-    return float(cam[mask].sum() / total) if total > 0 else float("nan")
-
-
-def mask_overlap(cam: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> tuple[float, float]:
-    """(IoU, lesion coverage) of the map's hot region (cam ≥ threshold) with the mask. Energy
-    in the mask alone rewards a map squeezed into one spot of the lesion; coverage says how
-    much of the lesion the map actually marks."""
-    hot = cam >= threshold
-    inter = float(np.logical_and(hot, mask).sum())
-    union = float(np.logical_or(hot, mask).sum())
-    area = float(mask.sum())
-    return (inter / union if union else float("nan"), inter / area if area else float("nan"))
-
-
-# ------------------------------------------------------------------ measurement (CLI)
-def _mask_as_cam(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """What a CAM that knew the mask exactly could show at the layer's resolution: the mask
-    averaged to `grid`, upsampled and scaled as pytorch-grad-cam does. Its mask energy is a
-    ceiling for maps taken at that layer (a 4×4 map cannot hug a lesion's outline)."""
-    x = torch.from_numpy(mask.astype(np.float32))[None, None]
-    small = torch.nn.functional.adaptive_avg_pool2d(x, grid)
-    up = torch.nn.functional.interpolate(small, size=mask.shape, mode="bilinear",
-                                         align_corners=False)[0, 0]
-    return ((up - up.min()) / (up.max() - up.min() + 1e-7)).numpy()
-
-
-def measure_mask_energy(
-    pipe: Any,
-    data_dir: str | Path | None = None,
-    split: str = "test",
-    method: str = "gradcam",
-    target: str | None = None,
-    limit: int | None = None,
-    batch_size: int = 32,
-) -> dict[str, Any]:
-    """Mean share of CAM energy inside the expert lesion masks (masks/<image_id>.png),
-    next to what a uniform map would score (the mean mask area) for reference."""
-    from .data import LesionDataset, default_data_dir
-
-    root = Path(data_dir) if data_dir else default_data_dir()
-    data = LesionDataset(root, split, image_size=pipe.config.model.pixel_size, limit=limit,
-                         masks=True)
-    if not data.has_mask.all():
-        missing = [data.image_ids[i] for i in (~data.has_mask).nonzero().flatten().tolist()]
-        raise FileNotFoundError(f"no lesion mask in {root / 'masks'} for {len(missing)} image(s), "
-                                f"e.g. {missing[0]}.png")
-    explainer = pipe.explainer
-    size = pipe.config.model.pixel_size
-    energies, areas, ceilings, ious, coverages, by_dx = [], [], [], [], [], {}
-    for start in range(0, len(data), batch_size):
-        index = range(start, min(start + batch_size, len(data)))
-        pixels = torch.stack([data[i]["image"] for i in index]).to(pipe.device)
-        with torch.no_grad():
-            predicted = pipe.model.classify(pixels).argmax(1).tolist()
-        targets = [make_target(target, p)[0] for p in predicted]
-        cams, _ = explainer.maps(pixels, targets, method)
-        recorded = explainer.cam(method).activations_and_grads.activations
-        grid = tuple(recorded[0].shape[-2:]) if recorded else (size, size)
-        for i, cam in zip(index, cams):
-            mask = data.masks[i, 0].numpy() > 0
-            energy = mask_energy(cam, mask)
-            energies.append(energy)
-            iou, coverage = mask_overlap(cam, mask)
-            ious.append(iou)
-            coverages.append(coverage)
-            areas.append(float(mask.mean()))
-            ceilings.append(mask_energy(_mask_as_cam(mask, grid), mask))
-            by_dx.setdefault(data.rows[i]["dx"], []).append(energy)
-    energies_a = np.array(energies)
-    finite = energies_a[np.isfinite(energies_a)]  # an all-zero map has no energy to share
-
-    def mean(values: list[float]) -> float | None:
-        values = [v for v in values if np.isfinite(v)]
-        return round(float(np.mean(values)), 4) if values else None
-
-    ceiling = mean(ceilings)
-    return {
-        "split": split, "method": method, "target": target or "predicted",
-        "layer": explainer.layer_name, "n": len(energies),
-        "n_empty_maps": int(len(energies_a) - len(finite)),
-        "mean_energy_in_mask": float(finite.mean()) if len(finite) else float("nan"),
-        "median_energy_in_mask": float(np.median(finite)) if len(finite) else float("nan"),
-        "share_of_images_over_0.5": float((finite > 0.5).mean()) if len(finite) else 0.0,
-        "uniform_map_baseline": float(np.mean(areas)),
-        "mask_at_layer_resolution": float("nan") if ceiling is None else ceiling,
-        "mean_iou_at_0.5": mean(ious),
-        "mean_lesion_coverage_at_0.5": mean(coverages),
-        "layer_grid": list(grid),
-        "per_dx": {dx: mean(v) for dx, v in sorted(by_dx.items())},
-    }
-
-
-def measure_latency(pipe: Any, repeats: int = 50, method: str = "gradcam") -> dict[str, float]:
-    """diagnose(saliency=True) on one 128-px image, wall-clock ms (p50, p90)."""
-    rng = np.random.default_rng(0)
-    size = pipe.config.model.pixel_size
-    yy, xx = np.mgrid[:size, :size]
-    image = np.ones((size, size, 3)) * np.array([205, 160, 140])
-    image[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2] = (110, 70, 50)
-    image = Image.fromarray(np.clip(image + rng.normal(0, 5, image.shape), 0, 255).astype(np.uint8))
-    for _ in range(3):  # warm-up: CAM objects built, allocator warm
-        pipe.diagnose(image, saliency=True, cam_method=method)
-    times, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        pipe.diagnose(image, saliency=True, cam_method=method)
-        times.append((time.perf_counter() - start) * 1000)
-        cpu.append((time.process_time() - start_cpu) * 1000)
-    # CPU time (all threads) tells what the call costs when the machine is shared: on an
-    # idle machine the wall-clock time is at most about this much.
-    return {"p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90)),
-            "cpu_p50_ms": float(np.percentile(cpu, 50)),
-            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
-            else None,
-            "threads": torch.get_num_threads(), "repeats": repeats, "method": method}

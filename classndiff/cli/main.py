@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .labels import DX_CODES, SEXES, TONE_GROUPS
+from classndiff.labels import DX_CODES, SEXES, TONE_GROUPS
 
 
 def _parse_value(text: str):  # noqa: ANN202
@@ -21,8 +21,8 @@ def _parse_value(text: str):  # noqa: ANN202
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import ClassNDiffConfig
-    from .train import train
+    from classndiff.config import ClassNDiffConfig
+    from classndiff.training.trainer import train
 
     config = ClassNDiffConfig.from_json(args.config)
     overrides = {}
@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .pipeline import ClassNDiffPipeline
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
     pipe = ClassNDiffPipeline.from_pretrained(args.weights)
     out = pipe.generate(dx=args.dx, skin_tone=args.skin_tone, sex=args.sex,
@@ -66,7 +66,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .pipeline import ClassNDiffPipeline
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
     pipe = ClassNDiffPipeline.from_pretrained(args.weights)
     results, failed = [], 0
@@ -98,8 +98,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         return _evaluate_report(args)
-    from .evaluate import evaluate_classification, write_json
-    from .pipeline import ClassNDiffPipeline
+    from classndiff.evaluation.evaluate import evaluate_classification, write_json
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
     pipe = ClassNDiffPipeline.from_pretrained(args.weights, fallback=False)
     result = evaluate_classification(pipe, args.data_dir, args.split, limit=args.limit)
@@ -129,7 +129,7 @@ def _evaluate_command(args: argparse.Namespace) -> str:
 def _evaluate_report(args: argparse.Namespace) -> int:
     import time
 
-    from .report import build_report
+    from classndiff.evaluation.report import build_report
 
     started = time.perf_counter()
     methods = [m for m in (args.saliency_methods or "").split(",") if m.strip()]
@@ -151,7 +151,7 @@ def _evaluate_report(args: argparse.Namespace) -> int:
 
 
 def cmd_train_evaluator(args: argparse.Namespace) -> int:
-    from .evaluator import EvaluatorConfig, train_evaluator
+    from classndiff.training.evaluator import EvaluatorConfig, train_evaluator
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("backbone", args.backbone),
                                    ("image_size", args.image_size), ("steps", args.steps),
@@ -164,12 +164,12 @@ def cmd_train_evaluator(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_folder
+    from classndiff.evaluation.export import export_folder
 
     folder = export_folder(args.weights, args.output_dir, repo_id=args.repo_id)
     print(f"exported to {folder}")
     if args.push:
-        from .hub import push_to_hub
+        from classndiff.hub import push_to_hub
 
         if not args.repo_id:
             print("--push needs --repo-id", file=sys.stderr)
@@ -179,8 +179,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from .card import plot_training_log, sample_grid, write_model_card
-    from .pipeline import ClassNDiffPipeline
+    from classndiff.evaluation.card import plot_training_log, sample_grid, write_model_card
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
     out = Path(args.output_dir or args.weights)
     if args.log:
@@ -198,9 +198,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_examples(args: argparse.Namespace) -> int:
-    from .card import select_examples
-    from .evaluator import load_evaluator
-    from .pipeline import ClassNDiffPipeline
+    from classndiff.evaluation.card import select_examples
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
+    from classndiff.training.evaluator import load_evaluator
 
     pipe = ClassNDiffPipeline.from_pretrained(args.weights, device="cpu")
     evaluator = load_evaluator(args.evaluator)
@@ -214,7 +214,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .checks import calibrate_folder
+    from classndiff.cli.checks import calibrate_folder
 
     result = calibrate_folder(args.weights, args.data_dir, args.report, args.percentile,
                               train_limit=args.train_limit, progress=True)
@@ -365,7 +365,7 @@ HARNESSES = {"trust": "measure the trust bars of a weights folder (after calibra
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in HARNESSES:
-        from . import checks
+        import classndiff.cli.checks as checks
 
         return getattr(checks, f"{argv[0]}_main")(argv[1:])
     args = build_parser().parse_args(argv)

@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import Abstention
-from .plots import pyplot, save_figure
+from classndiff.config import Abstention
+from classndiff.plots import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def calibration_summary(
     logits: torch.Tensor, labels: torch.Tensor, temperature: float
 ) -> dict[str, float]:
     """ECE and NLL before (T = 1) and after temperature scaling."""
-    from .metrics import expected_calibration_error
+    from classndiff.metrics import expected_calibration_error
 
     labels_np = labels.numpy()
     out = {}
@@ -144,7 +144,7 @@ def reliability_diagram(
     the diagonal, with each bin's share of images."""
     plt = pyplot()
 
-    from .metrics import expected_calibration_error
+    from classndiff.metrics import expected_calibration_error
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), sharey=True)
     edges = np.linspace(0, 1, bins + 1)
@@ -317,7 +317,7 @@ def collect(
     limit: int | None = None, progress: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Logits, features, image statistics and labels of a split, in one pass."""
-    from .data import LesionDataset
+    from classndiff.data import LesionDataset
 
     data = LesionDataset(data_dir, split, image_size=pipe.config.model.pixel_size, limit=limit)
     out: dict[str, list[torch.Tensor]] = {"logits": [], "features": [], "stats": []}

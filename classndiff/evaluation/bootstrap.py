@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from .labels import malignant_mask
+from classndiff.labels import malignant_mask
 
 GROUP_METRICS = ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc",
                  "sensitivity", "specificity")

@@ -24,14 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .pipeline import ClassNDiffPipeline
-from .saliency import (
-    CAM_METHODS,
-    SaliencyExplainer,
-    measure_latency,
-    measure_mask_energy,
-)
-from .trust import (
+from classndiff.evaluation.saliency import measure_latency, measure_mask_energy
+from classndiff.explain.saliency import CAM_METHODS, SaliencyExplainer
+from classndiff.pipelines.pipeline import ClassNDiffPipeline
+from classndiff.trust.abstention import (
     DEFAULT_PERCENTILE,
     STAT_NAMES,
     OODDetector,
@@ -46,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- calibration
 def _data_dir_for(config: Any, data_dir: str | Path | None) -> Path:
-    from .data import default_data_dir
+    from classndiff.data import default_data_dir
 
     if data_dir:
         return Path(data_dir)
@@ -79,8 +75,8 @@ def calibrate_folder(
     """Fit the temperature (on val) and the abstention statistics (train; thresholds on val),
     and rewrite `weights`/config.json + model.safetensors in place (atomically). Writes the
     reliability diagram and a JSON summary to `report_dir` (default: the weights folder)."""
-    from .config import Calibration, ClassNDiffConfig
-    from .hub import CONFIG_NAME, WEIGHTS_NAME, is_weights_dir, save_pretrained
+    from classndiff.config import Calibration, ClassNDiffConfig
+    from classndiff.hub import CONFIG_NAME, WEIGHTS_NAME, is_weights_dir, save_pretrained
 
     folder = Path(weights)
     if not is_weights_dir(folder):
@@ -248,8 +244,8 @@ def measure_skin_tone(
     from PIL import Image
     from scipy.stats import pearsonr, spearmanr
 
-    from .data import default_data_dir, read_metadata
-    from .skintone import estimate_skin_tone
+    from classndiff.data import default_data_dir, read_metadata
+    from classndiff.trust.skintone import estimate_skin_tone
 
     root = Path(data_dir) if data_dir else default_data_dir()
     rows = read_metadata(root, split)[:limit]
@@ -356,7 +352,7 @@ def bad_input_corpus() -> dict[str, Any]:
 def measure_bad_inputs(pipe: Any) -> dict[str, Any]:
     """Every corpus item through `diagnose(saliency=True)`: 'error: …' (a clear
     ImageInputError), 'abstain: …' or 'diagnosed'. Anything else is a crash."""
-    from .inputs import ImageInputError
+    from classndiff.pipelines.inputs import ImageInputError
 
     outcomes, crashes = {}, []
     for name, item in bad_input_corpus().items():

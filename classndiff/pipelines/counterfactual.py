@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .labels import DX_NULL
-from .model import ClassNDiff
+from classndiff.labels import DX_NULL
+from classndiff.models.joint import ClassNDiff
 
 
 def lesion_mask(pixels: torch.Tensor, dilate: int = 3) -> torch.Tensor:

@@ -20,9 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .evaluator import downsample_uint8
-from .generation import frechet_distance, kernel_distance
-from .skintone import ita_degrees
+from classndiff.evaluation.generation import frechet_distance, kernel_distance
+from classndiff.training.evaluator import downsample_uint8
+from classndiff.trust.skintone import ita_degrees
 
 FEATURE_BACKBONE = "tf_efficientnet_lite0"
 
@@ -34,7 +34,7 @@ class ImageNetFeatures(nn.Module):
         super().__init__()
         import timm
 
-        from .backbones import load_imagenet_weights
+        from classndiff.models.backbones import load_imagenet_weights
 
         self.size = size
         self.net = timm.create_model(FEATURE_BACKBONE, pretrained=False)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .labels import malignant_mask
-from .skintone import ita_degrees, retint_skin_torch
+from classndiff.labels import malignant_mask
+from classndiff.trust.skintone import ita_degrees, retint_skin_torch
 
 # Target skin of each group: (ITA in degrees, b*), inside the group's Del Bino range
 # (brown group = intermediate + tan, 10° < ITA ≤ 41°; darker group = ITA ≤ 10°); L* follows

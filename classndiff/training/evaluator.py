@@ -31,10 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import cpu_contiguous
-from .labels import DX_CODES
-from .loop import LoopSettings, TrainingLoop
-from .metrics import classification_metrics, selection_score
+from classndiff.labels import DX_CODES
+from classndiff.metrics import classification_metrics, selection_score
+from classndiff.training.checkpoint import cpu_contiguous
+from classndiff.training.loop import LoopSettings, TrainingLoop
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ def train_evaluator(
 def load_split(root: str | Path | None, split: str, size: int, limit: int | None = None,
                read_size: int = 128):  # noqa: ANN201 - a LesionDataset
     """A split read at the data's 128 px, then downsampled to `size` the denoiser's way."""
-    from .data import LesionDataset
+    from classndiff.data import LesionDataset
 
     dataset = LesionDataset(root, split, image_size=read_size, limit=limit)
     dataset.images = downsample_uint8(dataset.images, size)

@@ -1,0 +1,1 @@
+"""Where the classifier looked: class-activation maps and overlays (saliency.py)."""

