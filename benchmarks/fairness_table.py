@@ -73,7 +73,7 @@ def tone_head_accuracy(weights: str | None) -> float | None:
 
 def measure(pipe: Any, split: MaskedSplit, reps: int, seed: int) -> dict[str, Any]:
     from classndiff.evaluation.bootstrap import bootstrap, fast_metrics
-    from classndiff.evaluation.report import nest
+    from classndiff.evaluation.report.statistics import nest
     from classndiff.trust.fairness import flip_report
 
     probs = probabilities(pipe, split.images)

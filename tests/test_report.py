@@ -63,7 +63,7 @@ def test_fast_metrics_match_scikit_learn() -> None:
     slow = classification_metrics(probs, labels)
     for key in ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc"):
         assert fast[key] == pytest.approx(slow[key], abs=1e-9)
-    from classndiff.evaluation.report import group_statistic
+    from classndiff.evaluation.report.statistics import group_statistic
 
     stat = group_statistic(probs, labels, {"tone": np.array(["lighter", "brown"] * 100)}, 0.5,
                            other=probs[::-1].copy())
@@ -156,7 +156,7 @@ def test_compare_with_a_denoiser_only_folder(tiny_pipe, tiny_weights: Path,  # n
 
     from safetensors.torch import save_file
 
-    from classndiff.evaluation.report import load_compare
+    from classndiff.evaluation.report.sections import load_compare
 
     state = {f"denoiser.{k}": v.half().contiguous()
              for k, v in tiny_pipe.model.denoiser.state_dict().items()}
