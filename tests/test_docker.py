@@ -80,7 +80,8 @@ def test_every_copy_source_exists_and_is_sent_to_the_build() -> None:
                 assert not ignored(source), f"COPY {source}: excluded by .dockerignore"
 
 
-@pytest.mark.parametrize("path", ["app.py", "requirements.txt", "classndiff/__init__.py",
+@pytest.mark.parametrize("path", ["app.py", "demo/diagnose_tab.py", "requirements.txt",
+                                  "classndiff/__init__.py",
                                   "classndiff/pipelines/pipeline.py", "configs/embedded.json"])
 def test_what_the_app_needs_exists_and_goes_into_the_image(path: str) -> None:
     assert (ROOT / path).is_file(), path

@@ -1,0 +1,1 @@
+"""The Gradio app's pieces: one module per tab over the pipeline (app.py builds and launches)."""
