@@ -47,6 +47,87 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ the report
+class _Laps:
+    """Seconds per phase, said as each ends."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say, self.timings = say, {}
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        self.timings[name] = round(time.perf_counter() - self.last, 1)
+        self.say(f"{name}: {self.timings[name]} s")
+        self.last = time.perf_counter()
+
+    def total(self) -> dict[str, float]:
+        return {**self.timings, "total": round(time.perf_counter() - self.started, 1)}
+
+
+def _classification(pipe: Any, other_pipe: Any, own_classifier: bool, test: Any, val: Any,
+                    out_dir: Path, names: dict[str, str], reps: int,
+                    seed: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The classification section (and the compared model's), with its figures."""
+    other_probs = predict_probs(other_pipe, test) if own_classifier else None
+    cls = classification_section(pipe, test, val, reps, seed, other_probs)
+    plot_confusion(cls["labels"], cls["probs"], out_dir / "confusion_matrix.png",
+                   f"confusion matrix, test n={len(cls['labels'])}")
+    plot_roc(cls["labels"], cls["probs"], out_dir / "roc.png", cls["threshold_used_for_groups"])
+    plot_reliability(cls["labels"], cls["probs"], out_dir / "reliability.png",
+                     cls["metrics"]["ece"])
+    compare_cls = None
+    if other_pipe is not None and own_classifier:
+        compare_cls = classification_section(other_pipe, test, val, reps, seed)
+    for attribute in ("tone", "sex"):
+        series = {names["model"]: cls["ci"]}
+        if compare_cls:
+            series[names["compare"]] = compare_cls["ci"]
+        plot_groups(cls["ci"], cls["sizes"][attribute], attribute,
+                    out_dir / f"groups_{attribute}.png", series)
+    return cls, compare_cls
+
+
+def _generation(pipe: Any, other_pipe: Any, evaluator: Any, test: Any, out_dir: Path,
+                names: dict[str, str], data_dir: Any, per_cell: int, cas_steps: int,
+                fd_reps: int, limit: int | None, seed: int,
+                lap: _Laps) -> tuple[dict[str, Any], Any]:
+    """The generation section for the model (and the compared one), graded by the
+    independent evaluator, and the real-data CAS reference; also the generated images."""
+    generation: dict[str, Any] = {}
+    real_feats, _ = evaluator.embed(test.images)
+    generation[names["model"]], generated = generation_section(
+        pipe, evaluator, test, per_cell, seed, out_dir, "model", cas_steps, fd_reps, real_feats)
+    lap("generation (model)")
+    if other_pipe is not None:
+        generation[names["compare"]], _ = generation_section(
+            other_pipe, evaluator, test, per_cell, seed, out_dir, names["compare"], cas_steps,
+            fd_reps, real_feats)
+        lap(f"generation ({names['compare']})")
+    if cas_steps > 0:
+        from classndiff.training.evaluator import load_split
+
+        train = load_split(data_dir, "train", 64, limit)
+        generation["cas_real_reference"] = cas_real_reference(train, test, 4 * per_cell,
+                                                              cas_steps, seed)
+        lap("CAS real reference")
+    return generation, generated
+
+
+def _fairness(pipe: Any, generated: Any, test: Any, data_dir: Any, per_cell: int,
+              augment: int, steps: int, reps: int, limit: int | None,
+              seed: int) -> dict[str, Any]:
+    """The fairness experiment: brown / darker generated images added to a classifier's
+    training set (generated here when the generation section made too few)."""
+    from classndiff.training.evaluator import load_split
+
+    if generated is None or per_cell < augment:
+        from classndiff.evaluation.generation import generate_cells
+
+        cells = [(code, tone) for code in DX_CODES for tone in ("brown", "darker")]
+        generated = generate_cells(pipe, cells, augment, seed=seed + 1)
+    train = load_split(data_dir, "train", 64, limit)
+    return fairness_experiment(train, test, generated, augment, steps, reps, seed)
+
+
 def build_report(
     weights: str | Path,
     out_dir: str | Path,
@@ -74,47 +155,20 @@ def build_report(
     from classndiff.evaluation.evaluate import write_json
     from classndiff.pipelines.pipeline import ClassNDiffPipeline
 
-    say = progress or (lambda text: logger.info(text))
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        timings[name] = round(time.perf_counter() - since, 1)
-        say(f"{name}: {timings[name]} s")
-        return time.perf_counter()
-
+    lap = _Laps(progress or (lambda text: logger.info(text)))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe = ClassNDiffPipeline.from_pretrained(weights, fallback=False)
     size = pipe.config.model.pixel_size
     test = LesionDataset(data_dir, "test", image_size=size, limit=limit)
     val = LesionDataset(data_dir, "val", image_size=size, limit=limit)
-    t = lap("load", started)
+    lap("load")
 
-    other_pipe = other_probs = None
-    compare_info: dict[str, Any] = {}
-    if compare:
-        other_pipe, compare_info = load_compare(compare, pipe)
-        if compare_info["own_classifier"]:
-            other_probs = predict_probs(other_pipe, test)
-    cls = classification_section(pipe, test, val, reps, seed, other_probs)
-    t = lap("classification", t)
+    other_pipe, compare_info = load_compare(compare, pipe) if compare else (None, {})
     names = {"model": Path(str(weights)).name or str(weights), "compare": compare_name}
-    plot_confusion(cls["labels"], cls["probs"], out_dir / "confusion_matrix.png",
-                   f"confusion matrix, test n={len(cls['labels'])}")
-    plot_roc(cls["labels"], cls["probs"], out_dir / "roc.png", cls["threshold_used_for_groups"])
-    plot_reliability(cls["labels"], cls["probs"], out_dir / "reliability.png",
-                     cls["metrics"]["ece"])
-    compare_cls = None
-    if other_pipe is not None and compare_info["own_classifier"]:
-        compare_cls = classification_section(other_pipe, test, val, reps, seed)
-    for attribute in ("tone", "sex"):
-        series = {names["model"]: cls["ci"]}
-        if compare_cls:
-            series[compare_name] = compare_cls["ci"]
-        plot_groups(cls["ci"], cls["sizes"][attribute], attribute,
-                    out_dir / f"groups_{attribute}.png", series)
-    t = lap("plots and comparison", t)
+    cls, compare_cls = _classification(pipe, other_pipe, bool(compare_info.get(
+        "own_classifier")), test, val, out_dir, names, reps, seed)
+    lap("classification, plots and comparison")
 
     generation: dict[str, Any] = {}
     generated = None
@@ -122,50 +176,21 @@ def build_report(
     if generate_per_cell > 0 and evaluator is None:
         generation["skipped"] = f"no evaluator at {evaluator_dir}"
     elif generate_per_cell > 0:
-        real_feats, _ = evaluator.embed(test.images)
-        generation[names["model"]], generated = generation_section(
-            pipe, evaluator, test, generate_per_cell, seed, out_dir, "model", cas_steps, fd_reps,
-            real_feats)
-        t = lap("generation (model)", t)
-        if other_pipe is not None:
-            generation[compare_name], _ = generation_section(
-                other_pipe, evaluator, test, generate_per_cell, seed, out_dir, compare_name,
-                cas_steps, fd_reps, real_feats)
-            t = lap(f"generation ({compare_name})", t)
-        if cas_steps > 0:
-            from classndiff.training.evaluator import load_split
-
-            train = load_split(data_dir, "train", 64, limit)
-            generation["cas_real_reference"] = cas_real_reference(
-                train, test, 4 * generate_per_cell, cas_steps, seed)
-            t = lap("CAS real reference", t)
-
+        generation, generated = _generation(pipe, other_pipe, evaluator, test, out_dir, names,
+                                            data_dir, generate_per_cell, cas_steps, fd_reps,
+                                            limit, seed, lap)
     fairness: dict[str, Any] = {}
     if fairness_augment > 0:
-        from classndiff.training.evaluator import load_split
-
-        if generated is None or generate_per_cell < fairness_augment:
-            cells = [(code, tone) for code in DX_CODES for tone in ("brown", "darker")]
-            from classndiff.evaluation.generation import generate_cells
-
-            generated = generate_cells(pipe, cells, fairness_augment, seed=seed + 1)
-        train = load_split(data_dir, "train", 64, limit)
-        fairness = fairness_experiment(train, test, generated, fairness_augment,
-                                       fairness_steps, reps, seed)
-        t = lap("fairness experiment", t)
-
+        fairness = _fairness(pipe, generated, test, data_dir, generate_per_cell,
+                             fairness_augment, fairness_steps, reps, limit, seed)
+        lap("fairness experiment")
     saliency = saliency_section(pipe, data_dir, saliency_methods, saliency_limit) \
         if saliency_methods else {}
-    t = lap("saliency", t)
+    lap("saliency")
 
-    data_root = str(test.root)
     result: dict[str, Any] = {
-        "command": command,
-        "names": names,
-        "weights": pipe.source,
-        "data_dir": data_root,
-        "split": "test",
-        "limit": limit,
+        "command": command, "names": names, "weights": pipe.source,
+        "data_dir": str(test.root), "split": "test", "limit": limit,
         "calibrated": pipe.calibrated,
         "classification": {**cls["metrics"], "thresholds": cls["thresholds"]},
         "groups": {"threshold": cls["threshold_used_for_groups"], "sizes": cls["sizes"],
@@ -177,11 +202,9 @@ def build_report(
             "classification": None if compare_cls is None else {
                 **compare_cls["metrics"], "thresholds": compare_cls["thresholds"]},
             "ci": None if compare_cls is None else compare_cls["ci"]},
-        "generation": generation,
-        "fairness_experiment": fairness,
-        "saliency": saliency,
+        "generation": generation, "fairness_experiment": fairness, "saliency": saliency,
         "evaluator": str(evaluator_dir) if evaluator is not None else None,
-        "timings_s": {**timings, "total": round(time.perf_counter() - started, 1)},
+        "timings_s": lap.total(),
         "environment": {"classndiff": __version__, "torch": torch.__version__,
                         "python": platform.python_version(),
                         "threads": torch.get_num_threads()},
