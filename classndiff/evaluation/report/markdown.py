@@ -38,11 +38,9 @@ def _group_rows(ci: dict[str, Any], sizes: dict[str, Any], attribute: str) -> li
     return rows
 
 
-def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
-    c = r["classification"]
+def _intro_md(r: dict[str, Any]) -> list[str]:
     sizes = r["groups"]["sizes"]
-    ci = r["groups"]["ci"]
-    lines = [
+    return [
         f"# Evaluation report: `{r['weights']}`",
         "",
         "Regenerate with:",
@@ -59,7 +57,13 @@ def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
         "resamples of LESIONS (all images of a drawn lesion come along), so near-duplicate "
         "images of one lesion are not counted as independent evidence.",
         "",
-        *_findings_md(r, names),
+    ]
+
+
+def _headline_md(r: dict[str, Any]) -> list[str]:
+    c = r["classification"]
+    ci = r["groups"]["ci"]
+    return [
         "## Headline",
         "",
         table(["measure", "value [95 % CI]"], [
@@ -84,7 +88,15 @@ def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
         "![confusion matrix](confusion_matrix.png) ![ROC](roc.png) "
         "![reliability](reliability.png)",
         "",
-        *_bars_md(r, names),
+    ]
+
+
+def _groups_md(r: dict[str, Any]) -> list[str]:
+    """Every metric per skin-tone group and per sex, the gaps, and what the darker-skin
+    numbers can say."""
+    sizes = r["groups"]["sizes"]
+    ci = r["groups"]["ci"]
+    lines = [
         "## Fairness: per skin-tone group and per sex",
         "",
         "Columns: images / lesions / malignant images, then each metric with its 95 % CI. "
@@ -128,8 +140,13 @@ def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
         "Fitzpatrick type.",
         "",
     ]
-    cmp = r.get("compare")
-    if cmp:
+    return lines
+
+
+def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
+    lines = [*_intro_md(r), *_findings_md(r, names), *_headline_md(r), *_bars_md(r, names),
+             *_groups_md(r)]
+    if r.get("compare"):
         lines += ablation_md(r, names)
     lines += generation_md(r, names)
     lines += fairness_md(r)
