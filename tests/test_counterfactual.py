@@ -85,7 +85,7 @@ def test_default_target_is_the_other_side(tiny_pipe, monkeypatch, predicted, exp
     fake = Diagnosis(probabilities=probabilities, malignant=0.35, prediction=predicted,
                      confidence=0.55)
     monkeypatch.setattr(tiny_pipe, "_diagnose", lambda *a, **k: fake)
-    monkeypatch.setattr("classndiff.pipelines.pipeline.sdedit",
+    monkeypatch.setattr("classndiff.pipelines.counterfactual.sdedit",
                         lambda model, scheduler, x0, *a, **k: x0)  # the choice is all we test
     cf = tiny_pipe.counterfactual(lesion_photo(), steps=2)
     assert cf.target == expected

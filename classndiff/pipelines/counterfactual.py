@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from classndiff.labels import DX_NULL
+from classndiff.labels import DX_NULL, SEX_NULL, TONE_NULL
+from classndiff.models.diffusion import denoiser_input, make_scheduler
 from classndiff.models.joint import ClassNDiff
 
 
@@ -89,6 +90,29 @@ def sdedit(
             known = x0
         x = keep * known + (1 - keep) * x
     return x
+
+
+@torch.no_grad()
+def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength: float,
+                  steps: int, guidance_scale: float, seed: int,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lesion in `pixels` (1, 3, H, W) in [-1, 1] redrawn as diagnosis id `target` by
+    `sdedit` at the denoiser's size, brought back to full size; outside the lesion mask the
+    result is the upload itself. Returns (result, mask), both at full size."""
+    config = model.config
+    mask = lesion_mask(pixels).to(pixels.device)
+    x0 = denoiser_input(pixels, config)
+    keep = 1 - resize_mask(mask, x0.shape[-1])
+    labels = [torch.full((1,), i, dtype=torch.long, device=pixels.device)
+              for i in (target, TONE_NULL, SEX_NULL)]
+    drawn = sdedit(model, make_scheduler("ddim", config),
+                   x0.to(next(model.parameters()).dtype), keep, *labels,
+                   strength=strength, steps=steps, guidance_scale=guidance_scale,
+                   generator=torch.Generator("cpu").manual_seed(seed)).float()
+    size = pixels.shape[-1]
+    up = F.interpolate(drawn, size=(size, size), mode="bicubic",
+                       align_corners=False).clamp(-1, 1)
+    return mask * up + (1 - mask) * pixels, mask
 
 
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from PIL import Image
 
 from classndiff import __version__
 from classndiff.config import ClassNDiffConfig
-from classndiff.explain.saliency import Saliency, SaliencyExplainer, make_target, normalize_method
+from classndiff.explain.saliency import SaliencyExplainer, make_target, normalize_method
 from classndiff.hub import ResolvedWeights, load_pretrained, load_vae, resolve, save_pretrained
 from classndiff.labels import (
     DX_CODES,
@@ -32,21 +31,21 @@ from classndiff.labels import (
     encode_tone,
     malignant_mask,
 )
-from classndiff.models.diffusion import SAMPLERS, denoiser_input, make_scheduler, sample
+from classndiff.models.diffusion import SAMPLERS, make_scheduler, sample
 from classndiff.models.joint import ClassNDiff
-from classndiff.pipelines.counterfactual import (
-    Counterfactual,
-    difference_image,
-    lesion_mask,
-    resize_mask,
-    sdedit,
-)
+from classndiff.pipelines.counterfactual import Counterfactual, difference_image, redraw_lesion
 from classndiff.pipelines.inputs import (
     ImageInputError,
     center_square,
     load_image,
     to_model_tensor,
     to_pil,
+)
+from classndiff.pipelines.results import (
+    ClassNDiffArgumentError,
+    Diagnosis,
+    Generation,
+    check_int,
 )
 from classndiff.trust.abstention import (
     OODDetector,
@@ -58,52 +57,6 @@ from classndiff.trust.abstention import (
 from classndiff.trust.skintone import estimate_skin_tone
 
 logger = logging.getLogger(__name__)
-
-
-class ClassNDiffArgumentError(ValueError):
-    """A bad argument to the pipeline (unknown label, steps or count out of range...)."""
-
-
-@dataclass
-class Diagnosis:
-    probabilities: dict[str, float]  # the 7 classes, summing to 1
-    malignant: float  # P(mel or bcc or akiec)
-    prediction: str | None  # a dx code, or None when the pipeline abstains
-    confidence: float  # probability of the top class
-    reason: str | None = None  # why it abstained, in words
-    calibrated: bool = False  # whether probabilities are temperature-scaled
-    saliency: Saliency | None = None  # map + overlay, method, target (when asked for)
-    skin_tone: dict[str, Any] | None = None  # ita, bin, group, reliable (see skintone.py)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the saliency map and overlay are left out, their settings kept."""
-        saliency = self.saliency
-        self.saliency = None
-        try:
-            out = asdict(self)
-        finally:
-            self.saliency = saliency
-        out["saliency"] = saliency.to_dict() if saliency is not None else None
-        return out
-
-
-@dataclass
-class Generation:
-    images: list[Image.Image]
-    confidences: list[float]  # the model's own P(requested dx) per image (None for "any")
-    predicted: list[str]  # the classifier's top class per image
-    seeds: list[int]
-    settings: dict[str, Any]  # everything needed to reproduce the batch, JSON-ready
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise ClassNDiffArgumentError(f"{name} must be a whole number, got {value!r}")
-    value = int(value)
-    if not low <= value <= high:
-        raise ClassNDiffArgumentError(f"{name} must be between {low} and {high}, got {value}")
-    return value
 
 
 class ClassNDiffPipeline:
@@ -322,6 +275,44 @@ class ClassNDiffPipeline:
         `seed + i`, so a batch is reproducible from its settings. With
         `keep_only_agreeing`, extra candidates are drawn (up to 4× the count) and only
         those the classifier assigns to `dx` are kept; fewer may come back."""
+        num_images, sampler, steps, guidance_scale, seed, ids = self._generation_arguments(
+            dx, skin_tone, sex, num_images, steps, guidance_scale, seed, sampler,
+            keep_only_agreeing)
+        started = time.perf_counter()
+        kept, drawn = self._draw(ids, num_images, seed, steps, guidance_scale, sampler,
+                                 keep_only_agreeing, progress)
+        settings = {
+            "dx": DX_CODES[ids[0]] if ids[0] < len(DX_CODES) else None,
+            "skin_tone": TONE_GROUPS[ids[1]] if ids[1] < len(TONE_GROUPS) else None,
+            "sex": SEXES[ids[2]] if ids[2] < len(SEXES) else None,
+            "num_images": num_images,
+            "steps": steps,
+            "guidance_scale": float(guidance_scale),
+            "seed": seed,
+            "seeds": [k[3] for k in kept],
+            "sampler": sampler,
+            "keep_only_agreeing": keep_only_agreeing,
+            "candidates_drawn": drawn,
+            "image_size": kept[0][0].size[0] if kept else None,
+            "weights": self.source,
+            "classndiff_version": __version__,
+            "seconds": round(time.perf_counter() - started, 3),
+            "synthetic": True,
+        }
+        return Generation(
+            images=[k[0] for k in kept],
+            confidences=[k[1] for k in kept],
+            predicted=[k[2] for k in kept],
+            seeds=[k[3] for k in kept],
+            settings=settings,
+        )
+
+    def _generation_arguments(self, dx: str | None, skin_tone: str | None, sex: str | None,
+                              num_images: int, steps: int | None,
+                              guidance_scale: float | None, seed: int | None,
+                              sampler: str | None, keep_only_agreeing: bool) -> tuple:
+        """`generate`'s arguments checked and defaulted: (num_images, sampler, steps,
+        guidance, seed, condition ids); a bad one raises ClassNDiffArgumentError."""
         s = self.config.sampling
         sampler = sampler or s.sampler
         steps = s.steps if steps is None else steps
@@ -329,23 +320,30 @@ class ClassNDiffPipeline:
         if sampler not in SAMPLERS:
             raise ClassNDiffArgumentError(
                 f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
-        num_images = _check_int("num_images", num_images, 1, s.max_images)
+        num_images = check_int("num_images", num_images, 1, s.max_images)
         max_steps = min(s.max_steps, self.config.model.num_train_timesteps)
-        steps = _check_int("steps", steps, 1, max_steps)
+        steps = check_int("steps", steps, 1, max_steps)
         if not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale <= 20:
             raise ClassNDiffArgumentError(
                 f"guidance_scale must be a number between 0 and 20, got {guidance_scale!r}")
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        seed = _check_int("seed", seed, 0, 2**63 - 1)
+        seed = check_int("seed", seed, 0, 2**63 - 1)
         try:
             ids = (encode_dx(dx), encode_tone(skin_tone), encode_sex(sex))
         except ValueError as error:
             raise ClassNDiffArgumentError(str(error)) from None
         if keep_only_agreeing and dx in (None, "", "any"):
             raise ClassNDiffArgumentError("keep_only_agreeing needs a diagnosis to agree with")
+        return num_images, sampler, steps, guidance_scale, seed, ids
 
-        started = time.perf_counter()
+    def _draw(self, ids: tuple[int, int, int], num_images: int, seed: int, steps: int,
+              guidance_scale: float, sampler: str, keep_only_agreeing: bool,
+              progress: Callable[[int, int], None] | None,
+              ) -> tuple[list[tuple[Image.Image, float, str, int]], int]:
+        """Sample until `num_images` are kept (with `keep_only_agreeing`, only those the
+        classifier assigns to the requested dx, from at most 4× as many candidates):
+        ([(image, confidence, predicted dx, seed)], candidates drawn)."""
         wanted_dx = ids[0] if ids[0] < len(DX_CODES) else None
         attempts = num_images * 4 if keep_only_agreeing else num_images
         kept: list[tuple[Image.Image, float, str, int]] = []
@@ -364,31 +362,7 @@ class ClassNDiffPipeline:
                 kept.append((image, confidence, top, image_seed))
                 if len(kept) == num_images:
                     break
-        settings = {
-            "dx": DX_CODES[ids[0]] if ids[0] < len(DX_CODES) else None,
-            "skin_tone": TONE_GROUPS[ids[1]] if ids[1] < len(TONE_GROUPS) else None,
-            "sex": SEXES[ids[2]] if ids[2] < len(SEXES) else None,
-            "num_images": num_images,
-            "steps": steps,
-            "guidance_scale": float(guidance_scale),
-            "seed": seed,
-            "seeds": [k[3] for k in kept],
-            "sampler": sampler,
-            "keep_only_agreeing": keep_only_agreeing,
-            "candidates_drawn": next_seed - seed,
-            "image_size": kept[0][0].size[0] if kept else None,
-            "weights": self.source,
-            "classndiff_version": __version__,
-            "seconds": round(time.perf_counter() - started, 3),
-            "synthetic": True,
-        }
-        return Generation(
-            images=[k[0] for k in kept],
-            confidences=[k[1] for k in kept],
-            predicted=[k[2] for k in kept],
-            seeds=[k[3] for k in kept],
-            settings=settings,
-        )
+        return kept, next_seed - seed
 
     # ------------------------------------------------------------------ counterfactual
     def counterfactual(
@@ -411,11 +385,11 @@ class ClassNDiffPipeline:
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) \
                 or not 0 < strength <= 1:
             raise ClassNDiffArgumentError(f"strength must be in (0, 1], got {strength!r}")
-        steps = _check_int("steps", steps, 1, min(self.config.sampling.max_steps, 250))
+        steps = check_int("steps", steps, 1, min(self.config.sampling.max_steps, 250))
         if not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale <= 20:
             raise ClassNDiffArgumentError(
                 f"guidance_scale must be a number between 0 and 20, got {guidance_scale!r}")
-        seed = _check_int("seed", seed, 0, 2**63 - 1)
+        seed = check_int("seed", seed, 0, 2**63 - 1)
         if self.vae is not None:
             raise ClassNDiffArgumentError("counterfactuals need a pixel-space model")
         upload, pixels = self._read(image)  # once, for the diagnosis and the edit
@@ -436,20 +410,10 @@ class ClassNDiffPipeline:
             return Counterfactual(target_dx, None, None, None, {}, {}, settings,
                                   reason=before.reason)
         started = time.perf_counter()
-        size = self.config.model.pixel_size
         pixels = pixels.to(self.device)
-        mask = lesion_mask(pixels).to(self.device)
-        x0 = denoiser_input(pixels, self.config.model)
-        keep = 1 - resize_mask(mask, x0.shape[-1])
-        labels = [torch.full((1,), i, dtype=torch.long, device=self.device)
-                  for i in (encode_dx(target_dx), encode_tone(None), encode_sex(None))]
-        drawn = sdedit(self.model, make_scheduler("ddim", self.config.model),
-                       x0.to(next(self.model.parameters()).dtype), keep, *labels,
-                       strength=strength, steps=steps, guidance_scale=guidance_scale,
-                       generator=torch.Generator("cpu").manual_seed(seed)).float()
-        up = torch.nn.functional.interpolate(drawn, size=(size, size), mode="bicubic",
-                                             align_corners=False).clamp(-1, 1)
-        result = mask * up + (1 - mask) * pixels  # outside the lesion: the upload itself
+        result, mask = redraw_lesion(self.model, pixels, encode_dx(target_dx),
+                                     strength=strength, steps=steps,
+                                     guidance_scale=guidance_scale, seed=seed)
         after = self.predict_proba(result)[0]
         settings["seconds"] = round(time.perf_counter() - started, 3)
         settings["lesion_area"] = round(float(mask.mean()), 4)

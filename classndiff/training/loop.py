@@ -206,6 +206,47 @@ class TrainingLoop:
             writer.writeheader()
         return file, writer
 
+    def _step(self, max_steps: int) -> dict[str, torch.Tensor]:
+        """One optimisation step at the scheduled learning rate; the objective's outputs."""
+        s = self.settings
+        budget = s.time_budget_s
+        # The time budget counts seconds trained over every resumed run, so a resumed run
+        # continues the LR decay instead of starting it again.
+        factor = lr_factor(self.step, s.warmup_steps, max_steps,
+                           self.seconds_trained / budget if budget else 0.0, s.lr_floor)
+        for group, base in zip(self.optimizer.param_groups, s.learning_rates):
+            group["lr"] = base * factor
+        batch = self.next_batch()
+        with self.autocast():
+            out = self.model(batch, self.generator)  # through the DDP wrapper
+        if not torch.isfinite(out["loss"]):
+            raise FloatingPointError(f"the loss is {float(out['loss'])} at step {self.step}: "
+                                     "stopping rather than training on it")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(out["loss"])
+        if s.grad_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.net, step=self.step)
+        self.step += 1
+        return out
+
+    def _log_row(self, running: dict[str, list[float]], epoch_size: int | None,
+                 images_per_second: float) -> dict[str, Any]:
+        """The log's row for now: running means of the logged terms, and where training is."""
+        s = self.settings
+        row: dict[str, Any] = {k: round(float(np.mean(v)), 5) for k, v in running.items()}
+        row.update(
+            step=self.step,
+            epoch=round(self.step * s.batch_size * self.world / epoch_size, 3)
+            if epoch_size else None,
+            images_seen=self.step * s.batch_size * self.world,
+            lr=round(self.optimizer.param_groups[0]["lr"], 8),
+            seconds=round(self.seconds_trained, 1),
+            images_per_second=round(images_per_second, 2),
+        )
+        return row
+
     def train(self, max_steps: int | None = None, stop_at: int | None = None,
               epoch_size: int | None = None) -> dict[str, float]:
         """Train to `max_steps` (the LR schedule's length). `stop_at` ends this process
@@ -227,25 +268,7 @@ class TrainingLoop:
         seconds_before = self.seconds_trained  # from the checkpoint when resuming
         end = min(stop_at or max_steps, max_steps)
         while self.step < end:
-            # The time budget counts seconds trained over every resumed run, so a resumed
-            # run continues the LR decay instead of starting it again.
-            factor = lr_factor(self.step, s.warmup_steps, max_steps,
-                               self.seconds_trained / budget if budget else 0.0, s.lr_floor)
-            for group, base in zip(self.optimizer.param_groups, s.learning_rates):
-                group["lr"] = base * factor
-            batch = self.next_batch()
-            with self.autocast():
-                out = self.model(batch, self.generator)  # through the DDP wrapper
-            if not torch.isfinite(out["loss"]):
-                raise FloatingPointError(f"the loss is {float(out['loss'])} at step {self.step}: "
-                                         "stopping rather than training on it")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.accelerator.backward(out["loss"])
-            if s.grad_clip:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), s.grad_clip)
-            self.optimizer.step()
-            self.ema.update(self.net, step=self.step)
-            self.step += 1
+            out = self._step(max_steps)
             self.seconds_trained = seconds_before + time.perf_counter() - started
             progress.update(1)
             for key in self.log_keys:
@@ -256,17 +279,8 @@ class TrainingLoop:
             last_step = self.step == end or out_of_time
             if self.step % s.log_every == 0 or last_step:
                 now = time.perf_counter()
-                row = {k: round(float(np.mean(v)), 5) for k, v in running.items()}
-                row.update(
-                    step=self.step,
-                    epoch=round(self.step * s.batch_size * self.world / epoch_size, 3)
-                    if epoch_size else None,
-                    images_seen=self.step * s.batch_size * self.world,
-                    lr=round(self.optimizer.param_groups[0]["lr"], 8),
-                    seconds=round(self.seconds_trained, 1),
-                    images_per_second=round((self.step - last_log_step) * s.batch_size
-                                            * self.world / max(now - last_log, 1e-9), 2),
-                )
+                row = self._log_row(running, epoch_size, (self.step - last_log_step) * s.batch_size
+                                    * self.world / max(now - last_log, 1e-9))
                 running, last_log, last_log_step = {}, now, self.step
                 progress.set_postfix({k: row[k] for k in self.log_keys[:3] if k in row})
             if self.step % s.eval_every == 0 or last_step:

@@ -135,6 +135,26 @@ class Trainer(TrainingLoop):
             self.previous_training = started_from.get("extra", {}).get("training")
 
         m = config.model
+        self._load_data(config, step_kind)
+        model = self._build_model(config, init_from if not resume else None)
+        if t.lambda_saliency > 0:
+            check_cam_head(model.classifier)
+        self.schedule = NoiseSchedule(m)
+        self.prepare(TrainingObjective(model, self.schedule, t, step_kind),
+                     build_optimizer(model, config))
+        if resume:
+            self.load_checkpoint()
+        if init_from is not None and self.step == 0:
+            # The starting classifier is the one to beat.
+            self.best_score = self.validate()["score"]
+            self.best_state = self.best_snapshot()
+            logger.info("starting validation score %.4f", self.best_score)
+
+    def _load_data(self, config: ClassNDiffConfig, step_kind: str) -> None:
+        """The training and validation sets (with masks where a term needs them), latents
+        when the model works in a VAE's space, and the sampling weights."""
+        t = config.train
+        m = config.model
         masks = t.lambda_saliency > 0 or t.classifier_retint > 0
         if masks and (m.vae or step_kind != "joint"):
             raise ValueError("train.lambda_saliency and train.classifier_retint need a "
@@ -170,8 +190,13 @@ class Trainer(TrainingLoop):
             # on host-side indexing and copies.
             self.train_images = self.train_images.to(self.accelerator.device)
 
+
+    def _build_model(self, config: ClassNDiffConfig,
+                     init_from: str | Path | None) -> ClassNDiff:
+        """The model, from `init_from`'s exported weights when fine-tuning."""
+        t, m = config.train, config.model
         model = ClassNDiff(m, cond_drop_prob=t.cond_drop_prob)
-        if init_from is not None and not resume:
+        if init_from is not None:
             # Fine-tune from exported weights (e.g. continue a GPU run on the CPU): weights
             # only; the optimizer, schedule and step count start afresh.
             state = load_file(str(Path(init_from) / "model.safetensors"))
@@ -183,18 +208,7 @@ class Trainer(TrainingLoop):
             if unexpected_missing:
                 raise ValueError(f"{init_from} lacks weights for {unexpected_missing[:3]}")
             logger.info("initialised from %s", init_from)
-        if t.lambda_saliency > 0:
-            check_cam_head(model.classifier)
-        self.schedule = NoiseSchedule(m)
-        self.prepare(TrainingObjective(model, self.schedule, t, step_kind),
-                     build_optimizer(model, config))
-        if resume:
-            self.load_checkpoint()
-        if init_from is not None and self.step == 0:
-            # The starting classifier is the one to beat.
-            self.best_score = self.validate()["score"]
-            self.best_state = self.best_snapshot()
-            logger.info("starting validation score %.4f", self.best_score)
+        return model
 
     @property
     def best_classifier(self) -> dict[str, torch.Tensor] | None:
