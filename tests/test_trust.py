@@ -13,9 +13,9 @@ import torch
 from safetensors import safe_open
 
 from classndiff import ClassNDiffPipeline
-from classndiff.cli.checks import (
+from classndiff.cli.calibrate import calibrate_folder
+from classndiff.evaluation.trust_checks import (
     bad_input_corpus,
-    calibrate_folder,
     measure_bad_inputs,
     natural_images,
 )

@@ -215,7 +215,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from classndiff.cli.checks import calibrate_folder
+    from classndiff.cli.calibrate import calibrate_folder
 
     result = calibrate_folder(args.weights, args.data_dir, args.report, args.percentile,
                               train_limit=args.train_limit, progress=True)
