@@ -116,13 +116,13 @@ def main() -> None:
     print("median border ITA per requested tone:", {k: round(v, 1) for k, v in
                                                      result["tone_median_ita"].items()})
     print(f"4 images: {result['seconds_4_images']:.2f} s")
-    record = pipe.config.extra.get("training") or {}
-    stage = (record.get("stages") or [record])[-1]  # the stage that trained the denoiser last
+    record = pipe.config.training
+    stage = record.stages[-1] if record else None  # the stage that trained the denoiser last
     result["denoiser"] = {
         "kind": pipe.config.model.denoiser,
         "params_M": round(sum(q.numel() for q in pipe.model.denoiser.parameters()) / 1e6, 2),
-        "steps": stage.get("step"), "images_seen": stage.get("images_seen"),
-        "training_minutes": round(stage.get("wall_seconds", 0) / 60, 1)}
+        "steps": stage and stage.step, "images_seen": stage and stage.images_seen,
+        "training_minutes": round((stage and stage.wall_seconds or 0) / 60, 1)}
     result.update({"benchmark": "generator_yardstick", "per_class": per_class,
                    "settings": {k: getattr(pipe.config.sampling, k) for k in
                                 ("sampler", "steps", "guidance_scale", "guided")},

@@ -158,6 +158,62 @@ class Abstention:
     val_rejected: float | None = None
 
 
+@dataclass
+class TrainingStage:
+    """One training run that made (part of) the weights, as config.json records it."""
+
+    step: int = 0
+    classifier_step: int = 0
+    step_kind: str = "joint"
+    images_seen: int = 0
+    wall_seconds: float | None = None
+    command: str | None = None
+    what: str | None = None  # older records describe a stage in words
+    hardware: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class TrainingRecord:
+    """How the weights were trained: every stage in order, and which stage's classifier
+    they carry (a fine-tune that never beat the starting classifier keeps it)."""
+
+    stages: list[TrainingStage]
+    step: int = 0
+    classifier_step: int = 0
+    classifier_stage: int = 1
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> TrainingRecord | None:
+        """From config.json: one stage is stored flat, several under "stages"."""
+        if not data:
+            return None
+        known = {f.name for f in fields(TrainingStage)}
+        stages = [TrainingStage(**{k: v for k, v in stage.items() if k in known})
+                  for stage in (data.get("stages") or [data])]
+        return cls(stages, data.get("step", stages[-1].step),
+                   data.get("classifier_step", stages[-1].classifier_step),
+                   data.get("classifier_stage", len(stages) if data.get("stages") else 1))
+
+    def to_json(self) -> dict[str, Any]:
+        if len(self.stages) == 1:
+            return self.stages[0].to_json()
+        return {"stages": [stage.to_json() for stage in self.stages], "step": self.step,
+                "classifier_step": self.classifier_step,
+                "classifier_stage": self.classifier_stage}
+
+    def then(self, stage: TrainingStage) -> TrainingRecord:
+        """This record with a fine-tune's stage after it. The classifier is the new stage's
+        when the fine-tune beat the one it started from (classifier_step > 0)."""
+        stages = [*self.stages, stage]
+        if stage.classifier_step == 0:
+            return TrainingRecord(stages, stage.step, self.classifier_step,
+                                  self.classifier_stage)
+        return TrainingRecord(stages, stage.step, stage.classifier_step, len(stages))
+
+
 def _record(kind: type, data: dict[str, Any] | None) -> Any:
     """A typed record from its JSON (unknown keys of older versions dropped), or None."""
     if not data:
@@ -172,7 +228,7 @@ class ClassNDiffConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # Added by later steps, kept in config.json as plain data; read and written through the
-    # typed properties below (calibration, abstention) and `extra["training"]`.
+    # typed properties below (calibration, abstention, training).
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -190,6 +246,14 @@ class ClassNDiffConfig:
     @abstention.setter
     def abstention(self, value: Abstention) -> None:
         self.extra["abstention"] = asdict(value)
+
+    @property
+    def training(self) -> TrainingRecord | None:
+        return TrainingRecord.from_json(self.extra.get("training"))
+
+    @training.setter
+    def training(self, value: TrainingRecord) -> None:
+        self.extra["training"] = value.to_json()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

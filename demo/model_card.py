@@ -131,7 +131,7 @@ def model_card(pipe: Any) -> str:
         return f"{source}\n\n{inline_images(text, folder)}"
     m, t = pipe.config.model, pipe.config.train
     space = f"latent space ({m.vae})" if m.vae else f"pixel space, {m.image_size} px"
-    training = pipe.config.extra.get("training", {})
+    training = pipe.config.training
     parts = [
         source,
         "## Class-N-Diff: one model that diagnoses and generates",
@@ -150,7 +150,8 @@ def model_card(pipe: Any) -> str:
         "- HAM10000 (10,015 dermoscopic images, 7 diagnoses), lesion-grouped train / val / test "
         "split; 94 % of images are lighter skin, so per-tone results for darker skin rest on "
         "very few images.",
-        f"- Trained {training.get('step', '?')} steps (batch {t.batch_size}, λ = {t.lambda_cls}, "
+        f"- Trained {training.step if training else '?'} steps (batch {t.batch_size}, "
+        f"λ = {t.lambda_cls}, "
         f"condition dropout {t.cond_drop_prob}, {t.mixed_precision} mixed precision).",
         f"- Calibration: {'temperature ' + str(pipe.temperature) if pipe.calibrated else 'none'}",
     ]

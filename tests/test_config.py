@@ -29,3 +29,23 @@ def test_unknown_keys_are_rejected(tmp_path):
         ClassNDiffConfig.from_json(path)
     with pytest.raises(ValueError, match="unknown config key"):
         ClassNDiffConfig().override({"train.nope": 1})
+
+
+def test_the_training_record_reads_and_writes_both_of_its_json_forms() -> None:
+    """One stage is stored flat, several under "stages"; a fine-tune appends its stage and
+    keeps the old classifier unless it beat it (classifier_step 0 = never beaten)."""
+    from classndiff.config import ClassNDiffConfig, TrainingRecord, TrainingStage
+
+    flat = {"step": 10, "classifier_step": 8, "step_kind": "joint", "images_seen": 320,
+            "wall_seconds": 12.5, "command": "classndiff train"}
+    record = TrainingRecord.from_json(flat)
+    assert record.to_json() == flat and record.classifier_stage == 1
+    kept = record.then(TrainingStage(step=5, classifier_step=0, images_seen=160))
+    assert (kept.classifier_step, kept.classifier_stage, kept.step) == (8, 1, 5)
+    beaten = record.then(TrainingStage(step=5, classifier_step=4, images_seen=160))
+    assert (beaten.classifier_step, beaten.classifier_stage) == (4, 2)
+    config = ClassNDiffConfig()
+    config.training = beaten
+    again = ClassNDiffConfig.from_dict(config.to_dict()).training
+    assert again == beaten and config.extra["training"]["stages"][0] == flat
+    assert ClassNDiffConfig().training is None

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from classndiff.config import ClassNDiffConfig, ModelConfig
+from classndiff.config import ClassNDiffConfig, ModelConfig, TrainingRecord, TrainingStage
 from classndiff.evaluation.card_sections import (
     _abstention_text,
     _data_counts,
@@ -114,16 +114,16 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
     weights = Path(weights)
     config = ClassNDiffConfig.from_json(weights / "config.json")
     cls = _load_json(weights / "metrics.json").get("classification", {})
-    training = config.extra.get("training", {})
+    training = config.training or TrainingRecord([TrainingStage()])
     ev = _load_json(Path(evaluator) / "config.json") if evaluator else {}
     rep = _load_json(Path(report) / "metrics.json") if report else {}
     data_dir = Path(data_dir or config.train.data_dir)
     m, t = config.model, config.train
     denoiser_m, classifier_m = _params(weights / "model.safetensors")
     counts = _data_counts(data_dir) if (data_dir / "metadata.csv").exists() else {}
-    stages = training.get("stages") or [training]
+    stages = training.stages
     # The focus text applies only when the shipped classifier came from the stage that used it.
-    focus_used = t.lambda_saliency > 0 and training.get("classifier_stage") == len(stages) > 1
+    focus_used = t.lambda_saliency > 0 and training.classifier_stage == len(stages) > 1
     focus_row = (f" + λ_s·Dice(the classifier's Grad-CAM map, the expert lesion mask) on real "
                  f"training images, λ_s = {t.lambda_saliency}, in the last stage"
                  if focus_used else "")
@@ -141,8 +141,8 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
         tone_line=", ".join(f"{g} {counts.get('test', {}).get(g, 0)}" for g in TONES),
         stages_text=stage_table(stages), figures=_figures(weights, len(stages)),
         timings=_timings(weights),
-        classifier_step=training.get("classifier_step", "—"),
-        classifier_stage=training.get("classifier_stage", 1),
+        classifier_step=training.classifier_step if config.training else "—",
+        classifier_stage=training.classifier_stage,
         n_test=cls.get("n", "—"),
         temperature=_fmt(config.calibration.temperature if config.calibration else None),
         result_rows=classification_rows(cls), per_class_table=per_class_table(cls),

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from classndiff.config import Abstention
+from classndiff.config import Abstention, TrainingStage
 from classndiff.explain.saliency import CAM_NAMES
 from classndiff.labels import DX_CODES, DX_NAMES
 
@@ -268,14 +268,14 @@ def generation_rows(generation: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def stage_table(stages: list[dict[str, Any]]) -> str:
+def stage_table(stages: list[TrainingStage]) -> str:
     """One row per training stage, with the command that ran it."""
     rows = ["| stage | what | hardware | steps | images seen | wall time | command |",
             "|---|---|---|---|---|---|---|"]
     for i, st in enumerate(stages, start=1):
-        wall = st.get("wall_seconds")
+        wall = st.wall_seconds
         rows.append(
-            f"| {i} | {st.get('what', st.get('step_kind', ''))} | {st.get('hardware', '—')} | "
-            f"{st.get('step', '—')} | {st.get('images_seen', '—')} | "
-            f"{'—' if wall is None else f'{wall / 60:.1f} min'} | `{st.get('command', '—')}` |")
+            f"| {i} | {st.what or st.step_kind} | {st.hardware or '—'} | "
+            f"{st.step} | {st.images_seen} | "
+            f"{'—' if wall is None else f'{wall / 60:.1f} min'} | `{st.command or '—'}` |")
     return "\n".join(rows)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from classndiff.config import ClassNDiffConfig
+from classndiff.config import ClassNDiffConfig, TrainingRecord, TrainingStage
 from classndiff.data import LesionDataset, cached_latents
 from classndiff.hub import load_vae, save_pretrained
 from classndiff.metrics import classification_metrics, selection_score
@@ -294,30 +294,22 @@ class Trainer(TrainingLoop):
             model = copy.deepcopy(model)
             model.classifier.load_state_dict(self.best_classifier)
             classifier_step = self.best_step
-        config.extra["training"] = self.training_record(classifier_step)
+        config.training = self.training_record(classifier_step)
         dtype = getattr(torch, self.config.train.export_dtype)
         return save_pretrained(model, config, directory, dtype=dtype)
 
-    def training_record(self, classifier_step: int) -> dict:
+    def training_record(self, classifier_step: int) -> TrainingRecord:
         """What config.json says about how the weights were trained. A fine-tune (`init_from`)
         appends itself to the stages of the weights it started from; when it never beat their
         classifier, the classifier is still theirs."""
-        t = self.config.train
-        this = {"step": self.step, "classifier_step": classifier_step,
-                "step_kind": self.step_kind, "images_seen": self.step * t.batch_size,
-                "wall_seconds": round(self.seconds_trained, 3)}
-        if self.command:
-            this["command"] = self.command
-        previous = self.previous_training
-        if not previous:
-            return this
-        stages = [*(previous.get("stages") or [previous]), this]
-        record = {"stages": stages, "step": self.step, "classifier_step": classifier_step,
-                  "classifier_stage": len(stages)}
-        if classifier_step == 0:  # the starting classifier was never beaten
-            record["classifier_step"] = previous.get("classifier_step", 0)
-            record["classifier_stage"] = previous.get("classifier_stage", 1)
-        return record
+        this = TrainingStage(step=self.step, classifier_step=classifier_step,
+                             step_kind=self.step_kind,
+                             images_seen=self.step * self.config.train.batch_size,
+                             wall_seconds=round(self.seconds_trained, 3), command=self.command)
+        previous = TrainingRecord.from_json(self.previous_training)
+        if previous is None:
+            return TrainingRecord([this], this.step, classifier_step)
+        return previous.then(this)
 
     # ---------------------------------------------------------------- loop
     def train(self, max_steps: int | None = None, stop_at: int | None = None,
