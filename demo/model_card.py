@@ -120,6 +120,7 @@ def inline_images(text: str, folder: Path, max_width: int = 900) -> str:
     return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", replace, text)
 
 
+# The Model tab's fallback text when the weights carry no MODEL_CARD.md: a template.
 def model_card(pipe: Any) -> str:
     """MODEL_CARD.md shipped with the weights, else a summary built from the config."""
     folder = Path(getattr(pipe, "weights_path", "") or ".")

@@ -223,6 +223,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# Long by nature: one argparse declaration per option of every command, no logic.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="classndiff",

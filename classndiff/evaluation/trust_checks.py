@@ -176,6 +176,7 @@ def measure_skin_tone(
     return result
 
 
+# A table of broken inputs, one entry per case: long, with no logic to split.
 def bad_input_corpus() -> dict[str, Any]:
     """Uploads that must never crash `diagnose`: each kind gives a clear ImageInputError or a
     result (an abstention when it is not a lesion). Made in code: no files needed."""

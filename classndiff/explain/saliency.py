@@ -138,6 +138,8 @@ def find_target_layer(
     return name, backbone.get_submodule(name)
 
 
+# The pytorch-grad-cam adapters kept together inside one function, so that the library
+# (with OpenCV, matplotlib and scikit-learn) is imported only when a method needs it.
 def _cam_classes() -> dict[str, type]:
     """pytorch-grad-cam classes (imported lazily: it pulls in matplotlib and torchvision)."""
     from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM

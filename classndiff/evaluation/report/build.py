@@ -128,6 +128,8 @@ def _fairness(pipe: Any, generated: Any, test: Any, data_dir: Any, per_cell: int
     return fairness_experiment(train, test, generated, augment, steps, reps, seed)
 
 
+# Its signature (one keyword per report option) is a third of its length; the phases
+# are the helpers above.
 def build_report(
     weights: str | Path,
     out_dir: str | Path,

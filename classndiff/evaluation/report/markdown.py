@@ -165,6 +165,7 @@ def _verdict(ci: dict[str, Any] | None) -> str:
     return "the interval contains 0, no difference detected"
 
 
+# Report text: one block per finding, read top to bottom like the report itself.
 def _findings_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
     """A few sentences computed from the numbers below, so they cannot drift from them."""
     ci, sizes = r["groups"]["ci"], r["groups"]["sizes"]

@@ -9,6 +9,7 @@ from classndiff.evaluation.report.format import fmt, num, table
 from classndiff.evaluation.report.statistics import HEADLINE, wilson
 
 
+# Report text, read top to bottom like the section it writes.
 def ablation_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
     cmp = r["compare"]
     ci, other = r["groups"]["ci"], cmp["ci"]
@@ -75,6 +76,7 @@ def ablation_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
     ]
 
 
+# Report text, read top to bottom like the section it writes.
 def generation_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
     gen = r.get("generation") or {}
     if not gen:
