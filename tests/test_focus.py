@@ -70,14 +70,19 @@ def test_class_activation_map_is_grad_cam(tiny_config: ClassNDiffConfig) -> None
         np.testing.assert_allclose(up, theirs, atol=0.02)
 
 
+def classifier_and_pixels(tiny_config: ClassNDiffConfig, seed: int,
+                          n: int) -> tuple[LesionClassifier, torch.Tensor]:
+    """A tiny classifier with an 8×8 last map at 64 px, and `n` random images for it."""
+    config = tiny_config.override({"model.classifier_output_stride": 16,
+                                   "model.classifier_image_size": 64, "model.pixel_size": 64})
+    torch.manual_seed(seed)
+    return LesionClassifier(config.model).eval(), torch.rand(n, 3, 64, 64) * 2 - 1
+
+
 def test_scaled_map_is_what_pytorch_grad_cam_returns(tiny_config: ClassNDiffConfig) -> None:
     """`scale_like_grad_cam` on our CAM reproduces pytorch-grad-cam's output pixel for pixel,
     so the training-time measure is the bar's measure."""
-    config = tiny_config.override({"model.classifier_output_stride": 16,
-                                   "model.classifier_image_size": 64, "model.pixel_size": 64})
-    torch.manual_seed(1)
-    classifier = LesionClassifier(config.model).eval()
-    pixels = torch.rand(4, 3, 64, 64) * 2 - 1
+    classifier, pixels = classifier_and_pixels(tiny_config, 1, 4)
     from classndiff.explain.saliency import ClassTarget
 
     with torch.no_grad():
@@ -98,11 +103,7 @@ def test_grad_cam_without_pytorch_grad_cam_gives_its_maps(tiny_config: ClassNDif
     the predicted class, the malignant log-odds and a named class."""
     from classndiff.explain.saliency import make_target
 
-    config = tiny_config.override({"model.classifier_output_stride": 16,
-                                   "model.classifier_image_size": 64, "model.pixel_size": 64})
-    torch.manual_seed(2)
-    classifier = LesionClassifier(config.model).eval()
-    pixels = torch.rand(3, 3, 64, 64) * 2 - 1
+    classifier, pixels = classifier_and_pixels(tiny_config, 2, 3)
     with torch.no_grad():
         predicted = classifier(pixels).argmax(1)
     targets = [make_target(target, int(c))[0] for c in predicted]
