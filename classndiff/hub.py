@@ -186,3 +186,37 @@ def push_to_hub(directory: str | Path, repo_id: str, private: bool = True) -> st
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(folder_path=str(directory), repo_id=repo_id)
     return str(getattr(info, "commit_url", info))
+
+
+def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path) -> Path:
+    """`target`'s weights with the denoiser of `trained` (a run fine-tuned from `target` with
+    the classifier frozen), written to `output` (may be `target`). Everything about the
+    classifier — its weights, the calibration, the abstention statistics, metrics.json and
+    the other measurements beside it — stays bit for bit what it was, so only what depends on
+    the generator needs measuring again. config.json takes the run's training record (the
+    target's stages and the new one) and its training settings."""
+    target, trained, output = Path(target), Path(trained), Path(output)
+    own = ClassNDiffConfig.from_json(target / CONFIG_NAME)
+    run = ClassNDiffConfig.from_json(trained / CONFIG_NAME)
+    own_record, run_record = own.training, run.training
+    if own.model != run.model:
+        raise ValueError(f"{trained} has another model configuration than {target}")
+    if (own_record is None or run_record is None
+            or run_record.stages[:len(own_record.stages)] != own_record.stages
+            or (run_record.classifier_step, run_record.classifier_stage)
+            != (own_record.classifier_step, own_record.classifier_stage)):
+        raise ValueError(f"{trained} is not a run fine-tuned from {target} with its "
+                         "classifier kept (classndiff train --init-from, classifier frozen)")
+    tensors = load_file(str(target / WEIGHTS_NAME))
+    new = load_file(str(trained / WEIGHTS_NAME))
+    for key in [k for k in tensors if k.startswith("denoiser.")]:
+        tensors[key] = new[key].to(tensors[key].dtype).contiguous()
+    output.mkdir(parents=True, exist_ok=True)
+    if output.resolve() != target.resolve():
+        for item in target.iterdir():
+            if item.is_file() and item.name not in (CONFIG_NAME, WEIGHTS_NAME):
+                (output / item.name).write_bytes(item.read_bytes())
+    save_file(tensors, str(output / WEIGHTS_NAME), metadata={"format": "pt"})
+    own.train, own.training = run.train, run_record
+    own.to_json(output / CONFIG_NAME)
+    return output

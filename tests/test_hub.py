@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
 from classndiff import ClassNDiffPipeline
 from classndiff.hub import WeightsNotFoundError, resolve, split_revision
@@ -133,3 +134,41 @@ def test_no_fallback_raises(monkeypatch, tmp_path):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(WeightsNotFoundError, match="could not get weights"):
         resolve("org/absent", fallback=False)
+
+
+def test_graft_keeps_the_classifier_and_takes_the_runs_denoiser(tiny_weights, tmp_path) -> None:
+    """`classndiff graft`: the target's classifier, extras and files stay bit for bit; the
+    denoiser is the fine-tuned run's; the record gains the run's stage; a run that did not
+    start from the target is refused."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from classndiff.config import ClassNDiffConfig
+    from classndiff.hub import graft_denoiser
+    from classndiff.training.trainer import Trainer
+
+    target = tmp_path / "target"
+    shutil.copytree(tiny_weights, target)
+    tensors = load_file(str(target / "model.safetensors"))
+    tensors["trust.example"] = torch.arange(3.0)  # an extra, as calibrate writes them
+    save_file(tensors, str(target / "model.safetensors"))
+    (target / "metrics.json").write_text('{"kept": true}\n')
+    start = ClassNDiffConfig.from_json(target / "config.json")
+    run = tmp_path / "run"
+    Trainer(start.override({"train.max_steps": 2, "train.classifier_learning_rate": 0.0,
+                            "train.joint_updates_classifier": False}), run,
+            init_from=target).train()
+    out = graft_denoiser(target, run, tmp_path / "out")
+    grafted, trained = load_file(str(out / "model.safetensors")), load_file(
+        str(run / "model.safetensors"))
+    assert set(grafted) == set(tensors)
+    for key, value in grafted.items():
+        expected = trained[key] if key.startswith("denoiser.") else tensors[key]
+        assert torch.equal(value, expected.to(value.dtype)), key
+    assert (out / "metrics.json").read_text() == '{"kept": true}\n'
+    record = ClassNDiffConfig.from_json(out / "config.json").training
+    assert len(record.stages) == len(start.training.stages) + 1
+    assert record.classifier_step == start.training.classifier_step
+    with pytest.raises(ValueError, match="not a run fine-tuned"):
+        graft_denoiser(run, target, tmp_path / "wrong")

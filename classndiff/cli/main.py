@@ -178,6 +178,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graft(args: argparse.Namespace) -> int:
+    from classndiff.hub import graft_denoiser
+
+    print("wrote", graft_denoiser(args.weights, args.denoiser_from, args.output_dir or
+                                  args.weights))
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from classndiff.evaluation.card import write_model_card
     from classndiff.evaluation.card_figures import plot_training_log, sample_grid
@@ -321,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push", action="store_true", help="upload to the Hub (only when asked)")
     p.add_argument("--public", action="store_true", help="with --push: a public repo")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("graft", help="a weights folder with the denoiser of a run fine-tuned "
+                       "from it (classifier and its measurements kept)")
+    p.add_argument("weights")
+    p.add_argument("--denoiser-from", required=True, type=Path, help="the run's output folder")
+    p.add_argument("--output-dir", type=Path, help="default: the weights folder itself")
+    p.set_defaults(func=cmd_graft)
 
     p = sub.add_parser("figures", help="model card: training curves, a sample grid, MODEL_CARD.md")
     p.add_argument("weights", nargs="?", default=None)
