@@ -1,7 +1,7 @@
 """Class-N-Diff: one jointly trained model that diagnoses dermoscopic images and generates
 synthetic lesions by diagnosis, skin tone and sex (Imran & Munia, EMBC 2025)."""
 
-__version__ = "0.1.0"
+from classndiff.version import __version__
 
 
 def __getattr__(name: str):  # lazy: `import classndiff` stays cheap (no torch)

@@ -13,8 +13,8 @@ from typing import Any
 
 from PIL import Image
 
-from classndiff import __version__
 from classndiff.labels import TONE_GROUPS
+from classndiff.version import __version__
 from demo.settings import EXAMPLE_SUFFIXES, ROOT
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from classndiff import __version__
 from classndiff.data import LesionDataset
 from classndiff.metrics import classification_metrics
+from classndiff.version import __version__
 
 
 @torch.no_grad()

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from PIL import Image
 
-from classndiff import __version__
 from classndiff.config import ClassNDiffConfig
 from classndiff.explain.saliency import SaliencyExplainer, make_target, normalize_method
 from classndiff.hub import ResolvedWeights, load_pretrained, load_vae, resolve, save_pretrained
@@ -55,6 +54,7 @@ from classndiff.trust.abstention import (
     logits_and_features,
 )
 from classndiff.trust.skintone import estimate_skin_tone
+from classndiff.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -152,10 +152,10 @@ def build_report(
 ) -> dict[str, Any]:
     """Everything above for one model (and optionally a second to compare), written to
     out_dir. Returns the metrics dictionary that metrics.json holds."""
-    from classndiff import __version__
     from classndiff.data import LesionDataset
     from classndiff.evaluation.evaluate import write_json
     from classndiff.pipelines.pipeline import ClassNDiffPipeline
+    from classndiff.version import __version__
 
     lap = _Laps(progress or (lambda text: logger.info(text)))
     out_dir = Path(out_dir)
