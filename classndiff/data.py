@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from classndiff.images import center_square
 from classndiff.labels import DX_CODES, encode_dx, encode_sex, encode_tone
 
 DEFAULT_DATA_DIR = "../shared/data/ham10000"
@@ -47,18 +48,10 @@ def read_metadata(root: str | Path, split: str | Sequence[str] | None = None) ->
     return rows
 
 
-def _centre_square(im: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
-    """Centre-crop to a square and resize to `size` (as the shared copy was made)."""
-    w, h = im.size
-    side = min(w, h)
-    im = im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2))
-    return im.resize((size, size), resample) if side != size else im
-
-
 def load_rgb(path: Path, size: int) -> np.ndarray:
     """An image, centre-cropped and resized (Lanczos), uint8 HWC."""
     with Image.open(path) as im:
-        square = _centre_square(im.convert("RGB"), size, Image.Resampling.LANCZOS)
+        square = center_square(im.convert("RGB"), size, Image.Resampling.LANCZOS)
         return np.asarray(square, dtype=np.uint8)
 
 
@@ -68,7 +61,7 @@ def load_mask(path: Path, size: int) -> np.ndarray | None:
     if not path.exists():
         return None
     with Image.open(path) as im:
-        square = _centre_square(im.convert("L"), size, Image.Resampling.NEAREST)
+        square = center_square(im.convert("L"), size, Image.Resampling.NEAREST)
         return (np.asarray(square) > 0).astype(np.uint8)
 
 

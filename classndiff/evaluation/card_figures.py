@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from classndiff.evaluation.generation import sample_grid as labelled_grid
 from classndiff.labels import DX_CODES, DX_NAMES, TONE_GROUPS
 from classndiff.plots import pyplot, save_figure
 
@@ -62,20 +63,18 @@ def plot_training_log(log_csv: str | Path, png: str | Path) -> Path:
 
 def sample_grid(pipe: Any, png: str | Path, per_tone: int = 2, seed: int = 0,
                 steps: int | None = None, guidance_scale: float | None = None) -> Path:
-    """Rows: the 7 diagnoses; columns: `per_tone` images for each skin-tone group."""
-    rows = []
-    for dx in DX_CODES:
-        cells = []
-        for tone in TONE_GROUPS:
-            out = pipe.generate(dx=dx, skin_tone=tone, num_images=per_tone, seed=seed,
+    """Rows: the 7 diagnoses; columns: `per_tone` images for each skin-tone group, with
+    the labels of `generation.sample_grid`."""
+    images, dx, tone = [], [], []
+    for c, code in enumerate(DX_CODES):
+        for g, group in enumerate(TONE_GROUPS):
+            out = pipe.generate(dx=code, skin_tone=group, num_images=per_tone, seed=seed,
                                 steps=steps, guidance_scale=guidance_scale)
-            cells.extend(np.asarray(im.convert("RGB")) for im in out.images)
-        rows.append(np.concatenate(cells, axis=1))
-    grid = Image.fromarray(np.concatenate(rows, axis=0))
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(png, optimize=True)
-    return png
+            images += out.images
+            dx += [c] * len(out.images)
+            tone += [g] * len(out.images)
+    return labelled_grid(_as_tensor(images), np.array(dx), np.array(tone), png,
+                         per_cell=per_tone)
 
 
 def _as_tensor(images: list[Image.Image]) -> torch.Tensor:

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from classndiff.images import center_square
+
 MIN_SIDE = 32  # below this there is nothing to diagnose
 MAX_PIXELS = 40_000_000  # checked from the header, before the image is decoded
 MAX_BYTES = 50 * 1024 * 1024
@@ -227,17 +229,6 @@ def load_image(
         raise ImageInputError("the image is too large to decode") from None
     except Exception as error:  # noqa: BLE001 - decoders raise OSError, ValueError, SyntaxError...
         raise ImageInputError(f"the image is damaged or truncated ({error})") from None
-
-
-def center_square(im: Image.Image, size: int | None = None) -> Image.Image:
-    """Centre crop to a square (as the training images were made), optionally resized."""
-    w, h = im.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    im = im.crop((left, top, left + side, top + side))
-    if size is not None and side != size:
-        im = im.resize((size, size), Image.Resampling.LANCZOS)
-    return im
 
 
 def to_model_tensor(im: Image.Image, size: int):  # noqa: ANN201 - torch.Tensor (lazy import)
