@@ -10,7 +10,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "classndiff"
 # Bottom to top. A module may import its own layer's other modules and anything below.
 LAYERS = [
-    {"config", "labels", "plots", "metrics", "data", "version", "images"},  # core: no model, no training
+    # core: no model, no training
+    {"config", "labels", "plots", "metrics", "data", "version", "images"},
     {"models"},
     {"hub", "trust", "explain"},  # persistence, and pure functions over the models
     {"training"},

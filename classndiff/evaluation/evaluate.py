@@ -17,14 +17,18 @@ from classndiff.version import __version__
 
 
 @torch.no_grad()
-def predict_split(pipe, dataset: LesionDataset, batch_size: int = 128,  # noqa: ANN001
-                  calibrated: bool = True) -> np.ndarray:
-    """Probabilities (N, 7) for every image of `dataset` through the pipeline."""
-    out = []
-    for start in range(0, len(dataset), batch_size):
-        pixels = dataset.images[start : start + batch_size].float() / 127.5 - 1
-        out.append(pipe.predict_proba(pixels, calibrated=calibrated))
-    return torch.cat(out).numpy()
+def split_logits(pipe, dataset: LesionDataset, batch_size: int = 128,  # noqa: ANN001
+                 ) -> torch.Tensor:
+    """Classifier logits (N, 7) for every image of `dataset`, through the pipeline: the one
+    prediction loop of the evaluation (calibrated and raw probabilities both come from it)."""
+    return torch.cat([pipe.logits(dataset.images[i:i + batch_size].float() / 127.5 - 1).cpu()
+                      for i in range(0, len(dataset), batch_size)])
+
+
+def probabilities(pipe, logits: torch.Tensor, calibrated: bool = True,  # noqa: ANN001
+                  ) -> np.ndarray:
+    """Softmax of `split_logits`, temperature-scaled when `calibrated` and fitted."""
+    return torch.softmax(logits / (pipe.temperature if calibrated else 1.0), 1).numpy()
 
 
 def evaluate_classification(
@@ -36,10 +40,10 @@ def evaluate_classification(
     """Accuracy, balanced accuracy, macro AUC, malignant AUC, ECE on `split`."""
     started = time.perf_counter()
     dataset = LesionDataset(data_dir, split, image_size=pipe.config.model.pixel_size, limit=limit)
-    probs = predict_split(pipe, dataset)
-    metrics = classification_metrics(probs, dataset.dx.numpy())
+    logits = split_logits(pipe, dataset)
+    metrics = classification_metrics(probabilities(pipe, logits), dataset.dx.numpy())
     if pipe.calibrated:
-        raw = classification_metrics(predict_split(pipe, dataset, calibrated=False),
+        raw = classification_metrics(probabilities(pipe, logits, calibrated=False),
                                      dataset.dx.numpy())
         metrics["ece_uncalibrated"] = raw["ece"]
     return {

@@ -19,6 +19,7 @@ from classndiff.evaluation.bootstrap import (
     lesion_codes,
     lesion_resample,
 )
+from classndiff.evaluation.evaluate import probabilities, split_logits
 from classndiff.evaluation.report.statistics import (
     group_sizes,
     group_statistic,
@@ -45,11 +46,8 @@ def predict_probs(pipe: Any, dataset: Any, calibrated: bool = True, batch_size: 
     temperature applied here, so calibrated and raw probabilities cost one pass."""
     key = (id(pipe), id(dataset))
     if key not in _LOGITS:
-        _LOGITS[key] = (pipe, dataset, torch.cat([
-            pipe.logits(dataset.images[i:i + batch_size].float() / 127.5 - 1).cpu()
-            for i in range(0, len(dataset), batch_size)]))
-    temperature = pipe.temperature if calibrated else 1.0
-    return torch.softmax(_LOGITS[key][2] / temperature, 1).numpy()
+        _LOGITS[key] = (pipe, dataset, split_logits(pipe, dataset, batch_size))
+    return probabilities(pipe, _LOGITS[key][2], calibrated)
 
 
 def classification_section(
