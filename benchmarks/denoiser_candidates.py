@@ -6,9 +6,9 @@ and a small diffusers UNet2DModel.
     python benchmarks/denoiser_candidates.py
     python benchmarks/denoiser_candidates.py --quick
 
-This measures cost only. The issue's study at EQUAL CPU BUDGET (each candidate trained the
-same minutes and graded by benchmarks/generator_yardstick.py) has not been run: see the
-README. Ends with ONE JSON line."""
+This measures cost only; the study at equal CPU budget (each candidate trained the same
+minutes and graded by benchmarks/generator_yardstick.py) is benchmarks/generator_study.sh.
+Ends with ONE JSON line."""
 
 from __future__ import annotations
 
