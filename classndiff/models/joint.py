@@ -21,12 +21,8 @@ def build_denoiser(config: ModelConfig, cond_drop_prob: float = 0.1) -> nn.Modul
     raise ValueError(f"unknown denoiser {config.denoiser!r}: dit or unet")
 
 
-#################################################################################
-#                        Classifier and the joint model                         #
-#################################################################################
-
 class ClassNDiff(nn.Module):
-    """The joint model: `denoiser` (DiT) and `classifier` (timm), trained together; with
+    """The joint model: `denoiser` (DiT or UNet) and `classifier` (timm), trained together; with
     `config.tone_adversary`, also the adversarial skin-tone head (training only)."""
 
     def __init__(self, config: ModelConfig, cond_drop_prob: float = 0.1,
