@@ -184,6 +184,13 @@ class TrainingRecord:
     step: int = 0
     classifier_step: int = 0
     classifier_stage: int = 1
+    # The stage whose settings config.json's `train` section holds (None: the last one;
+    # `classndiff graft` keeps the settings of the stage that made the classifier).
+    settings_stage: int | None = None
+
+    @property
+    def settings_of(self) -> int:
+        return self.settings_stage or len(self.stages)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> TrainingRecord | None:
@@ -195,14 +202,18 @@ class TrainingRecord:
                   for stage in (data.get("stages") or [data])]
         return cls(stages, data.get("step", stages[-1].step),
                    data.get("classifier_step", stages[-1].classifier_step),
-                   data.get("classifier_stage", len(stages) if data.get("stages") else 1))
+                   data.get("classifier_stage", len(stages) if data.get("stages") else 1),
+                   data.get("settings_stage"))
 
     def to_json(self) -> dict[str, Any]:
         if len(self.stages) == 1:
             return self.stages[0].to_json()
-        return {"stages": [stage.to_json() for stage in self.stages], "step": self.step,
-                "classifier_step": self.classifier_step,
-                "classifier_stage": self.classifier_stage}
+        out = {"stages": [stage.to_json() for stage in self.stages], "step": self.step,
+               "classifier_step": self.classifier_step,
+               "classifier_stage": self.classifier_stage}
+        if self.settings_stage is not None:
+            out["settings_stage"] = self.settings_stage
+        return out
 
     def then(self, stage: TrainingStage) -> TrainingRecord:
         """This record with a fine-tune's stage after it. The classifier is the new stage's

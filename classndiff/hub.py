@@ -194,7 +194,8 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path) 
     classifier — its weights, the calibration, the abstention statistics, metrics.json and
     the other measurements beside it — stays bit for bit what it was, so only what depends on
     the generator needs measuring again. config.json takes the run's training record (the
-    target's stages and the new one) and its training settings."""
+    target's stages and the new one, whose settings are in its command) and keeps the
+    target's `train` settings, those of the stage that made the classifier."""
     target, trained, output = Path(target), Path(trained), Path(output)
     own = ClassNDiffConfig.from_json(target / CONFIG_NAME)
     run = ClassNDiffConfig.from_json(trained / CONFIG_NAME)
@@ -217,6 +218,7 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path) 
             if item.is_file() and item.name not in (CONFIG_NAME, WEIGHTS_NAME):
                 (output / item.name).write_bytes(item.read_bytes())
     save_file(tensors, str(output / WEIGHTS_NAME), metadata={"format": "pt"})
-    own.train, own.training = run.train, run_record
+    run_record.settings_stage = own_record.settings_of  # `train` stays the classifier's stage's
+    own.training = run_record
     own.to_json(output / CONFIG_NAME)
     return output

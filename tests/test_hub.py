@@ -172,3 +172,25 @@ def test_graft_keeps_the_classifier_and_takes_the_runs_denoiser(tiny_weights, tm
     assert record.classifier_step == start.training.classifier_step
     with pytest.raises(ValueError, match="not a run fine-tuned"):
         graft_denoiser(run, target, tmp_path / "wrong")
+
+
+def test_graft_keeps_the_classifier_stages_settings(tiny_weights, tmp_path) -> None:
+    """After a graft, config.json's `train` is still the stage that made the classifier
+    (the run's settings are in its recorded command), and the record says which stage."""
+    import shutil
+
+    from classndiff.config import ClassNDiffConfig
+    from classndiff.hub import graft_denoiser
+    from classndiff.training.trainer import Trainer
+
+    target = tmp_path / "target"
+    shutil.copytree(tiny_weights, target)
+    start = ClassNDiffConfig.from_json(target / "config.json")
+    Trainer(start.override({"train.max_steps": 2, "train.classifier_learning_rate": 0.0,
+                            "train.joint_updates_classifier": False,
+                            "train.lambda_cls": 0.5}), tmp_path / "run",
+            init_from=target).train()
+    out = ClassNDiffConfig.from_json(graft_denoiser(target, tmp_path / "run",
+                                                    tmp_path / "out") / "config.json")
+    assert out.train == start.train
+    assert out.training.settings_of == 1 and len(out.training.stages) == 2

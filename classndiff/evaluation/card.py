@@ -123,9 +123,9 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
     counts = _data_counts(data_dir) if (data_dir / "metadata.csv").exists() else {}
     stages = training.stages
     # The focus text applies only when the shipped classifier came from the stage that used it.
-    focus_used = t.lambda_saliency > 0 and training.classifier_stage == len(stages) > 1
+    focus_used = t.lambda_saliency > 0 and training.classifier_stage == training.settings_of > 1
     focus_row = (f" + λ_s·Dice(the classifier's Grad-CAM map, the expert lesion mask) on real "
-                 f"training images, λ_s = {t.lambda_saliency}, in the last stage"
+                 f"training images, λ_s = {t.lambda_saliency}, in stage {training.settings_of}"
                  if focus_used else "")
     model_index = "\n".join(
         f"      - {{type: {k}, value: {round(float(cls[k]), 4)}, name: {k.replace('_', ' ')}}}"
@@ -139,7 +139,10 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
         data_folder=Path(t.data_dir).name,
         train_tone_line=", ".join(f"{g} {counts.get('train', {}).get(g, 0)}" for g in TONES),
         tone_line=", ".join(f"{g} {counts.get('test', {}).get(g, 0)}" for g in TONES),
-        stages_text=stage_table(stages), figures=_figures(weights, len(stages)),
+        stages_text=stage_table(stages), settings_stage=(
+            "the last stage's settings" if training.settings_of == len(stages)
+            else f"stage {training.settings_of}'s settings; later stages' are in their "
+            "commands"), figures=_figures(weights, len(stages)),
         timings=_timings(weights),
         classifier_step=training.classifier_step if config.training else "—",
         classifier_stage=training.classifier_stage,
