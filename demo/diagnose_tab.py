@@ -266,10 +266,14 @@ class DiagnoseTab:
             cf_summary = gr.Markdown("", elem_id="cf-summary")
         self.example_gallery = None
         if self.examples:  # below the results: on a phone the answer comes first
+            # The caption as text above, not as Gradio's label badge: the badge covered the
+            # SYNTHETIC stamp of the first thumbnails.
+            gr.Markdown("**Synthetic examples** (made by the model, stamped SYNTHETIC): "
+                        "click one to diagnose it", elem_id="examples-caption")
             self.example_gallery = gr.Gallery(
                 [(self.temp.save_png(stamp_synthetic(Image.open(p))), p.stem)
                  for p in self.examples], label="Synthetic examples "
-                "(made by the model): click one", columns=7, height=160,
+                "(made by the model): click one", show_label=False, columns=7, height=160,
                 allow_preview=False, interactive=False, elem_id="examples")
         return ([probabilities, summary, overlay, details],
                 (cf_target, cf_strength, cf_button, cf_gallery, cf_summary))
