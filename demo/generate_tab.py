@@ -112,8 +112,9 @@ class GenerateTab:
                 caption = f"{predicted} {percent(confidence)}"
             gallery.append((self.temp.save_png(stamp_synthetic(image),
                                                png_metadata(settings)), caption))
-        return gallery, self.batch_zip(out, settings), self.summary(out, settings), \
-            self.sidecar(out, settings)
+        sidecar = self.sidecar(out, settings)
+        return gallery, self.batch_zip(out, settings, sidecar), self.summary(out, settings), \
+            sidecar
 
     @staticmethod
     def name(settings: dict[str, Any]) -> str:
@@ -131,8 +132,7 @@ class GenerateTab:
                     "Weights trained on HAM10000: CC BY-NC 4.0.",
         }
 
-    def batch_zip(self, out: Any, settings: dict[str, Any]) -> str:
-        sidecar = self.sidecar(out, settings)
+    def batch_zip(self, out: Any, settings: dict[str, Any], sidecar: dict[str, Any]) -> str:
         zip_path = self.temp.new_file(
             f"classndiff_synthetic_{self.name(settings)}_seed{settings['seed']}.zip")
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:

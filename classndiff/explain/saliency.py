@@ -316,23 +316,18 @@ class SaliencyExplainer:
         return grayscale.astype(np.float32), logits
 
     def _layer_is_pooled_map(self, in_chans: int, input_size: int) -> bool:
-        pools = getattr(self.classifier, "pools_into_linear_head", None)
-        if pools is None or not pools(input_size):
+        """One probe pass: the head average-pools into a linear layer, and the CAM layer's
+        output is the map it pools."""
+        if not hasattr(self.classifier, "probe"):
             return False
         seen: list[torch.Tensor] = []
         hook = self.layer.register_forward_hook(lambda _m, _i, out: seen.append(out))
-        was_training = self.classifier.training
-        self.classifier.eval()
         try:
-            device = next(self.classifier.parameters()).device
-            with torch.no_grad():
-                x = torch.rand(1, in_chans, input_size, input_size, device=device) * 2 - 1
-                _, feature_map = self.classifier.forward_with_maps(x)
+            logits, feature_map = self.classifier.probe(input_size, in_chans)
         finally:
             hook.remove()
-            self.classifier.train(was_training)
-        return bool(seen) and seen[-1].shape == feature_map.shape and torch.equal(
-            seen[-1], feature_map)
+        return (self.classifier.head_pools_linearly(logits, feature_map) and bool(seen)
+                and seen[-1].shape == feature_map.shape and torch.equal(seen[-1], feature_map))
 
     def _native_grad_cam(
         self, pixels: torch.Tensor, targets: Sequence[Callable] | None

@@ -80,17 +80,26 @@ class LesionClassifier(nn.Module):
         a target's gradient at that map is the same at every position. A norm or MLP in the
         head (ConvNeXt, ViT) breaks that. Checked numerically on a random image, not from a
         list of names."""
+        return self.head_pools_linearly(*self.probe(side))
+
+    @torch.no_grad()
+    def probe(self, side: int, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, last feature map) of two random images, in eval mode."""
         was_training = self.training
         self.eval()
         try:
-            x = torch.rand(2, 3, side, side, device=next(self.parameters()).device) * 2 - 1
-            logits, feature_map = self.forward_with_maps(x)
-            head = self.backbone.get_classifier()
-            if not isinstance(head, nn.Linear) or feature_map.ndim != 4:  # ViTs give tokens
-                return False
-            pooled = head(feature_map.mean(dim=(-2, -1)))
+            x = torch.rand(2, channels, side, side, device=next(self.parameters()).device) * 2 - 1
+            return self.forward_with_maps(x)
         finally:
             self.train(was_training)
+
+    @torch.no_grad()
+    def head_pools_linearly(self, logits: torch.Tensor, feature_map: torch.Tensor) -> bool:
+        """`pools_into_linear_head` on a pass already made."""
+        head = self.backbone.get_classifier()
+        if not isinstance(head, nn.Linear) or feature_map.ndim != 4:  # ViTs give tokens
+            return False
+        pooled = head(feature_map.mean(dim=(-2, -1)))
         return bool(torch.allclose(pooled, logits, atol=1e-4, rtol=1e-3))
 
     def class_activation_maps(
