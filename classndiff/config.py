@@ -64,6 +64,13 @@ class ModelConfig:
     pixel_size: int = 128  # image side the data is read at (and decoded to)
 
 
+
+# The model settings that belong to the classifier (and the data it reads): a denoiser may be
+# swapped under a classifier (`classndiff graft`) only when these match.
+CLASSIFIER_SETTINGS = frozenset({
+    "classifier_backbone", "classifier_image_size", "classifier_drop_rate", "classifier_init",
+    "classifier_output_stride", "tone_adversary", "pretrained_backbone", "pixel_size"})
+
 @dataclass
 class TrainConfig:
     data_dir: str = "../shared/data/ham10000"
@@ -102,6 +109,12 @@ class TrainConfig:
     # re-tinted to a random skin tone, ITA −30°…55° (fairness: the diagnosis should not lean
     # on the colour of the surrounding skin). 0 = off.
     classifier_retint: float = 0.0
+    # λ of a skin-tone consistency term: every real image is also shown with its skin
+    # re-tinted to a random tone (the same flips, turns and camera jitter), and the prediction
+    # on it is pulled towards the original's by KL(p(original) ‖ p(re-tinted)), the original
+    # held fixed. Re-tint augmentation alone teaches the diagnosis under each tone; this asks
+    # for the SAME answer across tones, which is what the counterfactual flip rate counts.
+    tone_consistency: float = 0.0
     # A folder laid out like the data whose "train" images (generated ones: see
     # benchmarks/synthetic_set.py) join the classifier's training pool. The denoiser must
     # not learn from its own samples, so this needs learning_rate 0. None = off.

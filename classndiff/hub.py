@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from classndiff.config import ClassNDiffConfig
+from classndiff.config import CLASSIFIER_SETTINGS, ClassNDiffConfig, ModelConfig, TrainingRecord
 from classndiff.models.joint import ClassNDiff
 
 logger = logging.getLogger(__name__)
@@ -188,30 +188,46 @@ def push_to_hub(directory: str | Path, repo_id: str, private: bool = True) -> st
     return str(getattr(info, "commit_url", info))
 
 
-def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path) -> Path:
+def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
+                   new_denoiser: bool = False) -> Path:
     """`target`'s weights with the denoiser of `trained` (a run fine-tuned from `target` with
     the classifier frozen), written to `output` (may be `target`). Everything about the
     classifier — its weights, the calibration, the abstention statistics, metrics.json and
     the other measurements beside it — stays bit for bit what it was, so only what depends on
     the generator needs measuring again. config.json takes the run's training record (the
     target's stages and the new one, whose settings are in its command) and keeps the
-    target's `train` settings, those of the stage that made the classifier."""
+    target's `train` settings, those of the stage that made the classifier.
+
+    The denoiser may have another architecture (its model settings come with it); the
+    classifier's settings must match. With `new_denoiser`, `trained` is a denoiser trained on
+    its own (not fine-tuned from `target`): its stages are appended to the target's."""
     target, trained, output = Path(target), Path(trained), Path(output)
     own = ClassNDiffConfig.from_json(target / CONFIG_NAME)
     run = ClassNDiffConfig.from_json(trained / CONFIG_NAME)
     own_record, run_record = own.training, run.training
-    if own.model != run.model:
-        raise ValueError(f"{trained} has another model configuration than {target}")
-    if (own_record is None or run_record is None
-            or run_record.stages[:len(own_record.stages)] != own_record.stages
-            or (run_record.classifier_step, run_record.classifier_stage)
-            != (own_record.classifier_step, own_record.classifier_stage)):
+    differing = [f.name for f in fields(ModelConfig)
+                 if getattr(own.model, f.name) != getattr(run.model, f.name)]
+    if set(differing) & CLASSIFIER_SETTINGS:
+        raise ValueError(f"{trained} has another classifier configuration than {target} "
+                         f"({', '.join(sorted(set(differing) & CLASSIFIER_SETTINGS))})")
+    if own_record is None or run_record is None:
+        raise ValueError(f"{target} and {trained} must both carry a training record")
+    extends = (run_record.stages[:len(own_record.stages)] == own_record.stages
+               and (run_record.classifier_step, run_record.classifier_stage)
+               == (own_record.classifier_step, own_record.classifier_stage))
+    if new_denoiser:
+        run_record = TrainingRecord([*own_record.stages, *run_record.stages], own_record.step,
+                                    own_record.classifier_step, own_record.classifier_stage)
+    elif not extends:
         raise ValueError(f"{trained} is not a run fine-tuned from {target} with its "
-                         "classifier kept (classndiff train --init-from, classifier frozen)")
-    tensors = load_file(str(target / WEIGHTS_NAME))
-    new = load_file(str(trained / WEIGHTS_NAME))
-    for key in [k for k in tensors if k.startswith("denoiser.")]:
-        tensors[key] = new[key].to(tensors[key].dtype).contiguous()
+                         "classifier kept (classndiff train --init-from, classifier frozen); "
+                         "a denoiser trained on its own needs --new-denoiser")
+    tensors = {k: v for k, v in load_file(str(target / WEIGHTS_NAME)).items()
+               if not k.startswith("denoiser.")}
+    dtype = tensors[next(k for k in tensors if k.startswith("classifier."))].dtype
+    tensors.update({k: v.to(dtype).contiguous()
+                    for k, v in load_file(str(trained / WEIGHTS_NAME)).items()
+                    if k.startswith("denoiser.")})
     output.mkdir(parents=True, exist_ok=True)
     if output.resolve() != target.resolve():
         for item in target.iterdir():
@@ -220,5 +236,6 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path) 
     save_file(tensors, str(output / WEIGHTS_NAME), metadata={"format": "pt"})
     run_record.settings_stage = own_record.settings_of  # `train` stays the classifier's stage's
     own.training = run_record
+    own.model = replace(own.model, **{name: getattr(run.model, name) for name in differing})
     own.to_json(output / CONFIG_NAME)
     return output

@@ -194,3 +194,44 @@ def test_graft_keeps_the_classifier_stages_settings(tiny_weights, tmp_path) -> N
                                                     tmp_path / "out") / "config.json")
     assert out.train == start.train
     assert out.training.settings_of == 1 and len(out.training.stages) == 2
+
+
+def test_graft_of_a_new_denoiser_takes_its_architecture_and_appends_its_stages(
+        tiny_weights, tiny_config, tmp_path) -> None:
+    """`classndiff graft --new-denoiser`: a denoiser trained on its own, of another
+    architecture, under the target's classifier: its model settings come along, the
+    classifier's stay, the record is the target's stages then the run's; without the flag it
+    is refused, and so is a run whose classifier settings differ."""
+    from safetensors.torch import load_file
+
+    from classndiff import ClassNDiffPipeline
+    from classndiff.config import ClassNDiffConfig
+    from classndiff.hub import graft_denoiser
+    from classndiff.training.trainer import Trainer
+
+    other = tiny_config.override({"model.denoiser": "unet", "model.unet_channels": [8, 16],
+                                  "model.unet_layers_per_block": 1,
+                                  "model.unet_attention_levels": 1, "train.max_steps": 2})
+    run = tmp_path / "unet"
+    Trainer(other, run).train()
+    with pytest.raises(ValueError, match="--new-denoiser"):
+        graft_denoiser(tiny_weights, run, tmp_path / "refused")
+    out = graft_denoiser(tiny_weights, run, tmp_path / "out", new_denoiser=True)
+    config = ClassNDiffConfig.from_json(out / "config.json")
+    start = ClassNDiffConfig.from_json(tiny_weights / "config.json")
+    assert config.model.denoiser == "unet" and config.model.unet_channels == [8, 16]
+    assert config.model.classifier_backbone == start.model.classifier_backbone
+    assert len(config.training.stages) == len(start.training.stages) + 1
+    assert config.training.classifier_stage == start.training.classifier_stage
+    grafted, target = load_file(str(out / "model.safetensors")), load_file(
+        str(tiny_weights / "model.safetensors"))
+    for key in [k for k in target if k.startswith("classifier.")]:
+        assert torch.equal(grafted[key], target[key]), key
+    assert not set(grafted) & {k for k in target if k.startswith("denoiser.")} - set(
+        load_file(str(run / "model.safetensors")))
+    assert ClassNDiffPipeline.from_pretrained(out).generate(dx="mel", num_images=1, steps=2).images
+    wider = tmp_path / "wider"
+    Trainer(tiny_config.override({"model.classifier_drop_rate": 0.3, "train.max_steps": 1}),
+            wider).train()
+    with pytest.raises(ValueError, match="classifier configuration"):
+        graft_denoiser(tiny_weights, wider, tmp_path / "refused2", new_denoiser=True)

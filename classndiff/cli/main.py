@@ -181,8 +181,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_graft(args: argparse.Namespace) -> int:
     from classndiff.hub import graft_denoiser
 
-    print("wrote", graft_denoiser(args.weights, args.denoiser_from, args.output_dir or
-                                  args.weights))
+    print("wrote", graft_denoiser(args.weights, args.denoiser_from,
+                                  args.output_dir or args.weights, args.new_denoiser))
     return 0
 
 
@@ -335,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights")
     p.add_argument("--denoiser-from", required=True, type=Path, help="the run's output folder")
     p.add_argument("--output-dir", type=Path, help="default: the weights folder itself")
+    p.add_argument("--new-denoiser", action="store_true",
+                   help="the run trained its own denoiser (not fine-tuned from WEIGHTS; its "
+                   "architecture may differ): its stages are added to the record")
     p.set_defaults(func=cmd_graft)
 
     p = sub.add_parser("figures", help="model card: training curves, a sample grid, MODEL_CARD.md")

@@ -31,6 +31,8 @@ class Batch:
     # Expert lesion masks (N, 1, H, W) in {0, 1}, aligned with `cls_input`; all ones where an
     # image has none (the focus term skips those). None = not loaded.
     mask: torch.Tensor | None = None
+    # `cls_input` with the skin re-tinted to another tone (train.tone_consistency), or None.
+    cls_retinted: torch.Tensor | None = None
     # The step's randomness, drawn by the trainer from its checkpointed generator (so a
     # resumed run is the same run, and every process slices the same global draw):
     # timesteps (N,), noise like x0, condition drops (N, 3) bool. None = drawn in the loss.
@@ -141,7 +143,7 @@ def _real_image_loss(
     device = batch.dx.device
     zero = torch.zeros((), device=device)
     out = {"logits": torch.zeros(n, len(DX_CODES), device=device), "cls_real": zero,
-           "focus": zero, "adv": zero, "adv_accuracy": zero}
+           "focus": zero, "adv": zero, "adv_accuracy": zero, "consistency": zero}
     if train.classifier_learning_rate <= 0:
         return out
     maps = train.lambda_saliency > 0 and batch.mask is not None
@@ -160,7 +162,20 @@ def _real_image_loss(
     out["logits"] = logits
     out["cls_real"] = F.cross_entropy(logits.float(), batch.dx,
                                       label_smoothing=train.label_smoothing)
+    if train.tone_consistency > 0:
+        if batch.cls_retinted is None:
+            raise ValueError("train.tone_consistency needs the re-tinted images in the batch")
+        out["consistency"] = tone_consistency_loss(logits, model.classifier(batch.cls_retinted))
     return out
+
+
+def tone_consistency_loss(logits: torch.Tensor, logits_retinted: torch.Tensor) -> torch.Tensor:
+    """KL(p(original) ‖ p(re-tinted)), batch mean, the original's prediction held fixed: the
+    re-tinted view learns to give the original's answer, not the original to drift towards
+    whatever the re-tint suggests."""
+    target = F.log_softmax(logits.detach().float(), 1)
+    return F.kl_div(F.log_softmax(logits_retinted.float(), 1), target, log_target=True,
+                    reduction="batchmean")
 
 
 def _tone_adversary_loss(model: ClassNDiff, feature_map: torch.Tensor, batch: Batch,
@@ -193,7 +208,8 @@ def joint_loss(
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
     adv      = CE(tone_head(GRL(features(x_real))), tone)   (optional, λ_adv = train.lambda_adv)
     focus    = soft Dice(Grad-CAM map, lesion mask) (optional, λ_s = train.lambda_saliency)
-    loss     = mse + λ · cls_x0 + cls_real + λ_s · focus
+    consist  = KL(p(x_real) ‖ p(x_real, skin re-tinted))  (optional, λ_c = train.tone_consistency)
+    loss     = mse + λ · cls_x0 + cls_real + λ_s · focus + λ_adv · adv + λ_c · consist
 
     With λ = 0 the x̂0 branch is not computed at all: a plain DiT beside an independently
     trained classifier (the ablation). With the denoiser's learning rate at 0 its pass runs
@@ -222,9 +238,10 @@ def joint_loss(
                                                         t, kept)).sum() / k
 
     loss = (mse + train.lambda_cls * cls_x0 + cls_real + train.lambda_saliency * focus
-            + train.lambda_adv * real["adv"])
+            + train.lambda_adv * real["adv"] + train.tone_consistency * real["consistency"])
     return {"loss": loss, "mse": mse.detach(), "cls_real": cls_real.detach(),
             "cls_x0": cls_x0.detach(), "focus": focus.detach(), "adv": real["adv"].detach(),
+            "consistency": real["consistency"].detach(),
             "adv_accuracy": real["adv_accuracy"], "logits_real": real["logits"].detach()}
 
 

@@ -28,7 +28,7 @@ from classndiff.training.objective import TrainingObjective
 logger = logging.getLogger(__name__)
 
 LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "mse", "cls_real", "cls_x0", "focus",
-              "adv", "adv_accuracy",
+              "adv", "adv_accuracy", "consistency",
               "lr", "seconds", "images_per_second", "val_accuracy", "val_balanced_accuracy",
               "val_macro_auc", "val_malignant_auc", "val_score", "val_energy_in_mask",
               "val_empty_maps", "val_cam_iou"]
@@ -111,7 +111,8 @@ class Trainer(TrainingLoop):
     saliency measures where masks exist), and the export: the latest EMA denoiser with the
     best-by-validation EMA classifier."""
 
-    log_keys = ("loss", "mse", "cls_real", "cls_x0", "focus", "adv", "adv_accuracy")
+    log_keys = ("loss", "mse", "cls_real", "cls_x0", "focus", "adv", "adv_accuracy",
+                "consistency")
     val_log_keys = VAL_LOG_KEYS
     log_fields = tuple(LOG_FIELDS)
 
@@ -155,9 +156,10 @@ class Trainer(TrainingLoop):
         when the model works in a VAE's space, and the sampling weights."""
         t = config.train
         m = config.model
-        masks = t.lambda_saliency > 0 or t.classifier_retint > 0
+        masks = t.lambda_saliency > 0 or t.classifier_retint > 0 or t.tone_consistency > 0
         if masks and (m.vae or step_kind != "joint"):
-            raise ValueError("train.lambda_saliency and train.classifier_retint need a "
+            raise ValueError("train.lambda_saliency, classifier_retint and tone_consistency "
+                             "need a "
                              "pixel-space model (no VAE) and the joint step: the masks are in "
                              "pixels, and the upstream-style step has neither")
         self.train_set = LesionDataset(t.data_dir, "train", image_size=m.pixel_size, masks=masks)
@@ -252,15 +254,34 @@ class Trainer(TrainingLoop):
         # RGB to [-1, 1]; a mask channel riding along stays {0, 1}.
         images = torch.cat([images[:, :3] / 127.5 - 1, images[:, 3:]], 1)
         x0 = denoiser_input(images[:, :3], m)
+        # The consistency term's second view: every image's skin at another random tone.
+        retinted = (retint_augment(images, 1.0, self.generator) if t.tone_consistency > 0
+                    else None)
         if t.classifier_retint > 0:  # before the camera jitter, as a real skin would be
             images = retint_augment(images, t.classifier_retint, self.generator)
-        if t.classifier_augment == "strong":
-            images = strong_augment(images, self.generator)
-        elif t.classifier_augment != "light":
-            raise ValueError(f"unknown classifier_augment {t.classifier_augment!r}")
+        images, retinted = self.classifier_views(images, retinted)
         mask = images[mine, 3:] if images.shape[1] > 3 else None
         return Batch(x0[mine], images[mine, :3], *labels, mask=mask,
+                     cls_retinted=None if retinted is None else retinted[mine, :3],
                      **self.step_noise(x0.shape[1:], mine))
+
+    def classifier_views(self, images: torch.Tensor, retinted: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The classifier's camera jitter; a re-tinted view gets the very same draws (the
+        generator is rewound), so the pair differs in skin tone alone."""
+        kind = self.config.train.classifier_augment
+        if kind == "light":
+            return images, retinted
+        if kind != "strong":
+            raise ValueError(f"unknown classifier_augment {kind!r}")
+        state = self.generator.get_state()
+        images = strong_augment(images, self.generator)
+        if retinted is not None:
+            after = self.generator.get_state()
+            self.generator.set_state(state)
+            retinted = strong_augment(retinted, self.generator)
+            self.generator.set_state(after)
+        return images, retinted
 
     def step_noise(self, shape: torch.Size, mine: slice) -> dict[str, torch.Tensor]:
         t = self.config.train
