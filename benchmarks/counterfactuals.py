@@ -1,15 +1,21 @@
-"""Counterfactuals measured on real test images: validity by the INDEPENDENT evaluator
+"""Counterfactuals measured on real images: validity by the INDEPENDENT evaluator
 (weights/evaluator, trained on real images only, never the model itself), proximity (mean
-absolute change inside and outside the expert lesion mask, 0–255), seconds per
-counterfactual, and the same with guidance 0 (plain SDEdit noise, no target) as the
-baseline, so the effect of the target is visible.
+absolute change inside and outside the expert lesion mask, 0–255, and the distance in
+ImageNet Lite0 features to the original), realism (Fréchet distance of the counterfactuals to
+real images of the target class, beside the same distance for real images of that class from
+the training split: the floor at this count), seconds per counterfactual, and the same with
+guidance 0 (plain SDEdit noise, no target) as the baseline, so the effect of the target is
+visible. A sweep over strengths gives validity by strength and the smallest strength at which
+it reaches 50 %.
 
     python benchmarks/counterfactuals.py --weights weights/embedded --per-pair 24 \\
         --output reports/embedded/counterfactuals.json --figure reports/embedded/counterfactuals.png
+    python benchmarks/counterfactuals.py --split val ...   # choosing defaults: never the test split
     python benchmarks/counterfactuals.py --quick
 
-Bars: validity ≥ 0.70 for benign → mel and mel → nv; change outside ≤ 1/3 of inside;
-≤ 5 s each. Ends with ONE JSON line."""
+Defaults: the pipeline's own (`ClassNDiffPipeline.counterfactual`). Bars: validity ≥ 0.70 for
+benign → mel and mel → nv; change outside ≤ 1/3 of inside; ≤ 5 s each. Ends with ONE JSON
+line."""
 
 from __future__ import annotations
 
@@ -21,13 +27,55 @@ import torch
 from _bench import ROOT, emit, environment, load_pipe, parser, print_table, save_rows, setup
 
 PAIRS = (("nv", "mel"), ("bkl", "mel"), ("mel", "nv"))
+SWEEP = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def pipeline_default(name: str) -> float:
+    """A default of `ClassNDiffPipeline.counterfactual`: what the app and the API use."""
+    import inspect
+
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
+
+    return inspect.signature(ClassNDiffPipeline.counterfactual).parameters[name].default
+
+
+def edit_stats(pipe, originals, data, chosen, target: str, strength: float,  # noqa: ANN001
+               guidance: float) -> tuple[dict, list]:
+    """Counterfactuals of the images `chosen`: change inside / outside the mask, seconds,
+    abstentions; and the images (PIL)."""
+    images, inside, outside, seconds, abstained = [], [], [], [], 0
+    for i in chosen:
+        start = time.perf_counter()
+        cf = pipe.counterfactual(originals[i], target_dx=target, strength=strength,
+                                 guidance_scale=guidance, seed=int(i))
+        seconds.append(time.perf_counter() - start)
+        if cf.image is None:
+            abstained += 1
+            images.append(None)
+            continue
+        change = np.abs(np.asarray(cf.image, float) - np.asarray(cf.original, float)).mean(-1)
+        mask = data.masks[i, 0].numpy().astype(bool)
+        inside.append(change[mask].mean())
+        outside.append(change[~mask].mean() if (~mask).any() else 0.0)
+        images.append(cf)
+    stats = {"n": len(inside), "abstained": abstained,
+             "change_inside": float(np.mean(inside)) if inside else float("nan"),
+             "change_outside": float(np.mean(outside)) if outside else float("nan"),
+             "seconds_median": float(np.median(seconds)) if seconds else float("nan")}
+    stats["outside_over_inside"] = (stats["change_outside"] / stats["change_inside"]
+                                    if inside and stats["change_inside"] else float("nan"))
+    return stats, images
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--per-pair", type=int, default=24)
-    p.add_argument("--strength", type=float, default=0.6)
+    p.add_argument("--strength", type=float, default=None, help="default: the pipeline's")
+    p.add_argument("--guidance", type=float, default=None, help="default: the pipeline's")
+    p.add_argument("--sweep", type=float, nargs="*", default=list(SWEEP),
+                   help="strengths for validity by strength (none: skip)")
     p.add_argument("--evaluator", default=str(ROOT / "weights/evaluator"))
     p.add_argument("--output", type=Path)
     p.add_argument("--figure", type=Path)
@@ -35,59 +83,84 @@ def main() -> None:
     setup(args)
 
     from classndiff.data import LesionDataset
-    from classndiff.evaluation.generation import pil_to_uint8
+    from classndiff.evaluation.generation import frechet_distance, pil_to_uint8
     from classndiff.labels import DX_CODES
     from classndiff.pipelines.inputs import to_pil
     from classndiff.training.evaluator import load_evaluator, predict
 
+    strength = pipeline_default("strength") if args.strength is None else args.strength
+    guidance = pipeline_default("guidance_scale") if args.guidance is None else args.guidance
     pipe = load_pipe(args)
     per_pair = 2 if args.quick else args.per_pair
-    data = LesionDataset(args.data_dir, "test", image_size=pipe.config.model.pixel_size,
-                         masks=True, limit=200 if args.quick else None)
-    evaluator = None if args.quick else load_evaluator(args.evaluator)
+    size = pipe.config.model.pixel_size
+    data = LesionDataset(args.data_dir, args.split, image_size=size, masks=True,
+                         limit=200 if args.quick else None)
+    evaluator = features = reference = None
+    if not args.quick:
+        from classndiff.evaluation.yardstick import ImageNetFeatures
+
+        evaluator = load_evaluator(args.evaluator)
+        features = ImageNetFeatures()
+        reference = LesionDataset(args.data_dir, "train", image_size=size)
     originals = to_pil(data.images.float() / 127.5 - 1)
-    result = {"benchmark": "counterfactuals", "strength": args.strength, "pairs": {}}
+    result = {"benchmark": "counterfactuals", "split": args.split, "strength": strength,
+              "guidance_scale": guidance, "pairs": {}, "sweep": {}}
     figure_rows = []
+
+    def validity(edits: list, target: str) -> float:
+        made = [cf.image for cf in edits if cf is not None]
+        if evaluator is None or not made:
+            return float("nan")
+        return float((predict(evaluator, pil_to_uint8(made)).argmax(1)
+                      == DX_CODES.index(target)).mean())
+
     for source, target in PAIRS:
         chosen = np.flatnonzero((data.dx.numpy() == DX_CODES.index(source))
                                 & data.has_mask.numpy())[:per_pair]
         row = {}
-        for arm, guidance in (("target", 3.0), ("plain noise", 0.0)):
-            images, inside, outside, seconds, abstained = [], [], [], [], 0
-            for i in chosen:
-                start = time.perf_counter()
-                cf = pipe.counterfactual(originals[i], target_dx=target, strength=args.strength,
-                                         guidance_scale=guidance, seed=int(i))
-                seconds.append(time.perf_counter() - start)
-                if cf.image is None:
-                    abstained += 1
-                    continue
-                change = np.abs(np.asarray(cf.image, float) -
-                                np.asarray(cf.original, float)).mean(-1)
-                mask = data.masks[i, 0].numpy().astype(bool)
-                inside.append(change[mask].mean())
-                outside.append(change[~mask].mean() if (~mask).any() else 0.0)
-                images.append(cf.image)
-                if arm == "target" and len(figure_rows) < 9 and len(images) <= 3:
-                    figure_rows.append(np.concatenate(
-                        [np.asarray(cf.original), np.asarray(cf.image),
-                         np.asarray(cf.difference)], 1))
-            stats = {"n": len(images), "abstained": abstained,
-                     "change_inside": float(np.mean(inside)) if inside else float("nan"),
-                     "change_outside": float(np.mean(outside)) if outside else float("nan"),
-                     "seconds_median": float(np.median(seconds)) if seconds else float("nan")}
-            stats["outside_over_inside"] = stats["change_outside"] / stats["change_inside"] \
-                if inside and stats["change_inside"] else float("nan")
-            if evaluator is not None and images:
-                predicted = predict(evaluator, pil_to_uint8(images)).argmax(1)
-                stats["validity"] = float((predicted == DX_CODES.index(target)).mean())
+        for arm, arm_guidance in (("target", guidance), ("plain noise", 0.0)):
+            stats, edits = edit_stats(pipe, originals, data, chosen, target, strength,
+                                      arm_guidance)
+            stats["validity"] = validity(edits, target)
+            made = [cf for cf in edits if cf is not None]
+            if features is not None and made:
+                after = features(pil_to_uint8([cf.image for cf in made]))
+                before = features(pil_to_uint8([cf.original for cf in made]))
+                stats["feature_distance"] = float(np.linalg.norm(after - before, axis=1).mean())
+                target_idx = DX_CODES.index(target)
+                real = data.images[data.dx == target_idx]
+                stats["fd_to_real_target"] = frechet_distance(after, features(real))
+                floor = reference.images[reference.dx == target_idx][:len(made)]
+                stats["fd_real_floor"] = frechet_distance(features(floor), features(real))
+            if arm == "target":
+                for cf in made[:3]:
+                    if len(figure_rows) < 9:
+                        figure_rows.append(np.concatenate(
+                            [np.asarray(cf.original), np.asarray(cf.image),
+                             np.asarray(cf.difference)], 1))
             row[arm] = stats
         result["pairs"][f"{source}->{target}"] = row
-    print_table(["pair", "arm", "n", "validity", "inside", "outside", "out/in", "s"],
-                [[pair, arm, s["n"], round(s.get("validity", float("nan")), 3),
-                  round(s["change_inside"], 1), round(s["change_outside"], 1),
-                  round(s["outside_over_inside"], 3), round(s["seconds_median"], 2)]
+        curve = {}
+        for level in args.sweep:
+            _, edits = edit_stats(pipe, originals, data, chosen, target, level, guidance)
+            curve[f"{level:g}"] = validity(edits, target)
+        reached = [float(k) for k, v in curve.items() if v >= 0.5]
+        result["sweep"][f"{source}->{target}"] = {
+            "validity_by_strength": curve,
+            "min_strength_for_50pct": min(reached) if reached else None}
+    print_table(["pair", "arm", "n", "validity", "inside", "outside", "out/in", "feat. dist",
+                 "FD (floor)", "s"],
+                [[pair, arm, s["n"], round(s["validity"], 3), round(s["change_inside"], 1),
+                  round(s["change_outside"], 1), round(s["outside_over_inside"], 3),
+                  round(s.get("feature_distance", float("nan")), 2),
+                  f"{s.get('fd_to_real_target', float('nan')):.0f} "
+                  f"({s.get('fd_real_floor', float('nan')):.0f})",
+                  round(s["seconds_median"], 2)]
                  for pair, arms in result["pairs"].items() for arm, s in arms.items()])
+    if result["sweep"]:
+        print_table(["pair", *[f"s={k}" for k in map(str, args.sweep)], "min s for 50 %"],
+                    [[pair, *[round(v, 3) for v in sw["validity_by_strength"].values()],
+                      sw["min_strength_for_50pct"]] for pair, sw in result["sweep"].items()])
     if args.figure and figure_rows:
         save_rows(args.figure, figure_rows)
     result.update(environment(args, pipe))

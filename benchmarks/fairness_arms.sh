@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fairness table from scratch: five arms fine-tuned from the same weights for the same
+# The fairness table from scratch: six arms fine-tuned from the same weights for the same
 # steps (seed 0, the same data order), then measured and chosen by benchmarks/fairness_table.py.
 #
 #   bash benchmarks/fairness_arms.sh [START_WEIGHTS] [RUNS_DIR]
@@ -21,6 +21,8 @@ python benchmarks/synthetic_set.py --weights "$START" --per-class 40 --tones bro
 classndiff train "${COMMON[@]}" --output-dir "$RUNS/baseline"
 classndiff train "${COMMON[@]}" --set train.classifier_retint=0.5 --output-dir "$RUNS/retint"
 classndiff train "${COMMON[@]}" --set train.classifier_retint=0.9 --output-dir "$RUNS/retint-0.9"
+classndiff train "${COMMON[@]}" --set train.classifier_retint=0.5 --set train.tone_consistency=1.0 \
+    --output-dir "$RUNS/consistency"
 classndiff train "${COMMON[@]}" --set model.tone_adversary=true --set train.lambda_adv=1.0 \
     --output-dir "$RUNS/adversarial"
 classndiff train "${COMMON[@]}" --set "train.synthetic_dir=$RUNS/synthetic-brown-darker" \
@@ -31,4 +33,5 @@ python benchmarks/fairness_table.py --arm "baseline=$RUNS/baseline/last" \
     --arm "retint 0.5=$RUNS/retint/last" --arm "retint 0.9=$RUNS/retint-0.9/last" \
     --arm "adversarial=$RUNS/adversarial/last" \
     --arm "synthetic=$RUNS/synthetic/last" \
+    --arm "retint 0.5 + consistency=$RUNS/consistency/last" \
     --output reports/embedded/fairness_table.json --markdown reports/embedded/fairness_table.md

@@ -200,7 +200,8 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
 
     The denoiser may have another architecture (its model settings come with it); the
     classifier's settings must match. With `new_denoiser`, `trained` is a denoiser trained on
-    its own (not fine-tuned from `target`): its stages are appended to the target's."""
+    its own (not fine-tuned from `target`): its stages are appended to the target's (those
+    the two records share, once)."""
     target, trained, output = Path(target), Path(trained), Path(output)
     own = ClassNDiffConfig.from_json(target / CONFIG_NAME)
     run = ClassNDiffConfig.from_json(trained / CONFIG_NAME)
@@ -216,8 +217,11 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
                and (run_record.classifier_step, run_record.classifier_stage)
                == (own_record.classifier_step, own_record.classifier_stage))
     if new_denoiser:
-        run_record = TrainingRecord([*own_record.stages, *run_record.stages], own_record.step,
-                                    own_record.classifier_step, own_record.classifier_stage)
+        # Stages the two records share are told once: the target's, then the run's others.
+        run_record = TrainingRecord([*own_record.stages, *(stage for stage in run_record.stages
+                                                        if stage not in own_record.stages)],
+                                    own_record.step, own_record.classifier_step,
+                                    own_record.classifier_stage)
     elif not extends:
         raise ValueError(f"{trained} is not a run fine-tuned from {target} with its "
                          "classifier kept (classndiff train --init-from, classifier frozen); "

@@ -178,19 +178,41 @@ def _counterfactual_section(report: Path) -> str:
     cf = _load_json(report / "counterfactuals.json")
     if not cf:
         return ""
+    measured = any("feature_distance" in v for arms in cf["pairs"].values()
+                   for v in arms.values())
+    extra_head = (" ImageNet-feature distance to the original | FD to real images of the "
+                  "target (real floor) |" if measured else "")
     rows = ["| pair | arm | validity (independent evaluator) | change inside / outside "
-            "the lesion (0–255) | seconds |", "|---|---|---|---|---|"]
+            "the lesion (0–255) |" + extra_head + " seconds |",
+            "|---|---|---|---|" + ("---|---|" if measured else "") + "---|"]
     for pair, arms in cf["pairs"].items():
         for arm, v in arms.items():
+            extra = (f" {_fmt(v.get('feature_distance'), 1)} | "
+                     f"{_fmt(v.get('fd_to_real_target'), 0)} ({_fmt(v.get('fd_real_floor'), 0)}) |"
+                     if measured else "")
             rows.append(f"| {pair} | {arm} | {_fmt(v.get('validity'))} | "
-                        f"{_fmt(v['change_inside'], 1)} / {_fmt(v['change_outside'], 1)} | "
-                        f"{_fmt(v['seconds_median'], 2)} |")
+                        f"{_fmt(v['change_inside'], 1)} / {_fmt(v['change_outside'], 1)} |"
+                        f"{extra} {_fmt(v['seconds_median'], 2)} |")
+    sweep = ""
+    if cf.get("sweep"):
+        levels = list(next(iter(cf["sweep"].values()))["validity_by_strength"])
+        lines = ["| pair | " + " | ".join(f"strength {k}" for k in levels)
+                 + " | smallest strength with validity ≥ 0.5 |",
+                 "|---|" + "---|" * (len(levels) + 1)]
+        for pair, curve in cf["sweep"].items():
+            lowest = curve["min_strength_for_50pct"]
+            lines.append(f"| {pair} | " + " | ".join(
+                _fmt(v) for v in curve["validity_by_strength"].values())
+                + f" | {'none' if lowest is None else lowest} |")
+        sweep = ("\n\nValidity by strength (target arm, the same images):\n\n"
+                 + "\n".join(lines))
+    guidance = (f", guidance {cf['guidance_scale']}" if "guidance_scale" in cf else "")
     return ("### Counterfactuals (\"what would it look like as …\")\n"
-            f"Real test images, strength {cf['strength']}, graded by the independent "
+            f"Real test images, strength {cf['strength']}{guidance}, graded by the independent "
             "evaluator, never by the model itself; \"plain noise\" is the same edit "
             "with guidance 0 (no target) "
             "(`python benchmarks/counterfactuals.py --weights weights/embedded "
-            "--output reports/embedded/counterfactuals.json`).\n\n" + "\n".join(rows))
+            "--output reports/embedded/counterfactuals.json`).\n\n" + "\n".join(rows) + sweep)
 
 
 def _measured_sections(report: Path | None) -> str:
