@@ -13,9 +13,9 @@ it reaches 50 %.
     python benchmarks/counterfactuals.py --split val ...   # choosing defaults: never the test split
     python benchmarks/counterfactuals.py --quick
 
-Defaults: the pipeline's own (`ClassNDiffPipeline.counterfactual`). Bars: validity ≥ 0.70 for
-benign → mel and mel → nv; change outside ≤ 1/3 of inside; ≤ 5 s each. Ends with ONE JSON
-line."""
+Defaults: the weights' own (`config.sampling.counterfactual_strength` and `_guidance`).
+Bars: validity ≥ 0.70 for benign → mel and mel → nv; change outside ≤ 1/3 of inside; ≤ 5 s
+each. Ends with ONE JSON line."""
 
 from __future__ import annotations
 
@@ -28,15 +28,6 @@ from _bench import ROOT, emit, environment, load_pipe, parser, print_table, save
 
 PAIRS = (("nv", "mel"), ("bkl", "mel"), ("mel", "nv"))
 SWEEP = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def pipeline_default(name: str) -> float:
-    """A default of `ClassNDiffPipeline.counterfactual`: what the app and the API use."""
-    import inspect
-
-    from classndiff.pipelines.pipeline import ClassNDiffPipeline
-
-    return inspect.signature(ClassNDiffPipeline.counterfactual).parameters[name].default
 
 
 def edit_stats(pipe, originals, data, chosen, target: str, strength: float,  # noqa: ANN001
@@ -72,8 +63,8 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--per-pair", type=int, default=24)
-    p.add_argument("--strength", type=float, default=None, help="default: the pipeline's")
-    p.add_argument("--guidance", type=float, default=None, help="default: the pipeline's")
+    p.add_argument("--strength", type=float, default=None, help="default: the weights' own")
+    p.add_argument("--guidance", type=float, default=None, help="default: the weights' own")
     p.add_argument("--sweep", type=float, nargs="*", default=list(SWEEP),
                    help="strengths for validity by strength (none: skip)")
     p.add_argument("--evaluator", default=str(ROOT / "weights/evaluator"))
@@ -88,9 +79,10 @@ def main() -> None:
     from classndiff.pipelines.inputs import to_pil
     from classndiff.training.evaluator import load_evaluator, predict
 
-    strength = pipeline_default("strength") if args.strength is None else args.strength
-    guidance = pipeline_default("guidance_scale") if args.guidance is None else args.guidance
     pipe = load_pipe(args)
+    sampling = pipe.config.sampling  # the weights' own defaults, as the app and API use
+    strength = sampling.counterfactual_strength if args.strength is None else args.strength
+    guidance = sampling.counterfactual_guidance if args.guidance is None else args.guidance
     per_pair = 2 if args.quick else args.per_pair
     size = pipe.config.model.pixel_size
     data = LesionDataset(args.data_dir, args.split, image_size=size, masks=True,

@@ -140,6 +140,11 @@ class SamplingConfig:
     guided: str = "dx"  # conditions nulled in guidance's unconditional pass: "dx" or "dx+tone"
     max_steps: int = 1000
     max_images: int = 16
+    # Counterfactual defaults (SDEdit strength, guidance on the target diagnosis): they depend
+    # on the generator, so the weights carry them (chosen on the validation split:
+    # benchmarks/counterfactuals.py --split val).
+    counterfactual_strength: float = 0.6
+    counterfactual_guidance: float = 3.0
 
 
 @dataclass

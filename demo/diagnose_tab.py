@@ -48,8 +48,10 @@ class DiagnoseTab:
     endpoints) and its layout. Uploads live in `memory` by key, never on disk past the
     request that read them."""
 
-    def __init__(self, holder: ModelHolder, temp: TempFiles, examples: list[Path]) -> None:
+    def __init__(self, holder: ModelHolder, temp: TempFiles, examples: list[Path],
+                 cf_strength: float = 0.6) -> None:
         self.holder = holder
+        self.cf_strength = cf_strength  # the weights' default (config.sampling)
         self.temp = temp
         self.memory = UploadMemory(ttl=temp.ttl)
         self.examples = examples
@@ -154,7 +156,8 @@ class DiagnoseTab:
         return (None, *self.diagnose(path, cam_method, cam_target, opacity, predict_anyway,
                                      None, progress))
 
-    def counterfactual(self, image: str | None, target: str = AUTO, strength: float = 0.6,
+    def counterfactual(self, image: str | None, target: str = AUTO,
+                       strength: float | None = None,
                        last: str | None = None,
                        progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
         """What the uploaded lesion would have to look like to be called `target` (AUTO:
@@ -256,7 +259,7 @@ class DiagnoseTab:
                     [("the other side (benign ↔ malignant)", AUTO),
                      *((dx_label(c), c) for c in DX_CODES)], value=AUTO,
                     label="Show as", elem_id="cf-target")
-                cf_strength = gr.Slider(0.2, 1.0, value=0.6, step=0.05,
+                cf_strength = gr.Slider(0.2, 1.0, value=self.cf_strength, step=0.05,
                                         label="Strength (how much may change)",
                                         elem_id="cf-strength")
             cf_button = gr.Button("Show counterfactual", elem_id="cf-button")

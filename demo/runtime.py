@@ -301,9 +301,9 @@ def run_generate(kwargs: dict[str, Any], progress: Callable[[int, int], None] | 
 
 
 @gpu(duration=30)
-def run_counterfactual(image: bytes, target: str | None, strength: float) -> Any:
-    return HOLDER.get().counterfactual(image, target_dx=target,  # type: ignore[union-attr]
-                                       strength=float(strength))
+def run_counterfactual(image: bytes, target: str | None, strength: float | None) -> Any:
+    return HOLDER.get().counterfactual(  # type: ignore[union-attr]
+        image, target_dx=target, strength=None if strength is None else float(strength))
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

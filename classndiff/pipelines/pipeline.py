@@ -369,16 +369,21 @@ class ClassNDiffPipeline:
         self,
         image: Any,
         target_dx: str | None = None,
-        strength: float = 0.6,
+        strength: float | None = None,
         steps: int = 25,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | None = None,
         seed: int = 0,
     ) -> Counterfactual:
         """What this lesion would have to look like to be called `target_dx`: SDEdit from
         noise level `strength` (0–1] towards the target, skin outside the lesion kept.
         `target_dx` None: the most likely malignant class when the prediction is benign,
         nv when it is malignant. An upload the pipeline abstains on gets no image and the
-        same `reason` as `diagnose`. Bad arguments raise ClassNDiffArgumentError."""
+        same `reason` as `diagnose`. `strength` and `guidance_scale` default to the weights'
+        own (`config.sampling.counterfactual_*`). Bad arguments raise ClassNDiffArgumentError."""
+        sampling = self.config.sampling
+        strength = sampling.counterfactual_strength if strength is None else strength
+        guidance_scale = (sampling.counterfactual_guidance if guidance_scale is None
+                          else guidance_scale)
         if target_dx is not None and target_dx not in DX_CODES:
             raise ClassNDiffArgumentError(
                 f"unknown target_dx {target_dx!r}: choose one of {', '.join(DX_CODES)}")
