@@ -226,10 +226,12 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
         raise ValueError(f"{trained} is not a run fine-tuned from {target} with its "
                          "classifier kept (classndiff train --init-from, classifier frozen); "
                          "a denoiser trained on its own needs --new-denoiser")
-    tensors = {k: v for k, v in load_file(str(target / WEIGHTS_NAME)).items()
-               if not k.startswith("denoiser.")}
-    dtype = tensors[next(k for k in tensors if k.startswith("classifier."))].dtype
-    tensors.update({k: v.to(dtype).contiguous()
+    tensors = load_file(str(target / WEIGHTS_NAME))
+    # The run's denoiser in the target's export precision (float16 when shipped).
+    dtype = next(v.dtype for k, v in tensors.items()
+                 if k.startswith("denoiser.") and v.is_floating_point())
+    tensors = {k: v for k, v in tensors.items() if not k.startswith("denoiser.")}
+    tensors.update({k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
                     for k, v in load_file(str(trained / WEIGHTS_NAME)).items()
                     if k.startswith("denoiser.")})
     output.mkdir(parents=True, exist_ok=True)

@@ -227,8 +227,11 @@ def test_graft_of_a_new_denoiser_takes_its_architecture_and_appends_its_stages(
         str(tiny_weights / "model.safetensors"))
     for key in [k for k in target if k.startswith("classifier.")]:
         assert torch.equal(grafted[key], target[key]), key
-    assert not set(grafted) & {k for k in target if k.startswith("denoiser.")} - set(
-        load_file(str(run / "model.safetensors")))
+    trained = load_file(str(run / "model.safetensors"))
+    assert not set(grafted) & {k for k in target if k.startswith("denoiser.")} - set(trained)
+    for key in [k for k in trained if k.startswith("denoiser.")]:  # the run's, as floats
+        assert grafted[key].dtype == trained[key].dtype, key
+        assert torch.equal(grafted[key], trained[key]), key
     assert ClassNDiffPipeline.from_pretrained(out).generate(dx="mel", num_images=1, steps=2).images
     wider = tmp_path / "wider"
     Trainer(tiny_config.override({"model.classifier_drop_rate": 0.3, "train.max_steps": 1}),
