@@ -66,11 +66,9 @@ def client_for(server):  # noqa: ANN001, ANN201
 
 # --------------------------------------------------------------------------- no server
 def test_importing_the_app_does_not_import_torch() -> None:
-    """What keeps the cold start fast: the UI code never imports torch itself. Only
-    demo/preload.py starts importing the model's code, in a background thread (with it
-    stubbed out, nothing of torch, timm or diffusers is imported)."""
-    code = ("import importlib.util, sys, types; sys.modules['demo.preload'] = "
-            "types.ModuleType('demo.preload'); s = importlib.util.spec_from_file_location('a', "
+    """What makes the cold start fast: the UI module never imports torch; the model thread
+    does, after the server answers."""
+    code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('a', "
             f"{str(ROOT / 'app.py')!r}); m = importlib.util.module_from_spec(s); "
             "s.loader.exec_module(m); print(sorted(k for k in ('torch', 'diffusers', 'timm') "
             "if k in sys.modules))")
@@ -78,20 +76,6 @@ def test_importing_the_app_does_not_import_torch() -> None:
                          timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
-
-
-def test_importing_the_app_starts_the_models_import_in_the_background() -> None:
-    """demo/preload.py: the model's code (torch, timm) imports in a daemon thread started
-    before gradio's import, so the first diagnosis does not wait for both in turn."""
-    code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('a', "
-            f"{str(ROOT / 'app.py')!r}); m = importlib.util.module_from_spec(s); "
-            "s.loader.exec_module(m); print('demo.preload' in sys.modules); "
-            "import demo.preload as p; t = p.MODEL_IMPORT; print(t.name, t.daemon); t.join(120); "
-            "print('classndiff.pipelines.pipeline' in sys.modules, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=180, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-3:] == ["True", "model-import True", "True True"]
 
 
 def test_zerogpu_decorates_the_model_calls_when_spaces_is_importable(tmp_path: Path) -> None:
