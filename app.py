@@ -26,7 +26,6 @@ import sys
 
 # isort: off
 import demo.settings  # noqa: F401 - first: privacy settings and `spaces` before gradio/torch
-import demo.preload  # noqa: F401 - second: torch and timm start importing while gradio does
 import gradio as gr
 # isort: on
 from demo.diagnose_tab import DiagnoseTab
