@@ -33,8 +33,8 @@ SWEEP = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 def edit_stats(pipe, originals, data, chosen, target: str, strength: float,  # noqa: ANN001
                guidance: float) -> tuple[dict, list]:
     """Counterfactuals of the images `chosen`: change inside / outside the mask, seconds,
-    abstentions; and the images (PIL)."""
-    images, inside, outside, seconds, abstained = [], [], [], [], 0
+    abstentions; and the counterfactuals (None where the upload was refused)."""
+    edits, inside, outside, seconds, abstained = [], [], [], [], 0
     for i in chosen:
         start = time.perf_counter()
         cf = pipe.counterfactual(originals[i], target_dx=target, strength=strength,
@@ -42,20 +42,20 @@ def edit_stats(pipe, originals, data, chosen, target: str, strength: float,  # n
         seconds.append(time.perf_counter() - start)
         if cf.image is None:
             abstained += 1
-            images.append(None)
+            edits.append(None)
             continue
         change = np.abs(np.asarray(cf.image, float) - np.asarray(cf.original, float)).mean(-1)
         mask = data.masks[i, 0].numpy().astype(bool)
         inside.append(change[mask].mean())
         outside.append(change[~mask].mean() if (~mask).any() else 0.0)
-        images.append(cf)
+        edits.append(cf)
     stats = {"n": len(inside), "abstained": abstained,
              "change_inside": float(np.mean(inside)) if inside else float("nan"),
              "change_outside": float(np.mean(outside)) if outside else float("nan"),
              "seconds_median": float(np.median(seconds)) if seconds else float("nan")}
     stats["outside_over_inside"] = (stats["change_outside"] / stats["change_inside"]
                                     if inside and stats["change_inside"] else float("nan"))
-    return stats, images
+    return stats, edits
 
 
 def main() -> None:
@@ -110,6 +110,7 @@ def main() -> None:
         chosen = np.flatnonzero((data.dx.numpy() == DX_CODES.index(source))
                                 & data.has_mask.numpy())[:per_pair]
         row = {}
+        real = before = None  # features of the real target-class images, of the originals
         for arm, arm_guidance in (("target", guidance), ("plain noise", 0.0)):
             stats, edits = edit_stats(pipe, originals, data, chosen, target, strength,
                                       arm_guidance)
@@ -117,13 +118,15 @@ def main() -> None:
             made = [cf for cf in edits if cf is not None]
             if features is not None and made:
                 after = features(pil_to_uint8([cf.image for cf in made]))
-                before = features(pil_to_uint8([cf.original for cf in made]))
+                if real is None:  # the same for both arms: the same images are refused
+                    target_idx = DX_CODES.index(target)
+                    real = features(data.images[data.dx == target_idx])
+                    before = features(pil_to_uint8([cf.original for cf in made]))
+                    floor = reference.images[reference.dx == target_idx][:len(made)]
+                    floor_fd = frechet_distance(features(floor), real)
                 stats["feature_distance"] = float(np.linalg.norm(after - before, axis=1).mean())
-                target_idx = DX_CODES.index(target)
-                real = data.images[data.dx == target_idx]
-                stats["fd_to_real_target"] = frechet_distance(after, features(real))
-                floor = reference.images[reference.dx == target_idx][:len(made)]
-                stats["fd_real_floor"] = frechet_distance(features(floor), features(real))
+                stats["fd_to_real_target"] = frechet_distance(after, real)
+                stats["fd_real_floor"] = floor_fd
             if arm == "target":
                 for cf in made[:3]:
                     if len(figure_rows) < 9:
@@ -134,6 +137,9 @@ def main() -> None:
         result["pairs"][f"{source}->{target}"] = row
         curve = {}
         for level in args.sweep:
+            if level == strength:  # the target arm above: the same edits, the same seeds
+                curve[f"{level:g}"] = row["target"]["validity"]
+                continue
             _, edits = edit_stats(pipe, originals, data, chosen, target, level, guidance)
             curve[f"{level:g}"] = validity(edits, target)
         reached = [float(k) for k, v in curve.items() if v >= 0.5]

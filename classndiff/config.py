@@ -64,12 +64,12 @@ class ModelConfig:
     pixel_size: int = 128  # image side the data is read at (and decoded to)
 
 
-
 # The model settings that belong to the classifier (and the data it reads): a denoiser may be
 # swapped under a classifier (`classndiff graft`) only when these match.
 CLASSIFIER_SETTINGS = frozenset({
     "classifier_backbone", "classifier_image_size", "classifier_drop_rate", "classifier_init",
     "classifier_output_stride", "tone_adversary", "pretrained_backbone", "pixel_size"})
+
 
 @dataclass
 class TrainConfig:

@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from classndiff.config import SamplingConfig
 from classndiff.labels import DX_CODES
 from classndiff.pipelines.inputs import ImageInputError, center_square, load_image
 from demo.render import (
@@ -49,7 +50,7 @@ class DiagnoseTab:
     request that read them."""
 
     def __init__(self, holder: ModelHolder, temp: TempFiles, examples: list[Path],
-                 cf_strength: float = 0.6) -> None:
+                 cf_strength: float = SamplingConfig.counterfactual_strength) -> None:
         self.holder = holder
         self.cf_strength = cf_strength  # the weights' default (config.sampling)
         self.temp = temp

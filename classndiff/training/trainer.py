@@ -159,9 +159,8 @@ class Trainer(TrainingLoop):
         masks = t.lambda_saliency > 0 or t.classifier_retint > 0 or t.tone_consistency > 0
         if masks and (m.vae or step_kind != "joint"):
             raise ValueError("train.lambda_saliency, classifier_retint and tone_consistency "
-                             "need a "
-                             "pixel-space model (no VAE) and the joint step: the masks are in "
-                             "pixels, and the upstream-style step has neither")
+                             "need a pixel-space model (no VAE) and the joint step: the masks "
+                             "are in pixels, and the upstream-style step has neither")
         self.train_set = LesionDataset(t.data_dir, "train", image_size=m.pixel_size, masks=masks)
         if t.synthetic_dir:
             if t.learning_rate > 0:
