@@ -14,6 +14,10 @@ shift || true
 OUT=reports/embedded
 mkdir -p "$OUT/benchmarks"
 if [ "${ONLY:-}" != generator ]; then
+    # How many test-time views a prediction averages (written into config.json), then the
+    # temperature and abstention thresholds for that reading.
+    python benchmarks/test_time_views.py --weights "$W" --apply \
+        --output "$OUT/test_time_views.json" | tee "$OUT/benchmarks/test_time_views.txt"
     classndiff calibrate "$W" | tee "$OUT/benchmarks/calibrate.txt"
     classndiff evaluate "$W" | tee "$OUT/benchmarks/evaluate.txt"
     classndiff saliency "$W" --output "$W/saliency.json" | tee "$OUT/benchmarks/saliency.txt"

@@ -55,6 +55,10 @@ class ModelConfig:
     # last feature map, where Grad-CAM is taken, is 8×8 instead of 4×4 at 128 px: a 4×4 map
     # cannot follow a lesion's outline (even the mask itself at 4×4 puts only 0.63 inside).
     classifier_output_stride: int = 32
+    # Test-time augmentation at inference (never in training): the prediction averages this
+    # many dihedral views of the image (1, 2, 4 or 8; models/classifier.py). It is how the
+    # classifier is read, not trained: the temperature is fitted for it, and a graft keeps it.
+    classifier_test_views: int = 1
     tone_adversary: bool = False  # the skin-tone head of `train.lambda_adv` (fairness)
     pretrained_backbone: bool = False  # True only when the Hub is reachable
     # Latent space: a diffusers AutoencoderKL (Hub id or folder); None = pixel space.
@@ -69,6 +73,8 @@ class ModelConfig:
 CLASSIFIER_SETTINGS = frozenset({
     "classifier_backbone", "classifier_image_size", "classifier_drop_rate", "classifier_init",
     "classifier_output_stride", "tone_adversary", "pretrained_backbone", "pixel_size"})
+# Settings of how the classifier is read at inference: a graft keeps the target's.
+CLASSIFIER_INFERENCE_SETTINGS = frozenset({"classifier_test_views"})
 
 
 @dataclass

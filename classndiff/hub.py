@@ -16,7 +16,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from classndiff.config import CLASSIFIER_SETTINGS, ClassNDiffConfig, ModelConfig, TrainingRecord
+from classndiff.config import (
+    CLASSIFIER_INFERENCE_SETTINGS,
+    CLASSIFIER_SETTINGS,
+    ClassNDiffConfig,
+    ModelConfig,
+    TrainingRecord,
+)
 from classndiff.models.joint import ClassNDiff
 
 logger = logging.getLogger(__name__)
@@ -207,7 +213,8 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
     run = ClassNDiffConfig.from_json(trained / CONFIG_NAME)
     own_record, run_record = own.training, run.training
     differing = [f.name for f in fields(ModelConfig)
-                 if getattr(own.model, f.name) != getattr(run.model, f.name)]
+                 if getattr(own.model, f.name) != getattr(run.model, f.name)
+                 and f.name not in CLASSIFIER_INFERENCE_SETTINGS]
     if set(differing) & CLASSIFIER_SETTINGS:
         raise ValueError(f"{trained} has another classifier configuration than {target} "
                          f"({', '.join(sorted(set(differing) & CLASSIFIER_SETTINGS))})")

@@ -23,6 +23,7 @@ EXPECTED = {
     "sampling": {"speedup", "fd_ratio", "dpm++", "ddpm", "bar_speedup_10x"},
     "train_step": {"joint_steps_per_s", "upstream_steps_per_s", "ratio", "bar_1_3x"},
     "latency": {"diagnose", "generate", "saliency_overhead_ms"},
+    "test_time_views": {"splits", "diagnose_latency", "chosen", "rule"},
     "scaling": {"sampling_seconds_by_images", "sampling_seconds_by_steps_4_images",
                 "train_step_seconds_by_batch"},
 }

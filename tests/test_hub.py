@@ -176,7 +176,8 @@ def test_graft_keeps_the_classifier_and_takes_the_runs_denoiser(tiny_weights, tm
 
 def test_graft_keeps_the_classifier_stages_settings(tiny_weights, tmp_path) -> None:
     """After a graft, config.json's `train` is still the stage that made the classifier
-    (the run's settings are in its recorded command), and the record says which stage."""
+    (the run's settings are in its recorded command), and the record says which stage; the
+    classifier's test-time views are the target's."""
     import shutil
 
     from classndiff.config import ClassNDiffConfig
@@ -190,9 +191,11 @@ def test_graft_keeps_the_classifier_stages_settings(tiny_weights, tmp_path) -> N
                             "train.joint_updates_classifier": False,
                             "train.lambda_cls": 0.5}), tmp_path / "run",
             init_from=target).train()
+    start.model.classifier_test_views = 8  # how the classifier is read: the target's is kept
+    start.to_json(target / "config.json")
     out = ClassNDiffConfig.from_json(graft_denoiser(target, tmp_path / "run",
                                                     tmp_path / "out") / "config.json")
-    assert out.train == start.train
+    assert out.train == start.train and out.model.classifier_test_views == 8
     assert out.training.settings_of == 1 and len(out.training.stages) == 2
 
 

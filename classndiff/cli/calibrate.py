@@ -64,7 +64,9 @@ def calibrate_folder(
     root = data_dir_for(pipe.config, data_dir)
     started = time.perf_counter()
     val = collect(pipe, "val", root, batch_size, progress=progress)
-    train = collect(pipe, "train", root, batch_size, limit=train_limit, progress=progress)
+    # Only the features of the training split are used (the abstention fit): one view.
+    train = collect(pipe, "train", root, batch_size, limit=train_limit, progress=progress,
+                    views=1)
 
     temperature = fit_temperature(val["logits"], val["labels"])
     summary = calibration_summary(val["logits"], val["labels"], temperature)

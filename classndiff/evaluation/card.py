@@ -42,6 +42,10 @@ def _classifier_row(m: ModelConfig, classifier_m: float) -> str:
         row += (f"; output stride {m.classifier_output_stride} (last stage dilated, "
                 f"so its map — where Grad-CAM is taken — is "
                 f"{32 // m.classifier_output_stride}× finer)")
+    if m.classifier_test_views > 1:
+        row += (f"; each prediction averages {m.classifier_test_views} dihedral views of the "
+                "image (turned and mirrored: test-time augmentation, chosen by "
+                "`benchmarks/test_time_views.py`), and its Grad-CAM explains that average")
     return row
 
 

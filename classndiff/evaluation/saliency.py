@@ -71,7 +71,7 @@ def measure_mask_energy(
         index = range(start, min(start + batch_size, len(data)))
         pixels = torch.stack([data[i]["image"] for i in index]).to(pipe.device)
         with torch.no_grad():
-            predicted = pipe.model.classify(pixels).argmax(1).tolist()
+            predicted = pipe.logits(pixels).argmax(1).tolist()
         targets = [make_target(target, p)[0] for p in predicted]
         cams, _ = explainer.maps(pixels, targets, method)
         recorded = explainer.cam(method).activations_and_grads.activations

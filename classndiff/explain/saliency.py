@@ -269,8 +269,13 @@ class SaliencyExplainer:
     """CAMs for a LesionClassifier (it takes pixels in [-1, 1], so maps come out at the
     resolution of the pixels given). One instance per model; CAM objects are cached."""
 
-    def __init__(self, classifier: nn.Module, layer: str | None = None, native: bool = True):
+    def __init__(self, classifier: nn.Module, layer: str | None = None, native: bool = True,
+                 views: int = 1):
+        """`views`: the test-time views the classifier's prediction averages; the native
+        Grad-CAM then explains that averaged prediction (its map is the views' maps turned
+        back and averaged). pytorch-grad-cam's methods see the image as given."""
         self.classifier = classifier
+        self.views = views
         backbone = classifier.backbone
         in_chans = getattr(backbone, "in_chans", None) or 3
         input_size = getattr(classifier, "input_size", None) or 64
@@ -298,11 +303,13 @@ class SaliencyExplainer:
         pixels: torch.Tensor,
         targets: Sequence[Callable] | None = None,
         method: str = "gradcam",
+        feature_map: torch.Tensor | None = None,
     ) -> tuple[np.ndarray, torch.Tensor]:
         """(N, 3, H, W) pixels in [-1, 1] → ((N, H, W) maps in [0, 1], logits (N, 7)).
-        `targets` None means each image's predicted class."""
+        `targets` None means each image's predicted class. `feature_map`: the classifier's
+        (view-averaged) last map of these pixels if already computed (native Grad-CAM only)."""
         if self.native and normalize_method(method) in NATIVE_METHODS:
-            return self._native_grad_cam(pixels, targets)
+            return self._native_grad_cam(pixels, targets, feature_map)
         cam = self.cam(method)
         was_training = self.classifier.training
         self.classifier.eval()
@@ -330,16 +337,18 @@ class SaliencyExplainer:
                 and seen[-1].shape == feature_map.shape and torch.equal(seen[-1], feature_map))
 
     def _native_grad_cam(
-        self, pixels: torch.Tensor, targets: Sequence[Callable] | None
+        self, pixels: torch.Tensor, targets: Sequence[Callable] | None,
+        feature_map: torch.Tensor | None = None,
     ) -> tuple[np.ndarray, torch.Tensor]:
         from classndiff.models.classifier import scale_like_grad_cam
 
         was_training = self.classifier.training
         self.classifier.eval()
         try:
-            with torch.no_grad():
-                feature_map = self.classifier.backbone.forward_features(
-                    self.classifier.prepare(pixels)).float()
+            if feature_map is None:
+                with torch.no_grad():
+                    feature_map = self.classifier.forward_views(pixels, self.views)[1]
+            feature_map = feature_map.detach().float()
             with torch.enable_grad():
                 pooled = feature_map.mean(dim=(-2, -1)).requires_grad_(True)
                 head = self.classifier.backbone.get_classifier()
@@ -364,15 +373,16 @@ class SaliencyExplainer:
         image: Image.Image | None = None,
         opacity: float = 0.5,
         colormap: str = "viridis",
+        feature_map: torch.Tensor | None = None,
     ) -> Saliency:
         """One image (1, 3, H, W) → a Saliency. `predicted` (if known) saves a forward pass
-        when the target is the predicted class."""
+        when the target is the predicted class, `feature_map` (see `maps`) another."""
         method = normalize_method(method)
         if predicted is None:
             with torch.no_grad():
-                predicted = int(self.classifier(pixels).argmax(1)[0])
+                predicted = int(self.classifier.forward_views(pixels, self.views)[0].argmax(1)[0])
         target_fn, target_name = make_target(target, predicted)
-        grayscale, _ = self.maps(pixels, [target_fn], method)
+        grayscale, _ = self.maps(pixels, [target_fn], method, feature_map)
         cam = grayscale[0]
         if image is None:
             array = ((pixels[0].detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round()

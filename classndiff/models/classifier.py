@@ -14,6 +14,25 @@ from classndiff.models.backbones import IMAGENET_SOURCE, load_imagenet_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The dihedral views (quarter turns, mirrored or not) that test-time augmentation averages,
+# ordered so that the first 2, 4 or 8 are the usual sets: as given and mirrored, then the
+# half turn, then the quarter turns. A dermoscopic image has no up or left.
+DIHEDRAL_VIEWS = ((0, False), (0, True), (2, False), (2, True),
+                  (1, False), (1, True), (3, False), (3, True))
+TEST_VIEW_COUNTS = (1, 2, 4, 8)
+
+
+def dihedral_view(x: torch.Tensor, index: int) -> torch.Tensor:
+    """View `index` of DIHEDRAL_VIEWS of (..., H, W) images: turned, then mirrored."""
+    turns, mirrored = DIHEDRAL_VIEWS[index]
+    x = torch.rot90(x, turns, dims=(-2, -1))
+    return x.flip(-1) if mirrored else x
+
+
+def undo_dihedral_view(x: torch.Tensor, index: int) -> torch.Tensor:
+    """The inverse of `dihedral_view`: a map of view `index` back in the image's orientation."""
+    turns, mirrored = DIHEDRAL_VIEWS[index]
+    return torch.rot90(x.flip(-1) if mirrored else x, -turns, dims=(-2, -1))
 
 
 class LesionClassifier(nn.Module):
@@ -72,6 +91,31 @@ class LesionClassifier(nn.Module):
         """(logits, last feature map (N, C, h, w)) from one pass."""
         feature_map = self.backbone.forward_features(self.prepare(x))
         return self.backbone.forward_head(feature_map), feature_map
+
+    def forward_views(
+        self, x: torch.Tensor, views: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Test-time augmentation: (logits, last feature map, pooled features of the image as
+        given) from one batched pass over the first `views` DIHEDRAL_VIEWS of each image.
+
+        The map is the views' maps turned back and averaged, and the logits are the head on
+        it: for a head that average-pools into a linear layer, the mean of the views' logits,
+        and the map is the one whose Grad-CAM explains that mean. The pooled features are
+        view 0's (the image as given), what the abstention statistics are fitted on whatever
+        the view count."""
+        if views not in TEST_VIEW_COUNTS:
+            raise ValueError(f"test-time views must be one of {TEST_VIEW_COUNTS}, got {views!r}")
+        x = self.prepare(x)
+        if views == 1:
+            feature_map = self.backbone.forward_features(x)
+            pooled = self.backbone.forward_head(feature_map, pre_logits=True)
+        else:
+            maps = self.backbone.forward_features(
+                torch.cat([dihedral_view(x, i) for i in range(views)])).chunk(views)
+            pooled = self.backbone.forward_head(maps[0], pre_logits=True)
+            feature_map = torch.stack([undo_dihedral_view(m, i)
+                                       for i, m in enumerate(maps)]).mean(0)
+        return self.backbone.forward_head(feature_map), feature_map, pooled
 
     @torch.no_grad()
     def pools_into_linear_head(self, side: int = 64) -> bool:

@@ -121,6 +121,11 @@ class ClassNDiffPipeline:
     def calibrated(self) -> bool:
         return self.config.calibration is not None
 
+    @property
+    def test_views(self) -> int:
+        """Dihedral views a prediction averages (test-time augmentation; 1 = none)."""
+        return self.config.model.classifier_test_views
+
     def _to_model_space(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels in [-1, 1] → what the classifier takes (pixels, or VAE latents)."""
         if self.vae is None:
@@ -135,8 +140,11 @@ class ClassNDiffPipeline:
 
     @torch.no_grad()
     def logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Raw classifier logits for a batch of pixel images in [-1, 1]."""
-        return self.model.classify(self._to_model_space(pixels.to(self.device))).float()
+        """Raw classifier logits for a batch of pixel images in [-1, 1] (averaged over the
+        test-time views)."""
+        return logits_and_features(self.model.classifier,
+                                   self._to_model_space(pixels.to(self.device)),
+                                   self.test_views)[0]
 
     @torch.no_grad()
     def predict_proba(self, pixels: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
@@ -155,7 +163,7 @@ class ClassNDiffPipeline:
     def explainer(self) -> SaliencyExplainer:
         """CAMs over the classifier, built once (the target layer is found on first use)."""
         if self._explainer is None:
-            self._explainer = SaliencyExplainer(self.model.classifier)
+            self._explainer = SaliencyExplainer(self.model.classifier, views=self.test_views)
         return self._explainer
 
     @property
@@ -218,7 +226,9 @@ class ClassNDiffPipeline:
         size = self.config.model.pixel_size
         model_input = self._to_model_space(pixels.to(self.device))
         with torch.no_grad():
-            logits, features = logits_and_features(self.model.classifier, model_input)
+            logits, feature_map, features = self.model.classifier.forward_views(
+                model_input, self.test_views)
+            logits, features = logits.float(), features.float()
         probs = torch.softmax(logits / self.temperature, dim=1).cpu()[0]
         top = int(probs.argmax())
         extras: dict[str, Any] = {}
@@ -240,7 +250,7 @@ class ClassNDiffPipeline:
         if saliency and not abstained:
             cam = self.explainer(model_input, target=cam_target, method=cam_method,
                                  predicted=top, image=upload, opacity=opacity,
-                                 colormap=colormap)
+                                 colormap=colormap, feature_map=feature_map)
             if cam.map.shape != (size, size):  # latent space: the map is at latent resolution
                 cam.map = torch.nn.functional.interpolate(
                     torch.from_numpy(cam.map)[None, None], size=(size, size), mode="bilinear",

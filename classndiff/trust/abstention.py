@@ -44,13 +44,12 @@ DEFAULT_PERCENTILE = 99.5  # per detector: about 1 % of validation lesions turne
 
 # ------------------------------------------------------------------ features and statistics
 def logits_and_features(
-    classifier: nn.Module, pixels: torch.Tensor
+    classifier: nn.Module, pixels: torch.Tensor, views: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass → (logits, pooled penultimate features). In eval mode timm's head
-    is pool → (dropout) → linear, so the linear layer on the pooled features gives the same
-    logits as the full forward."""
-    features = classifier.features(pixels)
-    return classifier.backbone.get_classifier()(features).float(), features.float()
+    """One batched forward pass → (logits averaged over `views` dihedral views, pooled
+    penultimate features of the image as given: what the abstention statistics read)."""
+    logits, _, features = classifier.forward_views(pixels, views)
+    return logits.float(), features.float()
 
 
 def image_statistics(pixels: torch.Tensor) -> torch.Tensor:
@@ -314,9 +313,10 @@ def colour_reason(stats: torch.Tensor) -> str | None:
 @torch.no_grad()
 def collect(
     pipe: Any, split: str, data_dir: str | Path | None = None, batch_size: int = 64,
-    limit: int | None = None, progress: bool = False,
+    limit: int | None = None, progress: bool = False, views: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Logits, features, image statistics and labels of a split, in one pass."""
+    """Logits, features, image statistics and labels of a split, in one pass. `views`: the
+    test-time views of the logits (default: the pipeline's; the features do not depend on it)."""
     from classndiff.data import LesionDataset
 
     data = LesionDataset(data_dir, split, image_size=pipe.config.model.pixel_size, limit=limit)
@@ -330,7 +330,8 @@ def collect(
         uint8 = data.images[start : start + batch_size]
         pixels = uint8.float() / 127.5 - 1
         logits, features = logits_and_features(
-            pipe.model.classifier, pipe._to_model_space(pixels.to(pipe.device)))
+            pipe.model.classifier, pipe._to_model_space(pixels.to(pipe.device)),
+            pipe.test_views if views is None else views)
         out["logits"].append(logits.cpu())
         out["features"].append(features.cpu())
         out["stats"].append(image_statistics(pixels))
