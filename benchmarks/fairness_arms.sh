@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fairness table from scratch: six arms fine-tuned from the same weights for the same
+# The fairness table from scratch: seven arms fine-tuned from the same weights for the same
 # steps (seed 0, the same data order), then measured and chosen by benchmarks/fairness_table.py.
 #
 #   bash benchmarks/fairness_arms.sh [START_WEIGHTS] [RUNS_DIR]
@@ -23,6 +23,8 @@ classndiff train "${COMMON[@]}" --set train.classifier_retint=0.5 --output-dir "
 classndiff train "${COMMON[@]}" --set train.classifier_retint=0.9 --output-dir "$RUNS/retint-0.9"
 classndiff train "${COMMON[@]}" --set train.classifier_retint=0.5 --set train.tone_consistency=1.0 \
     --output-dir "$RUNS/consistency"
+classndiff train "${COMMON[@]}" --set train.classifier_retint=0.5 --set train.tone_consistency=10.0 \
+    --output-dir "$RUNS/consistency-10"
 classndiff train "${COMMON[@]}" --set model.tone_adversary=true --set train.lambda_adv=1.0 \
     --output-dir "$RUNS/adversarial"
 classndiff train "${COMMON[@]}" --set "train.synthetic_dir=$RUNS/synthetic-brown-darker" \
@@ -34,4 +36,5 @@ python benchmarks/fairness_table.py --arm "baseline=$RUNS/baseline/last" \
     --arm "adversarial=$RUNS/adversarial/last" \
     --arm "synthetic=$RUNS/synthetic/last" \
     --arm "retint 0.5 + consistency=$RUNS/consistency/last" \
+    --arm "retint 0.5 + consistency 10=$RUNS/consistency-10/last" \
     --output reports/embedded/fairness_table.json --markdown reports/embedded/fairness_table.md
