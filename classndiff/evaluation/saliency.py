@@ -65,7 +65,7 @@ def measure_mask_energy(
         raise FileNotFoundError(f"no lesion mask in {root / 'masks'} for {len(missing)} image(s), "
                                 f"e.g. {missing[0]}.png")
     explainer = pipe.explainer
-    size = pipe.config.model.pixel_size
+    grid = explainer.grid()  # the mask seen at the CAM layer's resolution: the ceiling
     energies, areas, ceilings, ious, coverages, by_dx = [], [], [], [], [], {}
     for start in range(0, len(data), batch_size):
         index = range(start, min(start + batch_size, len(data)))
@@ -74,8 +74,6 @@ def measure_mask_energy(
             predicted = pipe.logits(pixels).argmax(1).tolist()
         targets = [make_target(target, p)[0] for p in predicted]
         cams, _ = explainer.maps(pixels, targets, method)
-        recorded = explainer.cam(method).activations_and_grads.activations
-        grid = tuple(recorded[0].shape[-2:]) if recorded else (size, size)
         for i, cam in zip(index, cams):
             mask = data.masks[i, 0].numpy() > 0
             energy = mask_energy(cam, mask)

@@ -279,6 +279,7 @@ class SaliencyExplainer:
         backbone = classifier.backbone
         in_chans = getattr(backbone, "in_chans", None) or 3
         input_size = getattr(classifier, "input_size", None) or 64
+        self._probe_shape = (in_chans, input_size)
         if layer is None:
             self.layer_name, self.layer = find_target_layer(backbone, in_chans, input_size)
         else:
@@ -291,6 +292,13 @@ class SaliencyExplainer:
         # pytorch-grad-cam's, tested), a diagnosis with a map does not import pytorch-grad-cam,
         # OpenCV and scikit-learn (~1.3 s at start-up) nor pay the backbone's backward pass.
         self.native = native and self._layer_is_pooled_map(in_chans, input_size)
+
+    def grid(self) -> tuple[int, int]:
+        """The CAM layer's map size at the classifier's input size: the finest detail a map
+        can follow, whichever method computes it."""
+        side = dict(_spatial_sides(self.classifier.backbone, [(self.layer_name, self.layer)],
+                                   *self._probe_shape))[self.layer_name]
+        return side, side
 
     def cam(self, method: str = "gradcam") -> Any:
         method = normalize_method(method)
