@@ -70,10 +70,10 @@ def measure_mask_energy(
     for start in range(0, len(data), batch_size):
         index = range(start, min(start + batch_size, len(data)))
         pixels = torch.stack([data[i]["image"] for i in index]).to(pipe.device)
-        with torch.no_grad():
-            predicted = pipe.logits(pixels).argmax(1).tolist()
-        targets = [make_target(target, p)[0] for p in predicted]
-        cams, _ = explainer.maps(pixels, targets, method)
+        with torch.no_grad():  # one pass predicts and gives the native CAM its map
+            logits, feature_map, _ = explainer.classifier.forward_views(pixels, explainer.views)
+        targets = [make_target(target, p)[0] for p in logits.argmax(1).tolist()]
+        cams, _ = explainer.maps(pixels, targets, method, feature_map)
         for i, cam in zip(index, cams):
             mask = data.masks[i, 0].numpy() > 0
             energy = mask_energy(cam, mask)

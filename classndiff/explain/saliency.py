@@ -386,9 +386,11 @@ class SaliencyExplainer:
         """One image (1, 3, H, W) → a Saliency. `predicted` (if known) saves a forward pass
         when the target is the predicted class, `feature_map` (see `maps`) another."""
         method = normalize_method(method)
-        if predicted is None:
+        if predicted is None:  # the pass that predicts also gives the native CAM its map
             with torch.no_grad():
-                predicted = int(self.classifier.forward_views(pixels, self.views)[0].argmax(1)[0])
+                logits, views_map, _ = self.classifier.forward_views(pixels, self.views)
+            predicted = int(logits.argmax(1)[0])
+            feature_map = views_map if feature_map is None else feature_map
         target_fn, target_name = make_target(target, predicted)
         grayscale, _ = self.maps(pixels, [target_fn], method, feature_map)
         cam = grayscale[0]
