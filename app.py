@@ -2,8 +2,9 @@
 
 A thin view over `classndiff.pipelines.pipeline`: every number and image shown here comes
 from `ClassNDiffPipeline.diagnose` / `.generate` / `.counterfactual`; the `demo/` package
-lays them out, one module per tab (diagnose_tab.py, generate_tab.py; the Model tab is the
-card in model_card.py), over runtime.py (model loading, temporary files) and render.py.
+lays them out: the page in ui.py, one module per tab (diagnose_tab.py, generate_tab.py; the
+Model tab is the card in model_card.py), over runtime.py (model holder, temporary files),
+worker.py (the model's process) and render.py.
 
     python app.py                                   # embedded weights, http://127.0.0.1:7860
     CLASSNDIFF_WEIGHTS=org/repo@rev python app.py   # a Hub repo (or a local folder)
@@ -11,82 +12,44 @@ card in model_card.py), over runtime.py (model loading, temporary files) and ren
 Weights: CLASSNDIFF_WEIGHTS, else the Hub default named in the config (`extra.hub_default`)
 when reachable, else weights/embedded/; the source in use is shown in the Model tab.
 
-Start-up is fast because nothing here imports torch: the UI is built and served first and
-the model is loaded once, in a background thread started at launch; the first request
-waits for it. Environment: CLASSNDIFF_WEIGHTS, GRADIO_SERVER_NAME (default 127.0.0.1;
-0.0.0.0 on Spaces), GRADIO_SERVER_PORT (7860), CLASSNDIFF_MAX_UPLOAD (20mb),
-CLASSNDIFF_FILE_TTL (seconds temporary outputs live, 300), HF_HUB_OFFLINE."""
+Start-up is fast because the model loads in a worker process started first, while this
+process imports gradio and builds and serves the page; it never imports torch. The first
+request waits for the model. Environment: CLASSNDIFF_WEIGHTS, GRADIO_SERVER_NAME (default
+127.0.0.1; 0.0.0.0 on Spaces), GRADIO_SERVER_PORT (7860), CLASSNDIFF_MAX_UPLOAD (20mb),
+CLASSNDIFF_FILE_TTL (seconds temporary outputs live, 300), CLASSNDIFF_MODEL_WORKER (0: load
+the model in this process instead), HF_HUB_OFFLINE."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-import signal
 import sys
+from typing import Any
 
 # isort: off
 import demo.settings  # noqa: F401 - first: privacy settings and `spaces` before gradio/torch
-import gradio as gr
 # isort: on
-from demo.diagnose_tab import DiagnoseTab
-from demo.generate_tab import GenerateTab
-from demo.model_card import display_source, model_card
-from demo.render import describe_skin_tone, stamp_synthetic
-from demo.runtime import (
-    ModelHolder,
-    TempFiles,
-    check_weights_source,
-    example_files,
-    local_config,
-    weights_source,
-)
-from demo.settings import CAM_LABELS, CAM_METHODS, CSS, DISCLAIMER, HEAD, SAMPLERS, ZERO_GPU
+from demo.settings import ZERO_GPU
+from demo.weights import check_weights_source, weights_source
+from demo.worker import ModelWorker
 
-# What tests and tools read from `app` (the tabs live in demo/).
-__all__ = ["CAM_LABELS", "CAM_METHODS", "SAMPLERS", "ModelHolder", "TempFiles", "build_demo",
-           "check_weights_source", "describe_skin_tone", "main", "model_card",
-           "stamp_synthetic", "weights_source"]
+# What tests and tools read from `app`, imported when first read: importing app.py imports
+# neither gradio nor torch, so `main` can start the model worker before either.
+EXPORTS = {
+    "build_demo": "demo.ui", "serve": "demo.ui", "ModelHolder": "demo.runtime",
+    "TempFiles": "demo.runtime", "model_card": "demo.model_card",
+    "describe_skin_tone": "demo.render", "stamp_synthetic": "demo.render",
+    "CAM_LABELS": "demo.settings", "CAM_METHODS": "demo.settings", "SAMPLERS": "demo.settings",
+    "check_weights_source": "demo.weights", "weights_source": "demo.weights",
+}
+__all__ = [*EXPORTS, "main"]
 
 
-def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
-    """The three tabs over one model holder; the Model tab and the status line fill in when
-    the model is ready."""
-    import demo.runtime
-
-    demo.runtime.HOLDER = holder  # module-level, so spaces.GPU functions can reach it
-    temp = temp or TempFiles()
-    config = local_config(holder.source)
-    max_steps = min(config.sampling.max_steps, config.model.num_train_timesteps)
-
-    def status_and_card() -> tuple[str, str]:
-        try:
-            pipe = holder.get()
-        except gr.Error as error:
-            message = f"⚠ {error.message}"
-            return message, message
-        status = (f"Model ready · {display_source(pipe)} · {pipe.device} "
-                  f"(loaded in {holder.seconds} s)")
-        return status, model_card(pipe)
-
-    with gr.Blocks(title="Class-N-Diff — research demo", analytics_enabled=False,
-                   delete_cache=(60, int(temp.ttl))) as blocks:
-        gr.Markdown(
-            "# Class-N-Diff · dermoscopy research demo\n"
-            "One jointly trained model that **diagnoses** a dermoscopic image among 7 HAM10000 "
-            "classes and **generates** synthetic lesions by diagnosis, skin tone and sex.\n\n"
-            f"> {DISCLAIMER}")
-        status = gr.Markdown("Model: loading in the background…", elem_id="model-status")
-        last_image = gr.State(None, time_to_live=temp.ttl)  # a key of the uploads' memory
-        with gr.Tab("Diagnose", id="diagnose"):
-            DiagnoseTab(holder, temp, example_files(),
-                        config.sampling.counterfactual_strength).build(last_image)
-        with gr.Tab("Generate", id="generate"):
-            GenerateTab(holder, temp, config.sampling, max_steps).build()
-        with gr.Tab("Model", id="model"):
-            card = gr.Markdown("Loading the model card…", elem_id="model-card")
-        blocks.load(status_and_card, None, [status, card], api_name="status",
-                    api_visibility="private", concurrency_limit=None, show_progress="hidden")
-    return blocks
+def __getattr__(name: str) -> Any:
+    if name in EXPORTS:
+        return getattr(importlib.import_module(EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
@@ -95,36 +58,14 @@ def main() -> None:
     problem = check_weights_source(source)
     if problem:
         sys.exit(f"classndiff app: {problem}")
-    on_spaces = bool(os.environ.get("SPACE_ID"))
-    server_name = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_spaces else "127.0.0.1")
-    server_port = int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
-    temp = TempFiles(ttl=float(os.environ.get("CLASSNDIFF_FILE_TTL", 300)))
-    holder = ModelHolder(source)
-    # Diagnosis is what a first visitor does: the model loads from now on, while the page is
-    # built and served (benchmarks/app_startup.py: first diagnosis 5.9 → 5.5 s after the
-    # process starts; the page 2.1 → 2.7 s).
-    holder.start()
-    blocks = build_demo(holder, temp)
-    if ZERO_GPU:  # `spaces` packs the model's tensors when the app launches
-        holder.wait()  # a failure is shown in the UI, as elsewhere
-    # SIGTERM (docker stop, Spaces) exits like Ctrl-C, so atexit removes the temp folder.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # One run per queue at a time (diagnose, generate, counterfactual each have their own),
-    # a bounded queue for everyone else.
-    blocks.queue(max_size=64, default_concurrency_limit=1)
-    # Gradio's default font, with its bold face too (else bold text mixes in fallback glyphs).
-    theme = gr.themes.Default(font=[gr.themes.LocalFont("Source Sans Pro",
-                                                        weights=(400, 600, 700)),
-                                    "ui-sans-serif", "system-ui", "sans-serif"])
-    blocks.launch(
-        theme=theme, css=CSS, head=HEAD, server_name=server_name, server_port=server_port,
-        share=False,
-        max_file_size=os.environ.get("CLASSNDIFF_MAX_UPLOAD", "20mb"),
-        show_error=False, footer_links=["api"], run_history=False, ssr_mode=False,
-        mcp_server=False, pwa=False, enable_monitoring=False, prevent_thread_lock=True,
-    )
-    temp.start()
-    blocks.block_thread()
+    # Diagnosis is what a first visitor does: the model loads in its own process from now
+    # on, while gradio is imported and the page built and served (on 2 cores the two run
+    # side by side: benchmarks/app_startup.py). ZeroGPU's `spaces` needs the model here.
+    in_process = ZERO_GPU or os.environ.get("CLASSNDIFF_MODEL_WORKER", "1") == "0"
+    worker = None if in_process else ModelWorker(source)
+    from demo.ui import serve
+
+    serve(source, worker)
 
 
 if __name__ == "__main__":

@@ -113,14 +113,25 @@ def upload_image(folder: Path, given: str | None) -> Path:
     return path
 
 
+def child_pids(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return children
+
+
 def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) a process has used so far: a figure the machine's load does not
-    inflate (Linux /proc; None elsewhere)."""
+    """CPU time (user + system) a process and its children (the app's model worker) have
+    used so far: a figure the machine's load does not inflate (Linux /proc; None elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+    return own + sum(cpu_seconds(child) or 0.0 for child in child_pids(pid))
 
 
 def percentile(values: list[float], q: float) -> float:

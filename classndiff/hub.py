@@ -207,7 +207,9 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
     The denoiser may have another architecture (its model settings come with it); the
     classifier's settings must match. With `new_denoiser`, `trained` is a denoiser trained on
     its own (not fine-tuned from `target`): its stages are appended to the target's (those
-    the two records share, once)."""
+    the two records share, once), and it may come from weights with another classifier (a
+    new classifier trained alone, as `target`, under the shipped generator): the target's
+    classifier settings stay."""
     target, trained, output = Path(target), Path(trained), Path(output)
     own = ClassNDiffConfig.from_json(target / CONFIG_NAME)
     run = ClassNDiffConfig.from_json(trained / CONFIG_NAME)
@@ -215,9 +217,11 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
     differing = [f.name for f in fields(ModelConfig)
                  if getattr(own.model, f.name) != getattr(run.model, f.name)
                  and f.name not in CLASSIFIER_INFERENCE_SETTINGS]
-    if set(differing) & CLASSIFIER_SETTINGS:
+    if set(differing) & CLASSIFIER_SETTINGS and not new_denoiser:
         raise ValueError(f"{trained} has another classifier configuration than {target} "
-                         f"({', '.join(sorted(set(differing) & CLASSIFIER_SETTINGS))})")
+                         f"({', '.join(sorted(set(differing) & CLASSIFIER_SETTINGS))}); "
+                         "a denoiser from other weights needs --new-denoiser")
+    differing = [name for name in differing if name not in CLASSIFIER_SETTINGS]
     if own_record is None or run_record is None:
         raise ValueError(f"{target} and {trained} must both carry a training record")
     extends = (run_record.stages[:len(own_record.stages)] == own_record.stages

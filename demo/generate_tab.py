@@ -22,7 +22,7 @@ from demo.runtime import (
     GenerationCancelled,
     ModelHolder,
     TempFiles,
-    cpu_only,
+    on_gpu,
     run_generate,
     user_errors,
 )
@@ -55,7 +55,7 @@ class GenerateTab:
         sampler = sampler or self.sampling.sampler
         steps = steps or self.sampling.steps
         guidance_scale = self.sampling.guidance_scale if guidance_scale is None else guidance_scale
-        budget = CPU_STEP_BUDGET * (1 if cpu_only() else 8)
+        budget = CPU_STEP_BUDGET * (8 if on_gpu(self.holder.get()) else 1)
         if steps * num_images > budget:
             raise gr.Error(f"{num_images} images × {steps} steps is more than this machine "
                            f"serves in reasonable time (steps × images ≤ {budget}); use fewer "

@@ -5,7 +5,6 @@ on ZeroGPU Spaces)."""
 from __future__ import annotations
 
 import atexit
-import json
 import math
 import os
 import shutil
@@ -20,26 +19,29 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from classndiff.config import ClassNDiffConfig
 from classndiff.pipelines.inputs import ImageInputError
+from classndiff.pipelines.results import ClassNDiffArgumentError
 from demo.settings import (
     EXAMPLE_SUFFIXES,
     EXAMPLES_DIR,
     NO_WEIGHTS_HELP,
     PREDICTED,
-    ROOT,
     ZERO_GPU,
     gpu,
     logger,
 )
+from demo.worker import ModelWorker, load_pipeline
 
 
 # --------------------------------------------------------------------------- model holder
 class ModelHolder:
-    """The pipeline, loaded once in a background thread so the page is served at once."""
+    """The pipeline, loaded once in the background so the page is served at once: by a
+    `ModelWorker` process when one is given (app.py starts it before gradio is imported),
+    else in a thread of this process (tests; ZeroGPU Spaces, whose `spaces` needs it here)."""
 
-    def __init__(self, source: str | None) -> None:
+    def __init__(self, source: str | None, worker: ModelWorker | None = None) -> None:
         self.source = source or None
+        self.worker = worker
         self.pipe: Any = None
         self.error: str | None = None
         self.seconds: float | None = None
@@ -64,22 +66,19 @@ class ModelHolder:
     def _load(self) -> None:
         started = time.perf_counter()
         try:
-            from classndiff.pipelines.pipeline import ClassNDiffPipeline
-
-            pipe = ClassNDiffPipeline.from_pretrained(self.source)
-            if not ZERO_GPU:
-                # A warm-up pass through everything a diagnosis uses (saliency too: its
-                # first use imports pytorch-grad-cam, OpenCV and matplotlib, ~1.2 s), so the
-                # first real request does not pay for lazy set-up.
-                warm = Image.new("RGB", (pipe.config.model.pixel_size,) * 2, (200, 150, 130))
-                pipe.diagnose(warm, saliency=True, abstain=False)
+            if self.worker is not None:
+                pipe = self.worker.pipeline()
+            else:
+                # ZeroGPU: no warm-up (the main process has no GPU; `spaces` moves the model).
+                pipe = load_pipeline(self.source, warm_up=not ZERO_GPU)
             self.pipe = pipe
             logger.info("model ready from %s on %s", pipe.source, pipe.device)
         except Exception as error:  # noqa: BLE001 - shown to the user, not a crash
             logger.exception("could not load the model")
             self.error = f"{type(error).__name__}: {error}"
         finally:
-            self.seconds = round(time.perf_counter() - started, 1)
+            self.seconds = getattr(self.pipe, "load_seconds", None) or \
+                round(time.perf_counter() - started, 1)
             self._ready.set()
 
     def get(self, progress: Any = None, timeout: float = 600) -> Any:
@@ -92,63 +91,6 @@ class ModelHolder:
         if self.pipe is None:
             raise gr.Error(f"The model could not be loaded: {self.error}. {NO_WEIGHTS_HELP}")
         return self.pipe
-
-
-def embedded_folder() -> Path:
-    """Same default as classndiff.hub.embedded_dir (that module imports torch)."""
-    return Path(os.environ.get("CLASSNDIFF_EMBEDDED", ROOT / "weights" / "embedded"))
-
-
-def hub_default() -> str | None:
-    """The Hub repo (`id` or `id@revision`) the config names as the default weights:
-    `extra.hub_default` in the embedded weights' config.json (newer weights published there
-    replace the shipped ones when the Hub is reachable)."""
-    try:
-        config = json.loads((embedded_folder() / "config.json").read_text())
-        value = config.get("extra", {}).get("hub_default")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return str(value) if value else None
-
-
-def weights_source() -> str | None:
-    """Where the weights come from: CLASSNDIFF_WEIGHTS (a folder, a Hub id or id@revision);
-    else the Hub default named in the config; else None, the embedded weights. A Hub source
-    that cannot be reached (no network, or HF_HUB_OFFLINE=1 with nothing cached) makes the
-    loader fall back to the embedded weights, and the Model tab says so."""
-    return os.environ.get("CLASSNDIFF_WEIGHTS") or hub_default() or None
-
-
-def check_weights_source(source: str | None) -> str | None:
-    """A plain message when there are obviously no weights (no torch needed to tell), else
-    None. Hub ids are checked by the loader (it may fall back to the embedded weights)."""
-    from_env = "CLASSNDIFF_WEIGHTS=" + str(source)
-    if source:
-        path = Path(source).expanduser()
-        if path.exists():
-            if not ((path / "config.json").is_file() and (path / "model.safetensors").is_file()):
-                return f"{from_env}: {path} has no config.json + model.safetensors. " \
-                    + NO_WEIGHTS_HELP
-            return None
-        if source.startswith(("/", ".", "~")) or source.split("@")[0].count("/") != 1:
-            return f"{from_env}: no such folder, and not a Hub id. " + NO_WEIGHTS_HELP
-        return None
-    embedded = embedded_folder()
-    if not (embedded / "model.safetensors").is_file():
-        return f"No model weights found: {embedded} is empty. " + NO_WEIGHTS_HELP
-    return None
-
-
-def local_config(source: str | None) -> ClassNDiffConfig:
-    """The config of a local weights folder (for the UI's limits) — read as JSON, no torch.
-    Hub sources get the defaults; the pipeline enforces the real limits anyway."""
-    candidates = [Path(source).expanduser()] if source else [embedded_folder()]
-    for folder in candidates:
-        try:
-            return ClassNDiffConfig.from_json(folder / "config.json")
-        except (OSError, ValueError):
-            pass
-    return ClassNDiffConfig()
 
 
 # --------------------------------------------------------------------------- temp files
@@ -259,12 +201,8 @@ class GenerationCancelled(Exception):
     """Raised in the sampler's progress callback when the request was stopped."""
 
 
-def cpu_only() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return True
-    return not torch.cuda.is_available()
+def on_gpu(pipe: Any) -> bool:
+    return str(pipe.device).startswith("cuda")
 
 
 # --------------------------------------------------------------------------- model calls
@@ -276,7 +214,8 @@ def _diagnose_kwargs(pipe: Any, method: str, target: str, opacity: float,
     """The keyword arguments this pipeline's diagnose() accepts (older ones: fewer)."""
     import inspect
 
-    params = inspect.signature(pipe.diagnose).parameters
+    params = getattr(pipe, "diagnose_parameters", None) or \
+        inspect.signature(pipe.diagnose).parameters
     wanted = {
         "saliency": True,
         "cam_method": method,
@@ -308,9 +247,4 @@ def run_counterfactual(image: bytes, target: str | None, strength: float | None)
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user (bad upload, bad argument)."""
-    errors: tuple[type[BaseException], ...] = (ImageInputError,)
-    if HOLDER is not None and HOLDER.pipe is not None:
-        from classndiff.pipelines.pipeline import ClassNDiffArgumentError
-
-        errors += (ClassNDiffArgumentError,)
-    return errors
+    return (ImageInputError, ClassNDiffArgumentError)

@@ -92,7 +92,7 @@ def test_zerogpu_decorates_the_model_calls_when_spaces_is_importable(tmp_path: P
         "    return wrap(fn) if fn is not None else wrap\n")
     code = ("import importlib.util, json, spaces; s = importlib.util.spec_from_file_location("
             f"'a', {str(ROOT / 'app.py')!r}); m = importlib.util.module_from_spec(s); "
-            "s.loader.exec_module(m); print(json.dumps(sorted(spaces.CALLS)))")
+            "s.loader.exec_module(m); m.build_demo; print(json.dumps(sorted(spaces.CALLS)))")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env=env)

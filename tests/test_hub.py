@@ -204,7 +204,9 @@ def test_graft_of_a_new_denoiser_takes_its_architecture_and_appends_its_stages(
     """`classndiff graft --new-denoiser`: a denoiser trained on its own, of another
     architecture, under the target's classifier: its model settings come along, the
     classifier's stay, the record is the target's stages then the run's; without the flag it
-    is refused, and so is a run whose classifier settings differ."""
+    is refused, and so is a run whose classifier settings differ; with it, such a run's
+    denoiser goes under the target's classifier, whose settings stay."""
+    from PIL import Image
     from safetensors.torch import load_file
 
     from classndiff import ClassNDiffPipeline
@@ -240,4 +242,9 @@ def test_graft_of_a_new_denoiser_takes_its_architecture_and_appends_its_stages(
     Trainer(tiny_config.override({"model.classifier_drop_rate": 0.3, "train.max_steps": 1}),
             wider).train()
     with pytest.raises(ValueError, match="classifier configuration"):
-        graft_denoiser(tiny_weights, wider, tmp_path / "refused2", new_denoiser=True)
+        graft_denoiser(tiny_weights, wider, tmp_path / "refused2")
+    kept = ClassNDiffConfig.from_json(graft_denoiser(
+        tiny_weights, wider, tmp_path / "under", new_denoiser=True) / "config.json")
+    assert kept.model.classifier_drop_rate == start.model.classifier_drop_rate != 0.3
+    assert ClassNDiffPipeline.from_pretrained(tmp_path / "under").diagnose(
+        Image.new("RGB", (64, 64), (190, 120, 100)), abstain=False).prediction

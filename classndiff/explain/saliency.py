@@ -14,7 +14,6 @@ masks) are in `classndiff.evaluation.saliency`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from classndiff.explain.result import Saliency
 from classndiff.labels import DX_CODES, MALIGNANT_DX
 
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "eigencam", "scorecam")
@@ -224,18 +224,6 @@ def _cam_classes() -> dict[str, type]:
         "eigencam": cached(EigenCAM),
         "scorecam": cached(QuietScoreCAM),
     }
-
-
-@dataclass
-class Saliency:
-    map: np.ndarray  # (H, W) float32 in [0, 1], at the model input's resolution
-    overlay: Image.Image | None  # the map blended over the image
-    method: str  # a key of CAM_METHODS
-    target: str  # a dx code, or "malignant"
-    layer: str  # the backbone layer the CAM was taken at
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "target": self.target, "layer": self.layer}
 
 
 def overlay_map(

@@ -9,9 +9,6 @@ not from the classifier, so the explanation does not lean on the model it explai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -117,32 +114,6 @@ def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength
 
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False)
-
-
-@dataclass
-class Counterfactual:
-    """What the lesion would look like as `target`: images at the data's pixel size."""
-
-    target: str
-    image: Image.Image | None  # the counterfactual (SYNTHETIC), None when abstained
-    original: Image.Image | None
-    difference: Image.Image | None  # |counterfactual − original|, brighter = more changed
-    probabilities_before: dict[str, float]
-    probabilities_after: dict[str, float]
-    settings: dict[str, Any]
-    reason: str | None = None  # why the pipeline abstained (as `diagnose` says it)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: images left out."""
-        return {"target": self.target, "reason": self.reason, "settings": self.settings,
-                "probabilities_before": self.probabilities_before,
-                "probabilities_after": self.probabilities_after,
-                "prediction_before": _top(self.probabilities_before),
-                "prediction_after": _top(self.probabilities_after)}
-
-
-def _top(probabilities: dict[str, float]) -> str | None:
-    return max(probabilities, key=probabilities.get) if probabilities else None
 
 
 def difference_image(before: torch.Tensor, after: torch.Tensor) -> Image.Image:

@@ -32,7 +32,7 @@ from classndiff.labels import (
 )
 from classndiff.models.diffusion import SAMPLERS, make_scheduler, sample
 from classndiff.models.joint import ClassNDiff
-from classndiff.pipelines.counterfactual import Counterfactual, difference_image, redraw_lesion
+from classndiff.pipelines.counterfactual import difference_image, redraw_lesion
 from classndiff.pipelines.inputs import (
     ImageInputError,
     center_square,
@@ -42,6 +42,7 @@ from classndiff.pipelines.inputs import (
 )
 from classndiff.pipelines.results import (
     ClassNDiffArgumentError,
+    Counterfactual,
     Diagnosis,
     Generation,
     check_int,

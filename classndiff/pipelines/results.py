@@ -1,5 +1,6 @@
-"""What the pipeline returns (Diagnosis, Generation; Counterfactual is in counterfactual.py)
-and how it reports a bad argument."""
+"""What the pipeline returns (Diagnosis, Generation, Counterfactual) and how it reports a bad
+argument. Torch-free, so that a process without the model (the app's, when the model runs in
+a worker process) can receive them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from classndiff.explain.saliency import Saliency
+from classndiff.explain.result import Saliency
 
 
 class ClassNDiffArgumentError(ValueError):
@@ -55,3 +56,29 @@ def check_int(name: str, value: Any, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ClassNDiffArgumentError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+@dataclass
+class Counterfactual:
+    """What the lesion would look like as `target`: images at the data's pixel size."""
+
+    target: str
+    image: Image.Image | None  # the counterfactual (SYNTHETIC), None when abstained
+    original: Image.Image | None
+    difference: Image.Image | None  # |counterfactual − original|, brighter = more changed
+    probabilities_before: dict[str, float]
+    probabilities_after: dict[str, float]
+    settings: dict[str, Any]
+    reason: str | None = None  # why the pipeline abstained (as `diagnose` says it)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: images left out."""
+        return {"target": self.target, "reason": self.reason, "settings": self.settings,
+                "probabilities_before": self.probabilities_before,
+                "probabilities_after": self.probabilities_after,
+                "prediction_before": _top(self.probabilities_before),
+                "prediction_after": _top(self.probabilities_after)}
+
+
+def _top(probabilities: dict[str, float]) -> str | None:
+    return max(probabilities, key=probabilities.get) if probabilities else None
