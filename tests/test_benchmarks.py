@@ -24,6 +24,7 @@ EXPECTED = {
     "train_step": {"joint_steps_per_s", "upstream_steps_per_s", "ratio", "bar_1_3x"},
     "latency": {"diagnose", "generate", "saliency_overhead_ms"},
     "test_time_views": {"splits", "diagnose_latency", "chosen", "rule"},
+    "backbones": {"runs", "chosen", "rule"},
     "scaling": {"sampling_seconds_by_images", "sampling_seconds_by_steps_4_images",
                 "train_step_seconds_by_batch"},
 }
