@@ -17,7 +17,6 @@ best validation balanced accuracy among backbones whose one-view diagnose p50 is
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 from pathlib import Path
 
@@ -121,10 +120,7 @@ def main() -> None:
               "rule": f"best val balanced accuracy among one-view diagnose p50 <= "
                       f"{ONE_VIEW_BUDGET_MS} ms",
               **environment(args, next(iter(pipes.values()))[1])}
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
-    emit(result)
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

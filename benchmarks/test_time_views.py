@@ -17,7 +17,6 @@ minutes on a 2-core CPU. Ends with ONE JSON line."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -123,10 +122,7 @@ def main() -> None:
               "chosen": chosen, **environment(args, pipe)}
     if args.apply:
         apply(pipe, chosen)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
-    emit(result)
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

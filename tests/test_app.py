@@ -66,16 +66,18 @@ def client_for(server):  # noqa: ANN001, ANN201
 
 # --------------------------------------------------------------------------- no server
 def test_importing_the_app_does_not_import_torch() -> None:
-    """What makes the cold start fast: the UI module never imports torch; the model thread
-    does, after the server answers."""
+    """What makes the start fast: importing app.py imports neither torch nor gradio, so its
+    main() starts the model's worker process before gradio is imported; the page's modules
+    never import torch (the worker does)."""
     code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('a', "
             f"{str(ROOT / 'app.py')!r}); m = importlib.util.module_from_spec(s); "
-            "s.loader.exec_module(m); print(sorted(k for k in ('torch', 'diffusers', 'timm') "
-            "if k in sys.modules))")
+            "s.loader.exec_module(m); heavy = ('torch', 'diffusers', 'timm', 'gradio'); "
+            "print(sorted(k for k in heavy if k in sys.modules)); m.build_demo; "
+            "print(sorted(k for k in heavy if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert out.stdout.strip().splitlines()[-2:] == ["[]", "['gradio']"]
 
 
 def test_zerogpu_decorates_the_model_calls_when_spaces_is_importable(tmp_path: Path) -> None:
