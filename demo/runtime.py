@@ -82,7 +82,9 @@ class ModelHolder:
             self._ready.set()
 
     def get(self, progress: Any = None, timeout: float = 600) -> Any:
-        """The pipeline; the first callers wait for the loader (with a progress note)."""
+        """The pipeline; the first callers wait for the loader (with a progress note). A
+        worker that stopped after it had served (killed for memory, say) is replaced."""
+        self._replace_stopped_worker()
         self.start()
         if not self._ready.is_set() and progress is not None:
             progress(None, desc="Loading the model (first request after start-up)…")
@@ -91,6 +93,16 @@ class ModelHolder:
         if self.pipe is None:
             raise gr.Error(f"The model could not be loaded: {self.error}. {NO_WEIGHTS_HELP}")
         return self.pipe
+
+
+    def _replace_stopped_worker(self) -> None:
+        with self._lock:
+            if self.worker is None or not self.worker.stopped or self.pipe is None:
+                return  # no worker, a working one, or one that never loaded (its error stays)
+            logger.warning("the model worker stopped; starting a new one")
+            self.worker = ModelWorker(self.source)
+            self.pipe, self.error, self._thread = None, None, None
+            self._ready.clear()
 
 
 # --------------------------------------------------------------------------- temp files

@@ -86,6 +86,7 @@ class ModelWorker:
         self._ready = threading.Event()
         self._info: dict[str, Any] = {}
         self._error: str | None = None
+        self.stopped = False  # its socket closed: it exited or was killed
         threading.Thread(target=self._read, name="model-worker-reader", daemon=True).start()
         atexit.register(self.close)
 
@@ -157,6 +158,7 @@ class ModelWorker:
             self.process.kill()
         gone = f"the model worker stopped (exit code {self.process.wait()})"
         self._error = self._error or gone
+        self.stopped = True
         self._ready.set()
         for replies in list(self._replies.values()):
             replies.put(("error", None, WorkerError(gone)))

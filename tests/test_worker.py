@@ -127,6 +127,29 @@ def test_a_dead_worker_gives_a_plain_error(tiny_weights: Path) -> None:
             time.sleep(0.1)
 
 
+def test_the_app_replaces_a_worker_that_stopped(tiny_weights: Path) -> None:
+    """A worker killed after it had served (out of memory, say): the calls in flight get a
+    plain error, the next request waits for a new worker and is answered."""
+    from demo.runtime import ModelHolder
+
+    holder = ModelHolder(str(tiny_weights), ModelWorker(str(tiny_weights)))
+    first = holder.get(timeout=120)
+    first.diagnose(lesion_bytes(), saliency=False)
+    old = holder.worker
+    old.process.kill()
+    for _ in range(100):
+        if old.stopped:
+            break
+        time.sleep(0.05)
+    assert old.stopped
+    with pytest.raises(WorkerError):
+        first.diagnose(lesion_bytes(), saliency=False)
+    second = holder.get(timeout=120)
+    assert holder.worker is not old and second is not first
+    assert second.diagnose(lesion_bytes(), saliency=False).probabilities
+    holder.worker.close()
+
+
 def test_the_apps_process_never_imports_torch(tiny_weights: Path) -> None:
     code = ("import sys; from demo.worker import ModelWorker; "
             f"p = ModelWorker({str(tiny_weights)!r}).pipeline(timeout=120); "
