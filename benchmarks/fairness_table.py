@@ -116,7 +116,8 @@ def choose(rows: dict[str, dict[str, Any]], baseline: str) -> tuple[str, str]:
     return best, rule
 
 
-def markdown(rows: dict[str, dict[str, Any]], chosen: str, rule: str, majority: float) -> str:
+def markdown(rows: dict[str, dict[str, Any]], chosen: str, rule: str, majority: float,
+             mark: str = "shipped") -> str:
     def ci(block: dict[str, Any]) -> str:
         if block["value"] is None:
             return "—"
@@ -130,7 +131,7 @@ def markdown(rows: dict[str, dict[str, Any]], chosen: str, rule: str, majority: 
         overall, brown = t["ci"]["overall"], t["ci"]["brown"]
         head = r["tone_head_accuracy"]
         lines.append(
-            f"| {name}{' (shipped)' if name == chosen else ''} | {ci(overall['accuracy'])} | "
+            f"| {name}{f' ({mark})' if name == chosen else ''} | {ci(overall['accuracy'])} | "
             f"{ci(overall['balanced_accuracy'])} | {ci(overall['malignant_auc'])} | "
             f"{ci(brown['accuracy'])} | {ci(brown['malignant_auc'])} | "
             f"{100 * t['flip_rate_brown']:.1f} % | {100 * t['flip_rate_darker']:.1f} % | "
@@ -150,13 +151,16 @@ def main() -> None:
     p.add_argument("--arm", action="append", default=[], metavar="NAME=WEIGHTS",
                    help="a trained arm; the first is the baseline unless --baseline says")
     p.add_argument("--baseline", default=None)
+    p.add_argument("--mark", default="shipped",
+                   help="the word beside the chosen arm in the table (e.g. chosen)")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--reps", type=int, default=1000)
     p.add_argument("--output", type=Path)
     p.add_argument("--markdown", type=Path)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    arms = dict(a.split("=", 1) for a in args.arm) if args.arm else {"baseline": None}
+    # NAME=FOLDER, split at the last "=": a name may hold one ("λ = 0").
+    arms = dict(a.rsplit("=", 1) for a in args.arm) if args.arm else {"baseline": None}
     baseline = args.baseline or next(iter(arms))
     if baseline not in arms:
         raise SystemExit(f"--baseline {baseline!r} is not one of the arms: {', '.join(arms)}")
@@ -197,7 +201,7 @@ def main() -> None:
         rows[chosen]["test"]["malignant_auc_change_darker"] >= -0.02)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown(rows, chosen, rule, majority))
+        args.markdown.write_text(markdown(rows, chosen, rule, majority, args.mark))
     result.update(environment(args))
     emit(result, args.output)
 
