@@ -61,6 +61,18 @@ def test_diagnose_a_shipped_example(pipe: ClassNDiffPipeline) -> None:
     assert d.calibrated
 
 
+def test_shipped_examples_are_diagnosed_as_what_they_show(pipe: ClassNDiffPipeline) -> None:
+    """A teacher who clicks the "nv" example sees nv: the pipeline predicts on the example
+    files as shipped and names the class each was made for (and says so in its sidecar)."""
+    sidecars = [json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json"))]
+    agree = 0
+    for info in sidecars:
+        prediction = pipe.diagnose(EXAMPLES / info["file"], saliency=False).prediction
+        assert prediction == info["pipeline_prediction"], info["file"]
+        agree += prediction == info["diagnosis"]
+    assert agree >= 12, agree
+
+
 def test_examples_are_generated_images_with_settings() -> None:
     for dx in DX_CODES:
         sidecars = sorted(EXAMPLES.glob(f"{dx}_*.json"))

@@ -217,8 +217,10 @@ def cmd_examples(args: argparse.Namespace) -> int:
                              candidates=args.candidates, seed=args.seed)
     agree = sum(c["evaluator_agrees"] for c in chosen)
     accepted = sum(c["passes_abstention_check"] for c in chosen)
+    same = sum(c["pipeline_prediction"] == c["diagnosis"] for c in chosen)
     print(f"wrote {len(chosen)} examples to {args.output_dir}; the evaluator agrees with "
-          f"{agree} of them; the pipeline accepts {accepted} as dermoscopy-like")
+          f"{agree} of them; the pipeline accepts {accepted} as dermoscopy-like and "
+          f"diagnoses {same} as the class they were made for")
     return 0
 
 
@@ -356,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluator", type=Path, default=Path("weights/evaluator"))
     p.add_argument("--output-dir", type=Path, default=Path("examples"))
     p.add_argument("--per-class", type=int, default=2)
-    p.add_argument("--candidates", type=int, default=6)
+    p.add_argument("--candidates", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_examples)
 

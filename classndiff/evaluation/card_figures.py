@@ -103,11 +103,13 @@ def select_examples(pipe: Any, evaluator: Any, output_dir: str | Path, per_class
             pool.append((out.images[0], out.confidences[0], out.settings))
         _, probs = evaluator.embed(_as_tensor([p[0] for p in pool]))
         # Examples are offered in the Diagnose tab: prefer images the pipeline's own
-        # "does this look like dermoscopy" check accepts, then the evaluator's agreement.
-        accepted = [pipe.diagnose(p[0], skin_tone=False).prediction is not None for p in pool]
+        # "does this look like dermoscopy" check accepts, then the evaluator's agreement,
+        # then the pipeline's own diagnosis agreeing (a teacher clicks "nv" and sees nv).
+        predicted = [pipe.diagnose(p[0], skin_tone=False).prediction for p in pool]
+        accepted = [prediction is not None for prediction in predicted]
         order = sorted(range(len(pool)),
                        key=lambda i: (accepted[i], int(probs[i].argmax()) == c,
-                                      float(probs[i, c])),
+                                      predicted[i] == dx, float(probs[i, c])),
                        reverse=True)
         for n, i in enumerate(order[:per_class], start=1):
             image, confidence, settings = pool[i]
@@ -126,6 +128,7 @@ def select_examples(pipe: Any, evaluator: Any, output_dir: str | Path, per_class
                 "evaluator_probability": round(float(probs[i, c]), 4),
                 "evaluator_agrees": bool(int(probs[i].argmax()) == c),
                 "passes_abstention_check": bool(accepted[i]),
+                "pipeline_prediction": predicted[i],
                 "chosen_from": len(pool),
                 "synthetic": True,
             }
