@@ -1,4 +1,5 @@
-"""Run app.py as a real server process on a free loopback port, for the app tests.
+"""Run app.py as a real server process on a free loopback port, for the app tests; and a
+snippet of the app's code in a fresh interpreter (`python_lines`), for what it imports.
 
 Used by the `app_server` fixture in conftest.py and by benchmarks/app_startup.py."""
 
@@ -18,6 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def python_lines(code: str, timeout: float = 120, env: dict[str, str] | None = None) -> list[str]:
+    """`python -c code` run in the repository: it must succeed; its standard output's lines."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app_server import ROOT, http_status, start_app, stop_app
+from tests.app_server import ROOT, http_status, python_lines, start_app, stop_app
 from tests.test_counterfactual import lesion_photo
 
 # The README's client example, verbatim but for the address (kept here so it is tested).
@@ -74,10 +74,7 @@ def test_importing_the_app_does_not_import_torch() -> None:
             "s.loader.exec_module(m); heavy = ('torch', 'diffusers', 'timm', 'gradio'); "
             "print(sorted(k for k in heavy if k in sys.modules)); m.build_demo; "
             "print(sorted(k for k in heavy if k in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-2:] == ["[]", "['gradio']"]
+    assert python_lines(code)[-2:] == ["[]", "['gradio']"]
 
 
 def test_zerogpu_decorates_the_model_calls_when_spaces_is_importable(tmp_path: Path) -> None:
@@ -96,10 +93,7 @@ def test_zerogpu_decorates_the_model_calls_when_spaces_is_importable(tmp_path: P
             f"'a', {str(ROOT / 'app.py')!r}); m = importlib.util.module_from_spec(s); "
             "s.loader.exec_module(m); m.build_demo; print(json.dumps(sorted(spaces.CALLS)))")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT, env=env)
-    assert out.returncode == 0, out.stderr
-    calls = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    calls = dict(json.loads(python_lines(code, env=env)[-1]))
     assert set(calls) == {"run_diagnose", "run_generate", "run_counterfactual"}
     assert all(kwargs.get("duration") for kwargs in calls.values())
 

@@ -4,8 +4,6 @@ does not wait behind a generation, and a worker that fails or dies gives a plain
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,8 +15,7 @@ from PIL import Image
 from classndiff.pipelines.inputs import ImageInputError
 from classndiff.pipelines.results import ClassNDiffArgumentError, Diagnosis
 from demo.worker import ModelWorker, WorkerError
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.app_server import python_lines
 
 
 def lesion_bytes() -> bytes:
@@ -156,7 +153,4 @@ def test_the_apps_process_never_imports_torch(tiny_weights: Path) -> None:
             "from PIL import Image; d = p.diagnose(Image.new('RGB', (64, 64), (190, 120, 100)),"
             " saliency=True, abstain=False); "
             "print(d.prediction is not None, 'torch' in sys.modules, 'timm' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=180, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "True False False"
+    assert python_lines(code, timeout=180)[-1] == "True False False"
