@@ -4,16 +4,17 @@ absolute change inside and outside the expert lesion mask, 0–255, and the dist
 ImageNet Lite0 features to the original), realism (Fréchet distance of the counterfactuals to
 real images of the target class, beside the same distance for real images of that class from
 the training split: the floor at this count), seconds per counterfactual, and the same with
-guidance 0 (plain SDEdit noise, no target) as the baseline, so the effect of the target is
-visible. A sweep over strengths gives validity by strength and the smallest strength at which
-it reaches 50 %.
+guidance 0 (plain SDEdit noise, no target, no classifier guidance) as the baseline, so the
+effect of the target is visible. A sweep over strengths gives validity by strength and the
+smallest strength at which it reaches 50 %.
 
     python benchmarks/counterfactuals.py --weights weights/embedded --per-pair 24 \\
         --output reports/embedded/counterfactuals.json --figure reports/embedded/counterfactuals.png
     python benchmarks/counterfactuals.py --split val ...   # choosing defaults: never the test split
     python benchmarks/counterfactuals.py --quick
 
-Defaults: the weights' own (`config.sampling.counterfactual_strength` and `_guidance`).
+Defaults: the weights' own (`config.sampling.counterfactual_strength`, `_guidance` and
+`_classifier_scale`; `--classifier-scale S` tries the joint classifier's guidance on x̂0).
 Bars: validity ≥ 0.70 for benign → mel and mel → nv; change outside ≤ 1/3 of inside; ≤ 5 s
 each. Ends with ONE JSON line."""
 
@@ -31,14 +32,15 @@ SWEEP = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def edit_stats(pipe, originals, data, chosen, target: str, strength: float,  # noqa: ANN001
-               guidance: float) -> tuple[dict, list]:
+               guidance: float, classifier_scale: float | None = None) -> tuple[dict, list]:
     """Counterfactuals of the images `chosen`: change inside / outside the mask, seconds,
     abstentions; and the counterfactuals (None where the upload was refused)."""
     edits, inside, outside, seconds, abstained = [], [], [], [], 0
     for i in chosen:
         start = time.perf_counter()
         cf = pipe.counterfactual(originals[i], target_dx=target, strength=strength,
-                                 guidance_scale=guidance, seed=int(i))
+                                 guidance_scale=guidance, seed=int(i),
+                                 classifier_scale=classifier_scale)
         seconds.append(time.perf_counter() - start)
         if cf.image is None:
             abstained += 1
@@ -65,6 +67,8 @@ def main() -> None:
     p.add_argument("--per-pair", type=int, default=24)
     p.add_argument("--strength", type=float, default=None, help="default: the weights' own")
     p.add_argument("--guidance", type=float, default=None, help="default: the weights' own")
+    p.add_argument("--classifier-scale", type=float, default=None,
+                   help="the joint classifier's guidance on x̂0; default: the weights' own")
     p.add_argument("--sweep", type=float, nargs="*", default=list(SWEEP),
                    help="strengths for validity by strength (none: skip)")
     p.add_argument("--evaluator", default=str(ROOT / "weights/evaluator"))
@@ -83,6 +87,8 @@ def main() -> None:
     sampling = pipe.config.sampling  # the weights' own defaults, as the app and API use
     strength = sampling.counterfactual_strength if args.strength is None else args.strength
     guidance = sampling.counterfactual_guidance if args.guidance is None else args.guidance
+    classifier_scale = (sampling.counterfactual_classifier_scale if args.classifier_scale is None
+                        else args.classifier_scale)
     per_pair = 2 if args.quick else args.per_pair
     size = pipe.config.model.pixel_size
     data = LesionDataset(args.data_dir, args.split, image_size=size, masks=True,
@@ -96,7 +102,8 @@ def main() -> None:
         reference = LesionDataset(args.data_dir, "train", image_size=size)
     originals = to_pil(data.images.float() / 127.5 - 1)
     result = {"benchmark": "counterfactuals", "split": args.split, "strength": strength,
-              "guidance_scale": guidance, "pairs": {}, "sweep": {}}
+              "guidance_scale": guidance, "classifier_scale": classifier_scale, "pairs": {},
+              "sweep": {}}
     figure_rows = []
 
     def validity(edits: list, target: str) -> float:
@@ -111,9 +118,10 @@ def main() -> None:
                                 & data.has_mask.numpy())[:per_pair]
         row = {}
         real = before = None  # features of the real target-class images, of the originals
-        for arm, arm_guidance in (("target", guidance), ("plain noise", 0.0)):
+        for arm, arm_guidance, arm_classifier in (("target", guidance, classifier_scale),
+                                                  ("plain noise", 0.0, 0.0)):
             stats, edits = edit_stats(pipe, originals, data, chosen, target, strength,
-                                      arm_guidance)
+                                      arm_guidance, arm_classifier)
             stats["validity"] = validity(edits, target)
             made = [cf for cf in edits if cf is not None]
             if features is not None and made:
@@ -140,7 +148,8 @@ def main() -> None:
             if level == strength:  # the target arm above: the same edits, the same seeds
                 curve[f"{level:g}"] = row["target"]["validity"]
                 continue
-            _, edits = edit_stats(pipe, originals, data, chosen, target, level, guidance)
+            _, edits = edit_stats(pipe, originals, data, chosen, target, level, guidance,
+                                  classifier_scale)
             curve[f"{level:g}"] = validity(edits, target)
         reached = [float(k) for k, v in curve.items() if v >= 0.5]
         result["sweep"][f"{source}->{target}"] = {

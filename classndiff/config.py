@@ -151,6 +151,8 @@ class SamplingConfig:
     # benchmarks/counterfactuals.py --split val).
     counterfactual_strength: float = 0.6
     counterfactual_guidance: float = 3.0
+    # Step size of the joint classifier's guidance on x̂0 (0 = off; `toward_target`).
+    counterfactual_classifier_scale: float = 0.0
 
 
 @dataclass

@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from classndiff.pipelines.counterfactual import lesion_mask
+from classndiff.pipelines.counterfactual import lesion_mask, toward_target
 from classndiff.pipelines.inputs import to_model_tensor
 from classndiff.pipelines.pipeline import ClassNDiffArgumentError, Diagnosis
 
@@ -61,6 +62,8 @@ def test_counterfactual_keeps_the_skin_and_reports_both_diagnoses(tiny_pipe) -> 
     ({"strength": 1.5}, "strength"),
     ({"steps": 0}, "steps"),
     ({"guidance_scale": -1}, "guidance_scale"),
+    ({"classifier_scale": 2}, "classifier_scale"),
+    ({"classifier_scale": True}, "classifier_scale"),
     ({"seed": -3}, "seed"),
 ])
 def test_bad_counterfactual_arguments_raise_clear_errors(tiny_pipe, kwargs, words) -> None:
@@ -89,3 +92,38 @@ def test_default_target_is_the_other_side(tiny_pipe, monkeypatch, predicted, exp
                         lambda model, scheduler, x0, *a, **k: x0)  # the choice is all we test
     cf = tiny_pipe.counterfactual(lesion_photo(), steps=2)
     assert cf.target == expected
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
+def test_classifier_guidance_moves_x0_towards_the_target_only_where_drawn(
+        tiny_pipe, prediction_type) -> None:
+    from classndiff.models.diffusion import make_scheduler
+
+    model, config = tiny_pipe.model, tiny_pipe.config.model
+    scheduler = make_scheduler("ddim", config)
+    scheduler.register_to_config(prediction_type=prediction_type)
+    generator = torch.Generator().manual_seed(0)
+    side = config.image_size
+    x = torch.randn(2, 3, side, side, generator=generator)
+    out = torch.randn(2, 3, side, side, generator=generator)
+    t = torch.tensor(config.num_train_timesteps // 3)
+    a = scheduler.alphas_cumprod[t].sqrt()
+    s = (1 - scheduler.alphas_cumprod[t]).sqrt()
+
+    def x0_of(o: torch.Tensor) -> torch.Tensor:
+        return a * x - s * o if prediction_type == "v_prediction" else (x - s * o) / a
+
+    target = torch.tensor([4, 2])
+    drawn = torch.zeros(2, 1, side, side)
+    drawn[..., side // 4: 3 * side // 4, side // 4: 3 * side // 4] = 1
+    moved = toward_target(model, scheduler, x, out, t, target, 0.05 * drawn)
+    change = (x0_of(moved) - x0_of(out)).abs()
+    assert (change * (1 - drawn)).max() < 1e-4  # the kept region's x̂0 is untouched
+    assert (change * drawn).sum() / (3 * drawn.sum()) > 1e-3
+
+    def log_p(o: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = model.classifier(x0_of(o).clamp(-1, 1))
+        return torch.log_softmax(logits, 1).gather(1, target[:, None])
+
+    assert (log_p(moved) > log_p(out)).all()

@@ -62,9 +62,11 @@ def sdedit(
     steps: int,
     guidance_scale: float,
     generator: torch.Generator,
+    classifier_scale: float = 0.0,
 ) -> torch.Tensor:
     """Re-draw `x0` (the denoiser's space) from noise level `strength` ∈ (0, 1] towards the
-    labels, keeping x0 where `keep` (N, 1, h, w) is 1. Guidance nulls the diagnosis only."""
+    labels, keeping x0 where `keep` (N, 1, h, w) is 1. Guidance nulls the diagnosis only.
+    `classifier_scale` > 0 adds the joint classifier's guidance on x̂0 (`toward_target`)."""
     from diffusers.utils.torch_utils import randn_tensor
 
     scheduler.set_timesteps(steps, device=x0.device)
@@ -80,6 +82,8 @@ def sdedit(
         tt = t.expand(2 * n).to(x0.device)
         cond, uncond = model.denoiser(torch.cat([x, x]), tt, *labels).chunk(2)
         out = uncond + guidance_scale * (cond - uncond)
+        if classifier_scale > 0:
+            out = toward_target(model, scheduler, x, out, t, dx, (1 - keep) * classifier_scale)
         x = scheduler.step(out, t, x).prev_sample
         if i + 1 < len(timesteps):  # the kept region, noised to the next step's level
             known = scheduler.add_noise(x0, noise, timesteps[i + 1: i + 2])
@@ -89,9 +93,35 @@ def sdedit(
     return x
 
 
+def toward_target(model: ClassNDiff, scheduler, x: torch.Tensor, out: torch.Tensor,  # noqa: ANN001
+                  t: torch.Tensor, dx: torch.Tensor, step_size: torch.Tensor) -> torch.Tensor:
+    """The joint classifier's guidance on x̂0 (the paper's link between its two halves): x̂0
+    moves up the gradient of log p(target | x̂0), normalised to unit RMS per image and scaled
+    by `step_size` (N, 1, h, w; zero where the image is kept), and the v-prediction is
+    rewritten to match. The gradient is taken at the denoiser's resolution through the
+    classifier's own resize, so the nudge is low-pass; the next denoising steps redraw around
+    it rather than keep pixel noise. No backpropagation through the denoiser (cheap on CPU)."""
+    alpha_bar = scheduler.alphas_cumprod.to(x.device)[t].float()
+    a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    v_prediction = scheduler.config.prediction_type == "v_prediction"
+    dtype, x_t, out = out.dtype, x.float(), out.float()
+    x0 = (a * x_t - s * out) if v_prediction else (x_t - s * out) / a
+    with torch.enable_grad():
+        probe = x0.clamp(-1, 1).detach().requires_grad_(True)
+        logits = model.classifier(probe)
+        picked = torch.log_softmax(logits.float(), dim=1).gather(1, dx[:, None]).sum()
+        (grad,) = torch.autograd.grad(picked, probe)
+    region = (step_size > 0).float()
+    rms = ((grad * region).pow(2).sum(dim=(1, 2, 3), keepdim=True)
+           / (region.sum(dim=(1, 2, 3), keepdim=True) * grad.shape[1]).clamp(min=1)).sqrt()
+    x0 = x0 + step_size * grad / rms.clamp(min=1e-12)
+    moved = (a * x_t - x0) / s if v_prediction else (x_t - a * x0) / s
+    return moved.to(dtype)
+
+
 @torch.no_grad()
 def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength: float,
-                  steps: int, guidance_scale: float, seed: int,
+                  steps: int, guidance_scale: float, seed: int, classifier_scale: float = 0.0,
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The lesion in `pixels` (1, 3, H, W) in [-1, 1] redrawn as diagnosis id `target` by
     `sdedit` at the denoiser's size, brought back to full size; outside the lesion mask the
@@ -105,7 +135,8 @@ def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength
     drawn = sdedit(model, make_scheduler("ddim", config),
                    x0.to(next(model.parameters()).dtype), keep, *labels,
                    strength=strength, steps=steps, guidance_scale=guidance_scale,
-                   generator=torch.Generator("cpu").manual_seed(seed)).float()
+                   generator=torch.Generator("cpu").manual_seed(seed),
+                   classifier_scale=classifier_scale).float()
     size = pixels.shape[-1]
     up = F.interpolate(drawn, size=(size, size), mode="bicubic",
                        align_corners=False).clamp(-1, 1)

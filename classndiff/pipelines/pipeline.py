@@ -384,17 +384,22 @@ class ClassNDiffPipeline:
         steps: int = 25,
         guidance_scale: float | None = None,
         seed: int = 0,
+        classifier_scale: float | None = None,
     ) -> Counterfactual:
         """What this lesion would have to look like to be called `target_dx`: SDEdit from
         noise level `strength` (0–1] towards the target, skin outside the lesion kept.
         `target_dx` None: the most likely malignant class when the prediction is benign,
         nv when it is malignant. An upload the pipeline abstains on gets no image and the
-        same `reason` as `diagnose`. `strength` and `guidance_scale` default to the weights'
-        own (`config.sampling.counterfactual_*`). Bad arguments raise ClassNDiffArgumentError."""
+        same `reason` as `diagnose`. `classifier_scale` > 0 also steers x̂0 by the joint
+        classifier's gradient towards the target. `strength`, `guidance_scale` and
+        `classifier_scale` default to the weights' own (`config.sampling.counterfactual_*`).
+        Bad arguments raise ClassNDiffArgumentError."""
         sampling = self.config.sampling
         strength = sampling.counterfactual_strength if strength is None else strength
         guidance_scale = (sampling.counterfactual_guidance if guidance_scale is None
                           else guidance_scale)
+        classifier_scale = (sampling.counterfactual_classifier_scale if classifier_scale is None
+                            else classifier_scale)
         if target_dx is not None and target_dx not in DX_CODES:
             raise ClassNDiffArgumentError(
                 f"unknown target_dx {target_dx!r}: choose one of {', '.join(DX_CODES)}")
@@ -405,6 +410,10 @@ class ClassNDiffPipeline:
         if not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale <= 20:
             raise ClassNDiffArgumentError(
                 f"guidance_scale must be a number between 0 and 20, got {guidance_scale!r}")
+        if isinstance(classifier_scale, bool) or not isinstance(classifier_scale, (int, float)) \
+                or not 0 <= classifier_scale <= 1:
+            raise ClassNDiffArgumentError(
+                f"classifier_scale must be a number between 0 and 1, got {classifier_scale!r}")
         seed = check_int("seed", seed, 0, 2**63 - 1)
         if self.vae is not None:
             raise ClassNDiffArgumentError("counterfactuals need a pixel-space model")
@@ -419,7 +428,8 @@ class ClassNDiffPipeline:
             else:
                 target_dx = max(MALIGNANT_DX, key=before.probabilities.get)
         settings = {"target_dx": target_dx, "strength": float(strength), "steps": steps,
-                    "guidance_scale": float(guidance_scale), "seed": seed, "sampler": "ddim",
+                    "guidance_scale": float(guidance_scale),
+                    "classifier_scale": float(classifier_scale), "seed": seed, "sampler": "ddim",
                     "weights": self.source, "classndiff_version": __version__,
                     "synthetic": True}
         if before.prediction is None:
@@ -429,7 +439,8 @@ class ClassNDiffPipeline:
         pixels = pixels.to(self.device)
         result, mask = redraw_lesion(self.model, pixels, encode_dx(target_dx),
                                      strength=strength, steps=steps,
-                                     guidance_scale=guidance_scale, seed=seed)
+                                     guidance_scale=guidance_scale, seed=seed,
+                                     classifier_scale=classifier_scale)
         after = self.predict_proba(result)[0]
         settings["seconds"] = round(time.perf_counter() - started, 3)
         settings["lesion_area"] = round(float(mask.mean()), 4)
