@@ -25,6 +25,7 @@ import atexit
 import inspect
 import itertools
 import logging
+import os
 import queue
 import socket
 import subprocess
@@ -220,7 +221,8 @@ def serve(fd: int, source: str | None) -> None:
         logger.exception("could not load the model")
         send(("failed", f"{type(error).__name__}: {error}"))
         return
-    logger.info("model ready from %s on %s", pipe.source, pipe.device)
+    # The app logs "model ready" when it hears this; the worker's own line says which process.
+    logger.info("worker process %d loaded the model", os.getpid())
     send(("ready", describe(pipe)))
 
     def run(call_id: int, method: str, args: tuple, kwargs: dict[str, Any],

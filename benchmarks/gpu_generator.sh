@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# The generator's training on a lent GPU, prepared here so that the GPU's minutes go to training.
+# Ten minutes of one H200 are worth days of this CPU (issue: generator), but the device machine
+# takes only the working tree and carried files, 64 MiB in all (the tree is ~52 MiB with
+# weights/), and has no internet, no diffusers and no dataset. So, three steps:
+#
+#   bash benchmarks/gpu_generator.sh prepare [DATA_DIR]  # here: .device/ (~8 MiB, git-ignored):
+#        # the train and val images at the denoiser's 64 px as WebP q80 (3.8 MiB for 7,011
+#        # train images), a trimmed metadata.csv, diffusers (pure Python, zipped, without its
+#        # pipelines: unused here); prints what would travel
+#   device run, carry [".device"], timeout_s 560:
+#        bash benchmarks/gpu_generator.sh train            # there: ~7 min of training, then
+#        # under $OUT: the denoiser in < 16 MiB parts, config, logs, a sample grid (6 files)
+#   bash benchmarks/gpu_generator.sh receive FILES_AT [CANDIDATE]  # here: joins the parts,
+#        # grafts the new denoiser under the shipped classifier (`classndiff graft
+#        # --new-denoiser`) into CANDIDATE (default runs/gpu-candidate) and prints the
+#        # yardstick's command (benchmarks/generator_yardstick.py, ~4 min here)
+#
+# What it trains: a diffusers UNet2DModel denoiser ([64, 128, 192, 192], one ResNet block per
+# level, attention at the two coarsest: 11.3 M parameters, 22.5 MB in float16, so weights/ stays
+# ≤ 50 MB) from scratch at 64 px, plain denoising loss (λ = 0; the classifier is not used and
+# not exported: the shipped one stays), v-prediction, bf16, batch 256, tone-balanced sampling.
+# The UNet lost the CPU study at equal minutes (reports/embedded/generator_study) because a CPU
+# step is slow; on a GPU throughput is not the limit, and at 64 px a UNet is the usual choice.
+# Ship it only if the yardstick beats the shipped generator (README: "Generation").
+#
+# tests/test_gpu_generator.py runs the three steps here on the tiny dataset (CPU, seconds of
+# training); before a lease, the same on the real data: `bash benchmarks/gpu_generator.sh
+# prepare`, `OUT=/tmp/gpu-out BUDGET=60 BATCH=8 bash benchmarks/gpu_generator.sh train`,
+# `bash benchmarks/gpu_generator.sh receive /tmp/gpu-out /tmp/gpu-candidate`.
+set -euo pipefail
+STEP=${1:?prepare, train or receive}
+PY=${PYTHON:-python3}  # the device has python3 (with torch), not python
+DEV=${DEVICE_DIR:-.device}  # must be git-ignored to be carried (.gitignore has .device/)
+UNET=(--set model.denoiser=unet --set "model.unet_channels=[64,128,192,192]"
+      --set model.unet_layers_per_block=1 --set model.unet_attention_levels=2)
+
+prepare() {
+    local data=${1:-../shared/data/ham10000}
+    rm -rf "$DEV" && mkdir -p "$DEV/data/images" "$DEV/site"
+    "$PY" - "$data" "$DEV/data" <<'PY'
+"""train + val images at 64 px (WebP q80) and their metadata rows (the columns training reads)."""
+import csv
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from classndiff.images import center_square
+
+source, target = Path(sys.argv[1]), Path(sys.argv[2])
+keep = ("image", "image_id", "lesion_id", "dx", "sex", "skin_tone_group", "split")
+rows = [r for r in csv.DictReader(open(source / "metadata.csv")) if r["split"] in ("train", "val")]
+for row in rows:
+    with Image.open(source / row["image"]) as im:
+        small = center_square(im.convert("RGB"), 64, Image.Resampling.LANCZOS)
+    row["image"] = f"images/{Path(row['image']).stem}.webp"
+    small.save(target / row["image"], "WEBP", quality=80)
+with open(target / "metadata.csv", "w", newline="") as f:
+    writer = csv.DictWriter(f, keep, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+print(f"{len(rows)} images → {target}")
+PY
+    # The one package the device lacks (it has torch, timm, accelerate, safetensors, and
+    # huggingface_hub 1.33, which diffusers accepts): diffusers, pure Python, copied from this
+    # environment without its pipelines (imported lazily, unused here).
+    "$PY" - "$DEV/site" <<'PY'
+import shutil
+import sys
+from pathlib import Path
+
+import diffusers
+
+site = Path(sys.argv[1])
+root = Path(diffusers.__file__).parent
+shutil.copytree(root, site / root.name, ignore=shutil.ignore_patterns("__pycache__"))
+for folder in ("pipelines", "modular_pipelines"):
+    for child in (site / "diffusers" / folder).iterdir():
+        if child.name != "__init__.py":
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+shutil.make_archive(str(site), "zip", site)  # what travels is counted unpacked: zip it
+shutil.rmtree(site)
+PY
+    local tree dev
+    tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+    dev=$(du -sb "$DEV" | cut -f1)
+    echo "would travel: tree $((tree / 1048576)) MiB + $DEV $((dev / 1048576)) MiB (limit 64 MiB)"
+    [ $((tree + dev)) -lt $((63 * 1048576)) ] || { echo "too large for the device" >&2; exit 1; }
+}
+
+train() {
+    local out=${OUT:?the device sets OUT} run=/tmp/gpu-generator site=/tmp/gpu-generator-site
+    rm -rf "$site" && "$PY" -m zipfile -e "$DEV/site.zip" "$site"
+    export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    "$PY" -c "import diffusers, torch; print('diffusers from', diffusers.__file__, 'torch', \
+torch.__version__, 'cuda', torch.cuda.is_available())"
+    rm -rf "$run"
+    "$PY" -m classndiff train --config configs/embedded.json --output-dir "$run" \
+        --time-budget "${BUDGET:-420}" "${UNET[@]}" \
+        --set "train.data_dir=$DEV/data" --set model.classifier_init=null \
+        --set train.lambda_cls=0 --set train.classifier_learning_rate=0 \
+        --set train.lambda_saliency=0 --set train.classifier_retint=0 \
+        --set train.classifier_augment=light --set train.tone_balance_power=0.5 \
+        --set "train.batch_size=${BATCH:-256}" --set train.learning_rate=0.0004 \
+        --set train.warmup_steps=200 --set train.eval_every=1000000 \
+        --set train.checkpoint_every=1000000 --set train.log_every=50 2>&1 | tee "$out/train.log"
+    # Back to the session: config, log, the denoiser's weights in < 16 MiB parts, a grid.
+    cp "$run/config.json" "$run/log.csv" "$out/"
+    "$PY" - "$run" "$out" <<'PY'
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+state = {k: v.half() if v.is_floating_point() else v
+         for k, v in load_file(str(run / "model.safetensors")).items() if k.startswith("denoiser.")}
+save_file(state, str(run / "denoiser.safetensors"))
+blob = (run / "denoiser.safetensors").read_bytes()
+part = 15 * 2**20
+for i in range(0, len(blob), part):
+    (out / f"denoiser.safetensors.part{i // part}").write_bytes(blob[i:i + part])
+print(f"{len(state)} tensors, {len(blob) / 1e6:.1f} MB in {-(-len(blob) // part)} parts")
+PY
+    # One grid (the device returns at most 8 files): rows nv, mel lighter, mel brown, bkl.
+    "$PY" - "$run" "$out/samples.png" <<'PY' || echo "no sample grid (the weights came back)"
+import sys
+
+import numpy as np
+from PIL import Image
+
+from classndiff import ClassNDiffPipeline
+
+pipe = ClassNDiffPipeline.from_pretrained(sys.argv[1])
+rows = [np.concatenate([np.asarray(im) for im in pipe.generate(dx, tone, num_images=4).images], 1)
+        for dx, tone in (("nv", "lighter"), ("mel", "lighter"), ("mel", "brown"), ("bkl", None))]
+Image.fromarray(np.concatenate(rows, 0)).save(sys.argv[2])
+PY
+}
+
+receive() {
+    local got=${1:?the folder the device files came back to} candidate=${2:-runs/gpu-candidate}
+    local run=$candidate.run
+    rm -rf "$run" "$candidate" && mkdir -p "$run"
+    cat "$got"/denoiser.safetensors.part* > "$run/denoiser.safetensors"
+    cp "$got/config.json" "$got/log.csv" "$run/"
+    # A run folder as `classndiff graft` reads it: the denoiser under the run's config (the
+    # classifier's tensors, unused, come from the shipped weights).
+    "$PY" - "$run" <<'PY'
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+run = Path(sys.argv[1])
+state = load_file(str(run / "denoiser.safetensors"))
+state.update({k: v for k, v in load_file("weights/embedded/model.safetensors").items()
+              if not k.startswith("denoiser.")})
+save_file(state, str(run / "model.safetensors"))
+PY
+    "$PY" -m classndiff graft weights/embedded --denoiser-from "$run" --new-denoiser \
+        --output-dir "$candidate"
+    echo "next: python benchmarks/generator_yardstick.py --weights $candidate" \
+        "--output $candidate/generator_yardstick.json --grid $candidate/generator_grid.png"
+}
+
+"$STEP" "${@:2}"

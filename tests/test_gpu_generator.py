@@ -1,0 +1,72 @@
+"""benchmarks/gpu_generator.sh, the prepared GPU run of the generator, end to end on the CPU
+with the tiny dataset: what travels fits and imports, the training exports parts that join
+back into the shipped weights' layout. (Only CUDA itself is left for the lease.)"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "gpu_generator.sh"
+
+
+def run_step(*args: str, env: dict[str, str], timeout: int = 300) -> str:
+    done = subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("gpu")
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+           "DEVICE_DIR": str(work / "device"), "HF_HUB_OFFLINE": "1"}
+    printed = run_step("prepare", str(tiny_data), env=env)
+    return work, env, printed
+
+
+def test_prepare_packs_the_data_and_the_missing_packages(prepared, tiny_data: Path) -> None:
+    from classndiff.data import LesionDataset
+
+    work, _, printed = prepared
+    assert "would travel" in printed
+    rows = list(csv.DictReader(open(work / "device/data/metadata.csv")))
+    source = [r for r in csv.DictReader(open(tiny_data / "metadata.csv"))
+              if r["split"] in ("train", "val")]
+    assert [r["image_id"] for r in rows] == [r["image_id"] for r in source]
+    train = LesionDataset(work / "device/data", "train", image_size=128)
+    assert train.images.shape[1:] == (3, 128, 128) and len(train) == sum(
+        r["split"] == "train" for r in source)
+    names = zipfile.ZipFile(work / "device/site.zip").namelist()
+    assert "diffusers/schedulers/scheduling_ddim.py" in names
+    assert not [n for n in names if n.startswith("diffusers/pipelines/stable_diffusion")]
+
+
+def test_train_and_receive_round_trip(prepared) -> None:
+    from safetensors.torch import load_file
+
+    work, env, _ = prepared
+    out = work / "out"
+    out.mkdir()
+    printed = run_step("train", env={**env, "OUT": str(out), "BUDGET": "4", "BATCH": "2"})
+    assert "diffusers from /tmp/gpu-generator-site/" in printed  # the packed copy, not the venv's
+    parts = sorted(p.name for p in out.glob("denoiser.safetensors.part*"))
+    assert parts and all((out / p).stat().st_size <= 15 * 2**20 for p in parts)
+    assert (out / "samples.png").exists() and len(list(out.iterdir())) <= 8  # the device's limit
+    candidate = work / "candidate"
+    run_step("receive", str(out), str(candidate), env=env)
+    grafted = load_file(str(candidate / "model.safetensors"))
+    shipped = load_file(str(ROOT / "weights/embedded/model.safetensors"))
+    trained = load_file(str(work / "candidate.run/denoiser.safetensors"))
+    assert all(grafted[k].equal(v) for k, v in shipped.items() if k.startswith("classifier."))
+    assert all(grafted[k].equal(v) for k, v in trained.items())
+    assert '"denoiser": "unet"' in (candidate / "config.json").read_text()
