@@ -97,26 +97,28 @@ def test_default_target_is_the_other_side(tiny_pipe, monkeypatch, predicted, exp
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
 def test_classifier_guidance_moves_x0_towards_the_target_only_where_drawn(
         tiny_pipe, prediction_type) -> None:
-    from classndiff.models.diffusion import make_scheduler
+    from diffusers import DDIMScheduler
 
     model, config = tiny_pipe.model, tiny_pipe.config.model
-    scheduler = make_scheduler("ddim", config)
-    scheduler.register_to_config(prediction_type=prediction_type)
+    scheduler = DDIMScheduler(num_train_timesteps=config.num_train_timesteps,
+                              beta_schedule=config.beta_schedule, beta_start=config.beta_start,
+                              beta_end=config.beta_end, prediction_type=prediction_type,
+                              clip_sample=False)
+    scheduler.set_timesteps(4)
     generator = torch.Generator().manual_seed(0)
     side = config.image_size
     x = torch.randn(2, 3, side, side, generator=generator)
     out = torch.randn(2, 3, side, side, generator=generator)
-    t = torch.tensor(config.num_train_timesteps // 3)
-    a = scheduler.alphas_cumprod[t].sqrt()
-    s = (1 - scheduler.alphas_cumprod[t]).sqrt()
+    t = scheduler.timesteps[1]
 
-    def x0_of(o: torch.Tensor) -> torch.Tensor:
-        return a * x - s * o if prediction_type == "v_prediction" else (x - s * o) / a
+    def x0_of(o: torch.Tensor) -> torch.Tensor:  # diffusers' own reading of the output
+        return scheduler.step(o, t, x).pred_original_sample
 
     target = torch.tensor([4, 2])
     drawn = torch.zeros(2, 1, side, side)
     drawn[..., side // 4: 3 * side // 4, side // 4: 3 * side // 4] = 1
-    moved = toward_target(model, scheduler, x, out, t, target, 0.05 * drawn)
+    with torch.no_grad():  # as in sampling
+        moved = toward_target(model, scheduler, x, out, t, target, 0.05 * drawn)
     change = (x0_of(moved) - x0_of(out)).abs()
     assert (change * (1 - drawn)).max() < 1e-4  # the kept region's x̂0 is untouched
     assert (change * drawn).sum() / (3 * drawn.sum()) > 1e-3
@@ -127,3 +129,13 @@ def test_classifier_guidance_moves_x0_towards_the_target_only_where_drawn(
         return torch.log_softmax(logits, 1).gather(1, target[:, None])
 
     assert (log_p(moved) > log_p(out)).all()
+
+
+def test_counterfactual_with_classifier_guidance(tiny_pipe) -> None:
+    photo = lesion_photo(tiny_pipe.config.model.pixel_size)
+    plain = tiny_pipe.counterfactual(photo, target_dx="mel", strength=0.8, steps=3, seed=1)
+    guided = tiny_pipe.counterfactual(photo, target_dx="mel", strength=0.8, steps=3, seed=1,
+                                      classifier_scale=0.5)
+    assert plain.settings["classifier_scale"] == 0.0
+    assert guided.settings["classifier_scale"] == 0.5
+    assert not np.array_equal(np.asarray(guided.image), np.asarray(plain.image))

@@ -40,9 +40,11 @@ def test_prepare_packs_the_data_and_the_missing_packages(prepared, tiny_data: Pa
     work, _, printed = prepared
     assert "would travel" in printed
     rows = list(csv.DictReader(open(work / "device/data/metadata.csv")))
-    source = [r for r in csv.DictReader(open(tiny_data / "metadata.csv"))
-              if r["split"] in ("train", "val")]
+    source = list(csv.DictReader(open(tiny_data / "metadata.csv")))
+    source = ([r for r in source if r["split"] == "train"]
+              + [r for r in source if r["split"] == "val"][:64])
     assert [r["image_id"] for r in rows] == [r["image_id"] for r in source]
+    assert all(r["image"].endswith(".webp") for r in rows)
     train = LesionDataset(work / "device/data", "train", image_size=128)
     assert train.images.shape[1:] == (3, 128, 128) and len(train) == sum(
         r["split"] == "train" for r in source)
@@ -61,7 +63,11 @@ def test_train_and_receive_round_trip(prepared) -> None:
     assert "diffusers from /tmp/gpu-generator-site/" in printed  # the packed copy, not the venv's
     parts = sorted(p.name for p in out.glob("denoiser.safetensors.part*"))
     assert parts and all((out / p).stat().st_size <= 15 * 2**20 for p in parts)
-    assert (out / "samples.png").exists() and len(list(out.iterdir())) <= 8  # the device's limit
+    assert (out / "samples.png").exists() and (out / "denoiser.sha256").exists()
+    assert len(list(out.iterdir())) <= 8  # what the device returns at most
+    refused = subprocess.run(["bash", str(SCRIPT), "receive", str(out), "weights/x"], cwd=ROOT,
+                             env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "beside weights/" in refused.stderr
     candidate = work / "candidate"
     run_step("receive", str(out), str(candidate), env=env)
     grafted = load_file(str(candidate / "model.safetensors"))

@@ -108,7 +108,7 @@ def toward_target(model: ClassNDiff, scheduler, x: torch.Tensor, out: torch.Tens
     x0 = (a * x_t - s * out) if v_prediction else (x_t - s * out) / a
     with torch.enable_grad():
         probe = x0.clamp(-1, 1).detach().requires_grad_(True)
-        logits = model.classifier(probe)
+        logits = model.classifier(probe.to(next(model.classifier.parameters()).dtype))
         picked = torch.log_softmax(logits.float(), dim=1).gather(1, dx[:, None]).sum()
         (grad,) = torch.autograd.grad(picked, probe)
     region = (step_size > 0).float()
