@@ -125,13 +125,12 @@ import hashlib
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 state = {k: v.half() if v.is_floating_point() else v
          for k, v in load_file(str(run / "model.safetensors")).items() if k.startswith("denoiser.")}
-save_file(state, str(run / "denoiser.safetensors"))
-blob = (run / "denoiser.safetensors").read_bytes()
+blob = save(state)
 part = 15 * 2**20
 for i in range(0, len(blob), part):
     (out / f"denoiser.safetensors.part{i // part:02d}").write_bytes(blob[i:i + part])
@@ -161,23 +160,10 @@ receive() {
     case "$candidate" in "$PWD"/weights|"$PWD"/weights/*)
         echo "the candidate goes beside weights/, not into it: $candidate" >&2; exit 2;; esac
     rm -rf "$run" "$candidate" && mkdir -p "$run"
-    cat "$got"/denoiser.safetensors.part* > "$run/denoiser.safetensors"
-    echo "$(cat "$got/denoiser.sha256")  $run/denoiser.safetensors" | sha256sum --check --quiet
+    # A run folder as `classndiff graft` reads it (the run's config, its denoiser's tensors).
+    cat "$got"/denoiser.safetensors.part* > "$run/model.safetensors"
+    echo "$(cat "$got/denoiser.sha256")  $run/model.safetensors" | sha256sum --check --quiet
     cp "$got/config.json" "$got/log.csv" "$run/"
-    # A run folder as `classndiff graft` reads it: the denoiser under the run's config (the
-    # classifier's tensors, unused, come from the shipped weights).
-    "$PY" - "$run" <<'PY'
-import sys
-from pathlib import Path
-
-from safetensors.torch import load_file, save_file
-
-run = Path(sys.argv[1])
-state = load_file(str(run / "denoiser.safetensors"))
-state.update({k: v for k, v in load_file("weights/embedded/model.safetensors").items()
-              if not k.startswith("denoiser.")})
-save_file(state, str(run / "model.safetensors"))
-PY
     "$PY" -m classndiff graft weights/embedded --denoiser-from "$run" --new-denoiser \
         --output-dir "$candidate"
     echo "next: python benchmarks/generator_yardstick.py --weights $candidate" \

@@ -94,7 +94,6 @@ class ModelHolder:
             raise gr.Error(f"The model could not be loaded: {self.error}. {NO_WEIGHTS_HELP}")
         return self.pipe
 
-
     def _replace_stopped_worker(self) -> None:
         with self._lock:
             if self.worker is None or not self.worker.stopped or self.pipe is None:

@@ -97,7 +97,11 @@ def test_default_target_is_the_other_side(tiny_pipe, monkeypatch, predicted, exp
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
 def test_classifier_guidance_moves_x0_towards_the_target_only_where_drawn(
         tiny_pipe, prediction_type) -> None:
+    from dataclasses import replace
+
     from diffusers import DDIMScheduler
+
+    from classndiff.models.diffusion import NoiseSchedule
 
     model, config = tiny_pipe.model, tiny_pipe.config.model
     scheduler = DDIMScheduler(num_train_timesteps=config.num_train_timesteps,
@@ -118,7 +122,8 @@ def test_classifier_guidance_moves_x0_towards_the_target_only_where_drawn(
     drawn = torch.zeros(2, 1, side, side)
     drawn[..., side // 4: 3 * side // 4, side // 4: 3 * side // 4] = 1
     with torch.no_grad():  # as in sampling
-        moved = toward_target(model, scheduler, x, out, t, target, 0.05 * drawn)
+        schedule = NoiseSchedule(replace(config, prediction_type=prediction_type))
+        moved = toward_target(model, schedule, x, out, t, target, 0.05 * drawn)
     change = (x0_of(moved) - x0_of(out)).abs()
     assert (change * (1 - drawn)).max() < 1e-4  # the kept region's x̂0 is untouched
     assert (change * drawn).sum() / (3 * drawn.sum()) > 1e-3

@@ -72,7 +72,7 @@ def test_train_and_receive_round_trip(prepared) -> None:
     run_step("receive", str(out), str(candidate), env=env)
     grafted = load_file(str(candidate / "model.safetensors"))
     shipped = load_file(str(ROOT / "weights/embedded/model.safetensors"))
-    trained = load_file(str(work / "candidate.run/denoiser.safetensors"))
+    trained = load_file(str(work / "candidate.run/model.safetensors"))
     assert all(grafted[k].equal(v) for k, v in shipped.items() if k.startswith("classifier."))
     assert all(grafted[k].equal(v) for k, v in trained.items())
     assert '"denoiser": "unet"' in (candidate / "config.json").read_text()

@@ -85,6 +85,14 @@ class NoiseSchedule:
             return (x_t - (1 - a).sqrt() * out) / a.sqrt()
         return a.sqrt() * x_t - (1 - a).sqrt() * out
 
+    def output_for(self, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The denoiser output whose `predict_x0` at (x_t, t) is `x0` (its inverse): what a
+        sampler is given after x̂0 was moved, e.g. by classifier guidance."""
+        a = self.alpha_bar(t).to(x_t.dtype)
+        if self.prediction_type == "epsilon":
+            return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        return (a.sqrt() * x_t - x0) / (1 - a).sqrt()
+
     def posterior_mean(self, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Mean of q(x_{t−1} | x_t, x0): the one-step-denoised input of the upstream code."""
         a_t = self.alpha_bar(t)

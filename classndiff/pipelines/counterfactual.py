@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from classndiff.labels import DX_NULL, SEX_NULL, TONE_NULL
-from classndiff.models.diffusion import denoiser_input, make_scheduler
+from classndiff.models.diffusion import NoiseSchedule, denoiser_input, make_scheduler
 from classndiff.models.joint import ClassNDiff
 
 
@@ -69,6 +69,7 @@ def sdedit(
     `classifier_scale` > 0 adds the joint classifier's guidance on x̂0 (`toward_target`)."""
     from diffusers.utils.torch_utils import randn_tensor
 
+    schedule = NoiseSchedule(model.config) if classifier_scale > 0 else None
     scheduler.set_timesteps(steps, device=x0.device)
     start = max(1, min(steps, round(steps * strength)))
     timesteps = scheduler.timesteps[steps - start:]
@@ -83,7 +84,7 @@ def sdedit(
         cond, uncond = model.denoiser(torch.cat([x, x]), tt, *labels).chunk(2)
         out = uncond + guidance_scale * (cond - uncond)
         if classifier_scale > 0:
-            out = toward_target(model, scheduler, x, out, t, dx, (1 - keep) * classifier_scale)
+            out = toward_target(model, schedule, x, out, t, dx, (1 - keep) * classifier_scale)
         x = scheduler.step(out, t, x).prev_sample
         if i + 1 < len(timesteps):  # the kept region, noised to the next step's level
             known = scheduler.add_noise(x0, noise, timesteps[i + 1: i + 2])
@@ -93,19 +94,18 @@ def sdedit(
     return x
 
 
-def toward_target(model: ClassNDiff, scheduler, x: torch.Tensor, out: torch.Tensor,  # noqa: ANN001
-                  t: torch.Tensor, dx: torch.Tensor, step_size: torch.Tensor) -> torch.Tensor:
+def toward_target(model: ClassNDiff, schedule: NoiseSchedule, x: torch.Tensor,
+                  out: torch.Tensor, t: torch.Tensor, dx: torch.Tensor, step_size: torch.Tensor,
+                  ) -> torch.Tensor:
     """The joint classifier's guidance on x̂0 (the paper's link between its two halves): x̂0
     moves up the gradient of log p(target | x̂0), normalised to unit RMS per image and scaled
-    by `step_size` (N, 1, h, w; zero where the image is kept), and the v-prediction is
-    rewritten to match. The gradient is taken at the denoiser's resolution through the
-    classifier's own resize, so the nudge is low-pass; the next denoising steps redraw around
-    it rather than keep pixel noise. No backpropagation through the denoiser (cheap on CPU)."""
-    alpha_bar = scheduler.alphas_cumprod.to(x.device)[t].float()
-    a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-    v_prediction = scheduler.config.prediction_type == "v_prediction"
-    dtype, x_t, out = out.dtype, x.float(), out.float()
-    x0 = (a * x_t - s * out) if v_prediction else (x_t - s * out) / a
+    by `step_size` (N, 1, h, w; zero where the image is kept), and the denoiser's output is
+    rewritten to match (`schedule.output_for`). The gradient is taken at the denoiser's
+    resolution through the classifier's own resize, so the nudge is low-pass; the next
+    denoising steps redraw around it rather than keep pixel noise. No backpropagation
+    through the denoiser (cheap on CPU)."""
+    x_t = x.float()
+    x0 = schedule.predict_x0(x_t, out.float(), t)
     with torch.enable_grad():
         probe = x0.clamp(-1, 1).detach().requires_grad_(True)
         logits = model.classifier(probe.to(next(model.classifier.parameters()).dtype))
@@ -115,8 +115,7 @@ def toward_target(model: ClassNDiff, scheduler, x: torch.Tensor, out: torch.Tens
     rms = ((grad * region).pow(2).sum(dim=(1, 2, 3), keepdim=True)
            / (region.sum(dim=(1, 2, 3), keepdim=True) * grad.shape[1]).clamp(min=1)).sqrt()
     x0 = x0 + step_size * grad / rms.clamp(min=1e-12)
-    moved = (a * x_t - x0) / s if v_prediction else (x_t - a * x0) / s
-    return moved.to(dtype)
+    return schedule.output_for(x_t, x0, t).to(out.dtype)
 
 
 @torch.no_grad()
