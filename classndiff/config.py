@@ -61,11 +61,34 @@ class ModelConfig:
     classifier_test_views: int = 1
     tone_adversary: bool = False  # the skin-tone head of `train.lambda_adv` (fairness)
     pretrained_backbone: bool = False  # True only when the Hub is reachable
-    # Latent space: a diffusers AutoencoderKL (Hub id or folder); None = pixel space.
+    # Latent space, two ways. `vae`: a diffusers AutoencoderKL from the Hub or a folder (the
+    # paper's setting: the classifier then reads latents too). `vae_config`: the diffusers
+    # config of a small AutoencoderKL trained here (`classndiff train-autoencoder`), whose
+    # frozen weights live in the model's own state (`vae.*`): only the denoiser works in its
+    # latents, the classifier keeps reading pixels (x̂0 is decoded for it). None/None = pixels.
     vae: str | None = None
     vae_subfolder: str | None = None
+    vae_config: dict[str, Any] | None = None
     vae_scaling_factor: float = 0.18215
     pixel_size: int = 128  # image side the data is read at (and decoded to)
+
+    @property
+    def latent_denoiser(self) -> bool:
+        """Whether the denoiser works in an autoencoder's latents (either kind)."""
+        return self.vae is not None or self.vae_config is not None
+
+    @property
+    def generated_size(self) -> int:
+        """Side in pixels of what the denoiser makes once decoded (its own side in pixel
+        space; × the bundled autoencoder's downscale, 2 per extra resolution)."""
+        if self.vae_config is None:
+            return self.image_size
+        return self.image_size * 2 ** (len(self.vae_config["block_out_channels"]) - 1)
+
+    @property
+    def latent_classifier(self) -> bool:
+        """Whether the classifier reads latents (only with a Hub/folder `vae`)."""
+        return self.vae is not None
 
 
 # The model settings that belong to the classifier (and the data it reads): a denoiser may be
@@ -125,6 +148,12 @@ class TrainConfig:
     # benchmarks/synthetic_set.py) join the classifier's training pool. The denoiser must
     # not learn from its own samples, so this needs learning_rate 0. None = off.
     synthetic_dir: str | None = None
+    # A `classndiff train-autoencoder` output folder: the denoiser then works in that
+    # autoencoder's latents (model.vae_config, vae_scaling_factor, in_channels and image_size
+    # are taken from it; its weights join the model, frozen). The classifier keeps reading
+    # pixels and must stay frozen here (classifier_learning_rate 0): it is trained in pixel
+    # space in a stage of its own.
+    autoencoder_dir: str | None = None
     ema_decay: float = 0.999
     mixed_precision: str = "bf16"  # "no", "bf16" or "fp16" (fp16 on GPUs only)
     grad_clip: float = 1.0

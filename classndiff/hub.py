@@ -194,22 +194,26 @@ def push_to_hub(directory: str | Path, repo_id: str, private: bool = True) -> st
     return str(getattr(info, "commit_url", info))
 
 
+# The generator's tensors in a state dict: the denoiser, and its bundled autoencoder if any.
+GENERATOR_PARTS = ("denoiser.", "vae.")
+
+
 def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
                    new_denoiser: bool = False) -> Path:
-    """`target`'s weights with the denoiser of `trained` (a run fine-tuned from `target` with
-    the classifier frozen), written to `output` (may be `target`). Everything about the
-    classifier — its weights, the calibration, the abstention statistics, metrics.json and
-    the other measurements beside it — stays bit for bit what it was, so only what depends on
-    the generator needs measuring again. config.json takes the run's training record (the
-    target's stages and the new one, whose settings are in its command) and keeps the
-    target's `train` settings, those of the stage that made the classifier.
+    """`target`'s weights with the denoiser (and bundled autoencoder) of `trained` (a run
+    fine-tuned from `target` with the classifier frozen), written to `output` (may be `target`).
+    Everything about the classifier — its weights, the calibration, the abstention statistics,
+    metrics.json and the other measurements beside it — stays bit for bit what it was, so only
+    what depends on the generator needs measuring again. config.json takes the run's training
+    record (the target's stages and the new one, whose settings are in its command) and keeps
+    the target's `train` settings, those of the stage that made the classifier.
 
     The denoiser may have another architecture (its model settings come with it); the
     classifier's settings must match. With `new_denoiser`, `trained` is a denoiser trained on
-    its own (not fine-tuned from `target`): its stages are appended to the target's (those
-    the two records share, once), and it may come from weights with another classifier (a
-    new classifier trained alone, as `target`, under the shipped generator): the target's
-    classifier settings stay."""
+    its own (not fine-tuned from `target`): its stages are appended to the target's (those the
+    two records share, once), and it may come from weights with another classifier (a new
+    classifier trained alone, as `target`, under the shipped generator): the target's classifier
+    settings stay."""
     target, trained, output = Path(target), Path(trained), Path(output)
     own = ClassNDiffConfig.from_json(target / CONFIG_NAME)
     run = ClassNDiffConfig.from_json(trained / CONFIG_NAME)
@@ -241,10 +245,10 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
     # The run's denoiser in the target's export precision (float16 when shipped).
     dtype = next(v.dtype for k, v in tensors.items()
                  if k.startswith("denoiser.") and v.is_floating_point())
-    tensors = {k: v for k, v in tensors.items() if not k.startswith("denoiser.")}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(GENERATOR_PARTS)}
     tensors.update({k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
                     for k, v in load_file(str(trained / WEIGHTS_NAME)).items()
-                    if k.startswith("denoiser.")})
+                    if k.startswith(GENERATOR_PARTS)})
     output.mkdir(parents=True, exist_ok=True)
     if output.resolve() != target.resolve():
         for item in target.iterdir():

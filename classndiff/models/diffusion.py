@@ -32,7 +32,7 @@ def make_scheduler(name: str, config: ModelConfig):  # noqa: ANN201 - a diffuser
         beta_end=config.beta_end,
         prediction_type=config.prediction_type,
     )
-    pixel_space = config.vae is None
+    pixel_space = not config.latent_denoiser
     if name == "dpm++":
         # Dynamic thresholding keeps pixel-space samples inside [-1, 1] at few steps.
         return DPMSolverMultistepScheduler(
@@ -117,11 +117,13 @@ class NoiseSchedule:
 
 @torch.no_grad()
 def denoiser_input(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """Full-size pixel images → the denoiser's resolution (antialiased)."""
-    if images.shape[-1] == config.image_size:
+    """Full-size pixel images → the generator's pixel side (antialiased): the denoiser's own,
+    or what its bundled autoencoder encodes."""
+    size = config.generated_size
+    if images.shape[-1] == size:
         return images
-    return F.interpolate(images, size=(config.image_size, config.image_size), mode="bilinear",
-                         align_corners=False, antialias=True)
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)
 
 
 def sample(

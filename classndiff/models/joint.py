@@ -12,6 +12,16 @@ from classndiff.models.dit import DiT
 from classndiff.models.unet import UNetDenoiser
 
 
+def build_bundled_vae(config: ModelConfig) -> nn.Module | None:
+    """The frozen autoencoder of `config.vae_config` (weights come with the model's state),
+    or None."""
+    if config.vae_config is None:
+        return None
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_config(config.vae_config).eval().requires_grad_(False)
+
+
 def build_denoiser(config: ModelConfig, cond_drop_prob: float = 0.1) -> nn.Module:
     """The denoiser `config.denoiser` names."""
     if config.denoiser == "dit":
@@ -23,7 +33,8 @@ def build_denoiser(config: ModelConfig, cond_drop_prob: float = 0.1) -> nn.Modul
 
 class ClassNDiff(nn.Module):
     """The joint model: `denoiser` (DiT or UNet) and `classifier` (timm), trained together; with
-    `config.tone_adversary`, also the adversarial skin-tone head (training only)."""
+    `config.tone_adversary`, also the adversarial skin-tone head (training only); with
+    `config.vae_config`, the frozen autoencoder whose latents the denoiser works in."""
 
     def __init__(self, config: ModelConfig, cond_drop_prob: float = 0.1,
                  initial_weights: bool = True):
@@ -33,6 +44,29 @@ class ClassNDiff(nn.Module):
         self.classifier = LesionClassifier(config, initial_weights)
         self.tone_adversary = (ToneAdversary(self.classifier.backbone.num_features)
                                if config.tone_adversary else None)
+        self.vae = build_bundled_vae(config)
+
+    def train(self, mode: bool = True) -> ClassNDiff:
+        super().train(mode)
+        if self.vae is not None:  # frozen: never in training mode
+            self.vae.eval()
+        return self
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] at the autoencoder's size → scaled latents (the mean)."""
+        return self.vae.encode(pixels).latent_dist.mode() * self.config.vae_scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents → pixels in [-1, 1] (differentiable: x̂0 reaches the classifier)."""
+        return self.vae.decode(latents / self.config.vae_scaling_factor).sample.clamp(-1, 1)
+
+    def x0_for_classifier(self, x0_hat: torch.Tensor) -> torch.Tensor:
+        """The denoiser's x̂0 as the classifier reads it: pixels clamped to [-1, 1]; latents of
+        the bundled autoencoder decoded to pixels (differentiably); Hub-VAE latents as they
+        are (that classifier reads latents)."""
+        if self.vae is not None:
+            return self.decode(x0_hat)
+        return x0_hat if self.config.latent_denoiser else x0_hat.clamp(-1, 1)
 
     def forward(self, x, t, dx, tone, sex):  # noqa: ANN001, ANN201 - the denoiser's signature
         return self.denoiser(x, t, dx, tone, sex)

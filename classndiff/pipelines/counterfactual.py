@@ -107,8 +107,9 @@ def toward_target(model: ClassNDiff, schedule: NoiseSchedule, x: torch.Tensor,
     x_t = x.float()
     x0 = schedule.predict_x0(x_t, out.float(), t)
     with torch.enable_grad():
-        probe = x0.clamp(-1, 1).detach().requires_grad_(True)
-        logits = model.classifier(probe.to(next(model.classifier.parameters()).dtype))
+        probe = x0.detach().requires_grad_(True)
+        logits = model.classifier(model.x0_for_classifier(probe).to(
+            next(model.classifier.parameters()).dtype))
         picked = torch.log_softmax(logits.float(), dim=1).gather(1, dx[:, None]).sum()
         (grad,) = torch.autograd.grad(picked, probe)
     region = (step_size > 0).float()
@@ -128,6 +129,8 @@ def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength
     config = model.config
     mask = lesion_mask(pixels).to(pixels.device)
     x0 = denoiser_input(pixels, config)
+    if model.vae is not None:  # the bundled autoencoder's latents
+        x0 = model.encode(x0)
     keep = 1 - resize_mask(mask, x0.shape[-1])
     labels = [torch.full((1,), i, dtype=torch.long, device=pixels.device)
               for i in (target, TONE_NULL, SEX_NULL)]
@@ -136,6 +139,8 @@ def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength
                    strength=strength, steps=steps, guidance_scale=guidance_scale,
                    generator=torch.Generator("cpu").manual_seed(seed),
                    classifier_scale=classifier_scale).float()
+    if model.vae is not None:
+        drawn = model.decode(drawn)
     size = pixels.shape[-1]
     up = F.interpolate(drawn, size=(size, size), mode="bicubic",
                        align_corners=False).clamp(-1, 1)

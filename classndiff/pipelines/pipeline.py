@@ -128,13 +128,16 @@ class ClassNDiffPipeline:
         return self.config.model.classifier_test_views
 
     def _to_model_space(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels in [-1, 1] → what the classifier takes (pixels, or VAE latents)."""
-        if self.vae is None:
+        """Pixels in [-1, 1] → what the classifier takes (pixels, or Hub-VAE latents)."""
+        if not self.config.model.latent_classifier:
             return pixels
         latents = self.vae.encode(pixels.to(self.device)).latent_dist.mean
         return latents * self.config.model.vae_scaling_factor
 
     def _to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """The denoiser's space → pixels in [-1, 1]."""
+        if self.model.vae is not None:
+            return self.model.decode(x)
         if self.vae is None:
             return x
         return self.vae.decode(x / self.config.model.vae_scaling_factor).sample.clamp(-1, 1)
@@ -415,8 +418,9 @@ class ClassNDiffPipeline:
             raise ClassNDiffArgumentError(
                 f"classifier_scale must be a number between 0 and 1, got {classifier_scale!r}")
         seed = check_int("seed", seed, 0, 2**63 - 1)
-        if self.vae is not None:
-            raise ClassNDiffArgumentError("counterfactuals need a pixel-space model")
+        if self.config.model.latent_classifier:
+            raise ClassNDiffArgumentError("counterfactuals need a model whose classifier reads "
+                                          "pixels")
         upload, pixels = self._read(image)  # once, for the diagnosis and the edit
         with self._classifier_lock:
             before = self._diagnose(upload, pixels, saliency=False, cam_method="gradcam",

@@ -104,9 +104,8 @@ def _x0_cross_entropy(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
                       index: torch.Tensor) -> torch.Tensor:
     """CE of the classifier on the denoiser's x̂0 for the samples `index`, per sample. The
     classifier runs in eval mode: batch-norm statistics come from real images only."""
-    x0_hat = schedule.predict_x0(x_t[index], eps[index], t[index])
-    if model.config.vae is None:
-        x0_hat = x0_hat.clamp(-1, 1)
+    x0_hat = model.x0_for_classifier(
+        schedule.predict_x0(x_t[index], eps[index], t[index]))
     was_training = model.classifier.training
     model.classifier.eval()
     if train.joint_updates_classifier:
@@ -266,9 +265,11 @@ def upstream_style_loss(
     if take_branch:
         eps_again = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)  # the extra pass
         x0_hat = schedule.predict_x0(x_t, eps_again, t)
-        if model.config.vae is None:
+        if not model.config.latent_denoiser:
             x0_hat = x0_hat.clamp(-1, 1)
         x_prev = schedule.posterior_mean(x_t, x0_hat, t)
+        if model.vae is not None:
+            x_prev = model.decode(x_prev)
         cls_branch = F.cross_entropy(model.classifier(x_prev).float(), batch.dx)
     loss = mse + branch_weight * cls_branch + cls_real
     return {"loss": loss, "mse": mse.detach(), "cls_real": cls_real.detach(),

@@ -36,6 +36,36 @@ VAL_LOG_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc", "
                 "energy_in_mask", "empty_maps", "cam_iou")
 
 
+def adopt_autoencoder(config: ClassNDiffConfig, directory: str | Path) -> None:
+    """Point `config.model` at the autoencoder of a `train-autoencoder` folder: its diffusers
+    config, latent scaling factor, latent channels and latent side."""
+    directory = Path(directory)
+    settings_file = directory / "autoencoder.json"
+    vae_config_file = directory / "vae" / "config.json"
+    if not settings_file.is_file() or not vae_config_file.is_file():
+        raise FileNotFoundError(f"no autoencoder in {directory}: run `classndiff "
+                                f"train-autoencoder --output-dir {directory}` first")
+    settings = json.loads(settings_file.read_text())
+    vae_config = {k: v for k, v in json.loads(vae_config_file.read_text()).items()
+                  if not k.startswith("_")}
+    m = config.model
+    m.vae_config = vae_config
+    m.vae_scaling_factor = settings["scaling_factor"]
+    m.in_channels = vae_config["latent_channels"]
+    downscale = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    m.image_size = settings["config"]["image_size"] // downscale
+
+
+@torch.no_grad()
+def encode_in_batches(model: ClassNDiff, images: torch.Tensor, batch_size: int = 256
+                      ) -> torch.Tensor:
+    """Scaled latents of uint8 images (any size: brought to the generator's side first)
+    through the model's bundled autoencoder."""
+    return torch.cat([model.encode(denoiser_input(images[i : i + batch_size].float() / 127.5 - 1,
+                                                  model.config))
+                      for i in range(0, len(images), batch_size)])
+
+
 def build_optimizer(model: ClassNDiff, config: ClassNDiffConfig) -> torch.optim.Optimizer:
     t = config.train
     return torch.optim.AdamW(
@@ -130,14 +160,23 @@ class Trainer(TrainingLoop):
         self.step_kind = step_kind
         self.command = command
         # A fine-tune continues the history of the weights it starts from (model card stages).
-        self.previous_training = None
+        self.previous_training = self.previous_model = None
         if init_from is not None and (Path(init_from) / "config.json").exists():
             started_from = json.loads((Path(init_from) / "config.json").read_text())
             self.previous_training = started_from.get("extra", {}).get("training")
+            self.previous_model = started_from.get("model")
 
+        if t.autoencoder_dir:
+            adopt_autoencoder(config, t.autoencoder_dir)
+        elif self.previous_model is not None and self.previous_model.get("vae_config"):
+            # Continuing a latent denoiser: its autoencoder comes with its weights.
+            for key in ("vae_config", "vae_scaling_factor", "in_channels", "image_size"):
+                setattr(config.model, key, self.previous_model[key])
         m = config.model
         self._load_data(config, step_kind)
         model = self._build_model(config, init_from if not resume else None)
+        if model.vae is not None:
+            self.latents = encode_in_batches(model, self.train_set.images)
         if t.lambda_saliency > 0:
             check_cam_head(model.classifier)
         self.schedule = NoiseSchedule(m)
@@ -156,7 +195,12 @@ class Trainer(TrainingLoop):
         when the model works in a VAE's space, and the sampling weights."""
         t = config.train
         m = config.model
-        masks = t.lambda_saliency > 0 or t.classifier_retint > 0 or t.tone_consistency > 0
+        if m.vae_config is not None and t.classifier_learning_rate > 0:
+            raise ValueError("a denoiser in a bundled autoencoder's latents trains with the "
+                             "classifier frozen: set train.classifier_learning_rate=0 (the "
+                             "classifier is trained in pixel space, in a stage of its own)")
+        masks = t.classifier_learning_rate > 0 and (
+            t.lambda_saliency > 0 or t.classifier_retint > 0 or t.tone_consistency > 0)
         if masks and (m.vae or step_kind != "joint"):
             raise ValueError("train.lambda_saliency, classifier_retint and tone_consistency "
                              "need a pixel-space model (no VAE) and the joint step: the masks "
@@ -209,6 +253,10 @@ class Trainer(TrainingLoop):
             if unexpected_missing:
                 raise ValueError(f"{init_from} lacks weights for {unexpected_missing[:3]}")
             logger.info("initialised from %s", init_from)
+        elif config.train.autoencoder_dir:
+            folder = Path(config.train.autoencoder_dir) / "vae"
+            weights = folder / "diffusion_pytorch_model.safetensors"
+            model.vae.load_state_dict(load_file(str(weights)))
         return model
 
     @property
