@@ -10,11 +10,14 @@
 # machine (24 training steps each): a run slowed by other work then takes longer but gets
 # the same share of training, instead of fewer steps. Candidates: today's DiT/8 with U-ViT's
 # conv head and long skips (the shipped architecture), the same at patch 4 (256 tokens), and
-# a small diffusers UNet2DModel (ADM-style, attention at 16 and 8 px). Each yardstick takes
-# 2–4 minutes on a 2-core CPU.
+# a small diffusers UNet2DModel (ADM-style, attention at 16 and 8 px), and a DiT/2 in the
+# 16×16×4 latents of a small autoencoder trained here first (`classndiff train-autoencoder`,
+# AE_MINUTES of its own, 25 by default: a one-off cost any latent denoiser shares, reported
+# apart). Each yardstick takes 2–4 minutes on a 2-core CPU.
 set -euo pipefail
 MINUTES=${1:-15}
 RUNS=${2:-runs/generator_study}
+AE_MINUTES=${AE_MINUTES:-25}
 OUT=reports/embedded/generator_study
 DATA=${CLASSNDIFF_DATA:-../shared/data/ham10000}
 mkdir -p "$OUT"
@@ -24,19 +27,25 @@ COMMON=(--config configs/embedded.json --set "train.data_dir=$DATA" --set train.
         --set train.tone_balance_power=0.5 --set train.batch_size=64
         --set train.learning_rate=0.0003 --set train.warmup_steps=100
         --set train.eval_every=100000 --set train.checkpoint_every=200 --set train.log_every=8)
+AE="$RUNS/autoencoder"
+[ -f "$AE/autoencoder.json" ] || python -m classndiff train-autoencoder --output-dir "$AE" \
+    --data-dir "$DATA" --time-budget $((AE_MINUTES * 60)) $([ -d "$AE/checkpoints" ] && echo --resume)
 declare -A ARMS=(
     [dit8-conv]=""
     [dit4-conv]="--set model.patch_size=4"
     [unet]="--set model.denoiser=unet --set model.unet_channels=[32,64,128,256] --set model.unet_layers_per_block=1"
+    [dit2-latent]="--set model.patch_size=2 --set train.autoencoder_dir=$AE"
 )
-ORDER=(dit8-conv dit4-conv unet)
+ORDER=(dit8-conv dit4-conv unet dit2-latent)
+# An arm whose yardstick is already in $OUT is done (the committed table's arms): kept as is.
 for arm in "${ORDER[@]}"; do  # seconds per step, from steps 8 → 24 of a short run
-    [ -f "$RUNS/timing/$arm/log.csv" ] && continue
+    [ -f "$OUT/$arm.json" ] || [ -f "$RUNS/timing/$arm/log.csv" ] && continue
     # shellcheck disable=SC2086
     python -m classndiff train "${COMMON[@]}" ${ARMS[$arm]} --max-steps 24 \
         --output-dir "$RUNS/timing/$arm"
 done
 for arm in "${ORDER[@]}"; do
+    [ -f "$OUT/$arm.json" ] && continue
     steps=$(python - "$RUNS/timing/$arm/log.csv" "$MINUTES" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
@@ -57,4 +66,4 @@ for arm in "${ORDER[@]}"; do
 done
 python benchmarks/compare_yardsticks.py --markdown "$OUT/table.md" \
     --run "DiT/8 conv head=$OUT/dit8-conv.json" --run "DiT/4 conv head=$OUT/dit4-conv.json" \
-    --run "UNet2DModel=$OUT/unet.json"
+    --run "UNet2DModel=$OUT/unet.json" --run "latent DiT/2=$OUT/dit2-latent.json"

@@ -131,7 +131,9 @@ def model_card(pipe: Any) -> str:
         text = re.sub(r"\A---\n.*?\n---\n", "", card.read_text(), flags=re.S)  # front matter
         return f"{source}\n\n{inline_images(text, folder)}"
     m, t = pipe.config.model, pipe.config.train
-    space = f"latent space ({m.vae})" if m.vae else f"pixel space, {m.image_size} px"
+    space = (f"latent space ({m.vae})" if m.vae else
+             f"the latents of its own autoencoder, decoded to {m.generated_size} px"
+             if m.vae_config else f"pixel space, {m.image_size} px")
     training = pipe.config.training
     parts = [
         source,

@@ -75,6 +75,7 @@ def test_autoencoder_trains_resumes_and_exports_a_unit_variance_scale(trained_au
 
     settings = json.loads((trained_autoencoder / "autoencoder.json").read_text())
     assert settings["steps"] == 3 and settings["config"]["block_out_channels"] == [8, 16]
+    assert (trained_autoencoder / "reconstructions.png").is_file()
     log = (trained_autoencoder / "log.csv").read_text().splitlines()
     assert log[0].startswith("step,") and "perceptual" in log[0] and len(log) >= 4
     vae = AutoencoderKL.from_pretrained(trained_autoencoder / "vae").eval()

@@ -50,8 +50,22 @@ def _classifier_row(m: ModelConfig, classifier_m: float) -> str:
 
 
 def _denoiser_row(m: ModelConfig) -> str:
+    """The denoiser in one line (and the autoencoder whose latents it works in, if any)."""
+    row = _denoiser_network(m)
+    if m.vae_config is not None:
+        channels = m.vae_config["block_out_channels"]
+        row += (f"; it works in the {m.in_channels}×{m.image_size}×{m.image_size} latents of a "
+                f"small autoencoder trained here from scratch (diffusers `AutoencoderKL`, "
+                f"channels {'/'.join(map(str, channels))}, ×{m.generated_size // m.image_size} "
+                f"per side; L1 + a perceptual term in ImageNet Lite0 features), which decodes "
+                f"them to {m.generated_size} px")
+    return row
+
+
+def _denoiser_network(m: ModelConfig) -> str:
+    unit = "latent cells" if m.latent_denoiser else "px"
     if m.denoiser == "unet":
-        return (f"UNet (diffusers `UNet2DModel`), {m.image_size}×{m.image_size} px, channels "
+        return (f"UNet (diffusers `UNet2DModel`), {m.image_size}×{m.image_size} {unit}, channels "
                 f"{'/'.join(map(str, m.unet_channels))}, {m.unet_layers_per_block} residual "
                 f"block(s) per resolution, self-attention at the {m.unet_attention_levels} "
                 "coarsest resolutions")
@@ -61,7 +75,7 @@ def _denoiser_row(m: ModelConfig) -> str:
                 "noisy input (U-ViT), so patch seams can be smoothed")
     if m.long_skips:
         head += ", long skips between mirrored blocks"
-    return (f"DiT (adaLN-Zero), {m.image_size}×{m.image_size} px, patch {m.patch_size}, "
+    return (f"DiT (adaLN-Zero), {m.image_size}×{m.image_size} {unit}, patch {m.patch_size}, "
             f"hidden {m.hidden_size}, depth {m.depth}, {m.num_heads} heads{head}")
 
 

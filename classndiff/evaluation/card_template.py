@@ -100,7 +100,7 @@ from every class (Mahalanobis) or its colour statistics are far from the trainin
 ## Limitations
 - Classification bars not met are marked **no** in the results table; the numbers there are
   the model's true figures on the test split.
-- Generated images are {m.image_size} px; the neutral-yardstick table above gives their
+- Generated images are {m.generated_size} px; the neutral-yardstick table above gives their
   realism, coverage, seams and tone control beside what real images reach; where a figure
   falls short of its bar, the images fall short in that way.
 - HAM10000 is ~94 % lighter skin; the skin-tone groups come from an ITA estimate on 128 px

@@ -197,11 +197,27 @@ class AutoencoderTrainer(TrainingLoop):
         model.eval()
         scale = latent_scaling_factor(model, self.images[:1024])
         model.save_pretrained(directory / "vae")
+        save_reconstructions(model, self.val_images[:8], directory / "reconstructions.png")
         (directory / SETTINGS_NAME).write_text(json.dumps({
             "scaling_factor": scale, "best_step": self.best_step, "steps": self.step,
             "seconds_trained": round(self.seconds_trained, 1), "config": asdict(self.config),
             **(info or {})}, indent=2) + "\n")
         return directory
+
+
+@torch.no_grad()
+def save_reconstructions(model: nn.Module, images: torch.Tensor, path: Path) -> None:
+    """Held-out images (top row) over their reconstructions (bottom row), 4× enlarged, to
+    look at."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    x = images.float() / 127.5 - 1
+    recon = model.decode(model.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    grid = make_grid(torch.cat([x, recon]), nrow=len(x), padding=2, pad_value=1.0)
+    grid = ((grid + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    image = Image.fromarray(grid)
+    image.resize((image.width * 4, image.height * 4), Image.Resampling.NEAREST).save(path)
 
 
 @torch.no_grad()
