@@ -154,3 +154,24 @@ def test_bundled_latents_refuse_a_classifier_that_trains(tiny_config, trained_au
     config = tiny_config.override({"train.autoencoder_dir": str(trained_autoencoder)})
     with pytest.raises(ValueError, match="classifier_learning_rate=0"):
         Trainer(config, tmp_path / "run")
+
+
+def test_autoencoder_ceiling_grades_reconstructions_with_the_yardstick(trained_autoencoder,
+                                                                      tiny_data, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "ceiling.json"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "autoencoder_ceiling.py"), "--autoencoder",
+         str(trained_autoencoder), "--data-dir", str(tiny_data), "--per-class", "2",
+         "--output", str(out), "--figure", str(tmp_path / "recon.png")],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["count"] == 14 and result["size"] == 32
+    assert result["model"]["fd"] > result["real_floor"]["fd"] - 1e-6 >= 0  # floor = originals
+    assert 0 < result["validation"]["l1"] < 1 and result["validation"]["psnr_db"] > 0
+    assert (tmp_path / "recon.png").is_file()

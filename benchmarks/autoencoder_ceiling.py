@@ -1,0 +1,93 @@
+"""What a latent space allows: real images passed through an autoencoder (`classndiff
+train-autoencoder`) and graded by the generator's yardstick. A denoiser in these latents
+cannot beat its own decoder, so the reconstructions' FD, precision / recall and blockiness
+are the ceiling of any generator built on them.
+
+    python benchmarks/autoencoder_ceiling.py --autoencoder runs/ae --output ae.json \
+        --figure reconstructions.png
+
+The images are the yardstick's floor sample (real train images, 32 per class, same seed),
+against the same real test images, at the autoencoder's size; reconstruction L1 and PSNR are
+over the whole validation split. The figure: 8 validation images over their
+reconstructions. Ends with ONE JSON line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from _bench import emit, environment, parser, setup
+
+
+@torch.no_grad()
+def reconstruct(vae, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:  # noqa: ANN001
+    """uint8 images → uint8 reconstructions."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].float() / 127.5 - 1
+        y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        out.append(((y + 1) * 127.5).round().to(torch.uint8))
+    return torch.cat(out)
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--autoencoder", type=Path, required=True)
+    p.add_argument("--per-class", type=int, default=32)
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--output", type=Path)
+    p.add_argument("--figure", type=Path)
+    args = p.parse_args()
+    setup(args)
+    from diffusers import AutoencoderKL
+
+    from classndiff.data import LesionDataset
+    from classndiff.evaluation.yardstick import ImageNetFeatures, yardstick
+    from classndiff.labels import DX_CODES
+    from classndiff.training.autoencoder import save_reconstructions
+    from classndiff.training.evaluator import downsample_uint8
+
+    vae = AutoencoderKL.from_pretrained(args.autoencoder / "vae").eval()
+    settings = json.loads((args.autoencoder / "autoencoder.json").read_text())
+    size = settings["config"]["image_size"]
+    test = LesionDataset(args.data_dir, "test")
+    train = LesionDataset(args.data_dir, "train")
+    val = LesionDataset(args.data_dir, "val")
+
+    # The yardstick's floor sample: the same label mix, count and seed.
+    labels = np.repeat(np.arange(len(DX_CODES)), args.per_class)
+    rng = np.random.default_rng(args.seed)
+    idx = np.concatenate([rng.choice(np.flatnonzero(train.dx.numpy() == c),
+                                     size=(labels == c).sum(), replace=True)
+                          for c in range(len(DX_CODES))])
+    originals = downsample_uint8(train.images[idx], size)
+    result = yardstick(ImageNetFeatures(), reconstruct(vae, originals), labels, test.images,
+                       test.dx.numpy(), train.images[idx], labels)
+
+    val_images = downsample_uint8(val.images, size)
+    recon = reconstruct(vae, val_images).float()
+    error = (recon - val_images.float()) / 255
+    mse = error.pow(2).mean(dim=(1, 2, 3))
+    result["validation"] = {
+        "images": len(val_images), "l1": float(error.abs().mean()),
+        "psnr_db": float((10 * torch.log10(1 / mse.clamp(min=1e-10))).mean())}
+    result["autoencoder"] = {"folder": str(args.autoencoder), "steps": settings["steps"],
+                             "seconds_trained": settings["seconds_trained"],
+                             "config": settings["config"]}
+    if args.figure:
+        save_reconstructions(vae, val_images[:8], args.figure)
+    r, floor = result["model"], result["real_floor"]
+    print(f"reconstructions of {len(idx)} train images at {size} px vs real test: "
+          f"FD {r['fd']:.1f} (real floor {floor['fd']:.1f}), precision {r['precision']:.3f} / "
+          f"recall {r['recall']:.3f} ({floor['precision']:.3f} / {floor['recall']:.3f}), "
+          f"diversity {r['diversity_ratio']:.2f}, blockiness {r['blockiness']:.3f} "
+          f"({floor['blockiness']:.3f}); validation L1 {result['validation']['l1']:.4f}, "
+          f"PSNR {result['validation']['psnr_db']:.1f} dB")
+    emit({"benchmark": "autoencoder_ceiling", **result, "environment": environment(args)},
+         args.output)
+
+
+if __name__ == "__main__":
+    main()
