@@ -4,6 +4,8 @@ beside the floor real images reach at the same count and size.
 
     python benchmarks/generator_yardstick.py --weights weights/embedded        # 32 per class
     python benchmarks/generator_yardstick.py --quick                           # tiny (CI)
+    python benchmarks/generator_yardstick.py --reference-split val --guidance-scale 3
+        # choosing a sampling setting: against validation images, never the test split
 
 Figures: FD and KID vs real test, precision / recall (k = 5), within-class diversity
 (generated ÷ real), blockiness, class fidelity by the independent evaluator
@@ -27,6 +29,10 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--evaluator", default=str(ROOT / "weights/evaluator"))
     p.add_argument("--output", type=Path, help="also write the JSON here")
+    p.add_argument("--reference-split", default="test", choices=("test", "val"),
+                   help="the real images compared against (val: for choosing settings)")
+    p.add_argument("--guidance-scale", type=float,
+                   help="sample with this guidance instead of the weights' default")
     p.add_argument("--grid", type=Path, help="save a sample grid (one row per class) here")
     args = p.parse_args()
     setup(args)
@@ -37,10 +43,12 @@ def main() -> None:
     from classndiff.training.evaluator import downsample_uint8, load_evaluator, predict
 
     pipe = load_pipe(args)
+    if args.guidance_scale is not None:
+        pipe.config.sampling.guidance_scale = args.guidance_scale
     per_class = 4 if args.quick else args.per_class
     per_tone = 4 if args.quick else args.per_tone
     limit = 60 if args.quick else None
-    test = LesionDataset(args.data_dir, "test", limit=limit)
+    test = LesionDataset(args.data_dir, args.reference_split, limit=limit)
     train = LesionDataset(args.data_dir, "train", limit=limit)
 
     started = time.perf_counter()
@@ -124,6 +132,7 @@ def main() -> None:
         "steps": stage and stage.step, "images_seen": stage and stage.images_seen,
         "training_minutes": round((stage and stage.wall_seconds or 0) / 60, 1)}
     result.update({"benchmark": "generator_yardstick", "per_class": per_class,
+                   "reference_split": args.reference_split,
                    "settings": {k: getattr(pipe.config.sampling, k) for k in
                                 ("sampler", "steps", "guidance_scale", "guided")},
                    **environment(args, pipe)})
