@@ -78,12 +78,19 @@ class ModelConfig:
         return self.vae is not None or self.vae_config is not None
 
     @property
-    def generated_size(self) -> int:
-        """Side in pixels of what the denoiser makes once decoded (its own side in pixel
-        space; × the bundled autoencoder's downscale, 2 per extra resolution)."""
+    def vae_downscale(self) -> int:
+        """Pixels per latent cell along a side for the bundled autoencoder (2 per extra
+        resolution of its encoder); 1 without one."""
         if self.vae_config is None:
-            return self.image_size
-        return self.image_size * 2 ** (len(self.vae_config["block_out_channels"]) - 1)
+            return 1
+        return 2 ** (len(self.vae_config["block_out_channels"]) - 1)
+
+    @property
+    def generated_size(self) -> int:
+        """Side of what the denoiser makes once decoded: pixels in pixel space or with the
+        bundled autoencoder; with a Hub `vae`, the latent side (that decoder's factor is not
+        recorded here)."""
+        return self.image_size * self.vae_downscale
 
     @property
     def latent_classifier(self) -> bool:

@@ -218,6 +218,9 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
     own = ClassNDiffConfig.from_json(target / CONFIG_NAME)
     run = ClassNDiffConfig.from_json(trained / CONFIG_NAME)
     own_record, run_record = own.training, run.training
+    if own.model.vae or run.model.vae:
+        raise ValueError("graft works on pixel-space classifiers; a Hub `model.vae` (whose "
+                         "latents the classifier reads) cannot be grafted")
     differing = [f.name for f in fields(ModelConfig)
                  if getattr(own.model, f.name) != getattr(run.model, f.name)
                  and f.name not in CLASSIFIER_INFERENCE_SETTINGS]

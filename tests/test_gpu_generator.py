@@ -1,6 +1,7 @@
 """benchmarks/gpu_generator.sh, the prepared GPU run of the generator, end to end on the CPU
 with the tiny dataset: what travels fits and imports, the training exports parts that join
-back into the shipped weights' layout (the latent denoiser and its autoencoder). (Only CUDA itself is left for the lease.)"""
+back into the shipped weights' layout (the latent denoiser and its autoencoder). (Only CUDA
+itself is left for the lease.)"""
 
 from __future__ import annotations
 

@@ -117,7 +117,6 @@ def test_denoiser_in_bundled_latents_trains_generates_and_edits(tiny_config, tra
     trainer.train(2)
     pipe = ClassNDiffPipeline.from_pretrained(tmp_path / "run", device="cpu")
     assert pipe.model.vae is not None
-    assert not any(p.requires_grad for p in pipe.model.vae.parameters())
     out = pipe.generate(dx="bcc", num_images=2, steps=2, seed=0)
     assert out.images[0].size == (32, 32)  # decoded by the model's own autoencoder
     image = Image.fromarray(make_lesion(np.random.default_rng(0), 1, size=64))
@@ -125,9 +124,21 @@ def test_denoiser_in_bundled_latents_trains_generates_and_edits(tiny_config, tra
     assert sum(d.probabilities.values()) == pytest.approx(1, abs=1e-5)
     edit = pipe.counterfactual(image, target_dx="mel", steps=4, classifier_scale=0.05)
     assert edit.image.size == (32, 32)  # at the size uploads are read at (pixel_size)
-    # A continued run finds the autoencoder in the weights it starts from.
-    train(tiny_config.override({"train.classifier_learning_rate": 0}), tmp_path / "more",
-          max_steps=1, init_from=tmp_path / "run")
+    # Training left the autoencoder exactly as trained (frozen, and exported with the model).
+    from safetensors.torch import load_file
+
+    exported = load_file(str(tmp_path / "run" / "model.safetensors"))
+    trained = load_file(str(trained_autoencoder / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(exported[f"vae.{k}"], v) for k, v in trained.items())
+    # A continued run finds the autoencoder in the weights it starts from, and a resumed one
+    # encodes its latents with the autoencoder of its checkpoint (not a fresh random one).
+    plain = tiny_config.override({"train.classifier_learning_rate": 0})
+    train(plain, tmp_path / "more", max_steps=1, init_from=tmp_path / "run")
+    more = load_file(str(tmp_path / "more" / "model.safetensors"))
+    assert all(torch.equal(more[f"vae.{k}"], v) for k, v in trained.items())
+    resumed = Trainer(plain, tmp_path / "more", resume=True, init_from=tmp_path / "run")
+    assert resumed.step == 1 and resumed.config.model.vae_config is not None
+    assert torch.allclose(resumed.latents, trainer.latents)
 
 
 def test_graft_brings_the_bundled_autoencoder_along(tiny_config, tiny_weights, trained_autoencoder,
@@ -175,3 +186,13 @@ def test_autoencoder_ceiling_grades_reconstructions_with_the_yardstick(trained_a
     assert result["model"]["fd"] > result["real_floor"]["fd"] - 1e-6 >= 0  # floor = originals
     assert 0 < result["validation"]["l1"] < 1 and result["validation"]["psnr_db"] > 0
     assert (tmp_path / "recon.png").is_file()
+
+
+def test_pixel_denoiser_fine_tune_under_a_retint_config_still_loads_masks(tiny_config, tmp_path):
+    """A denoiser-only fine-tune (classifier frozen) under the shipped config, whose
+    classifier_retint is 0.5, must still run: the re-tint needs the masks."""
+    config = tiny_config.override({"train.classifier_learning_rate": 0,
+                                   "train.classifier_retint": 0.5})
+    trainer = Trainer(config, tmp_path / "run")
+    assert trainer.train_set.masks is not None
+    trainer.train(1)

@@ -101,15 +101,17 @@ def toward_target(model: ClassNDiff, schedule: NoiseSchedule, x: torch.Tensor,
     moves up the gradient of log p(target | x̂0), normalised to unit RMS per image and scaled
     by `step_size` (N, 1, h, w; zero where the image is kept), and the denoiser's output is
     rewritten to match (`schedule.output_for`). The gradient is taken at the denoiser's
-    resolution through the classifier's own resize, so the nudge is low-pass; the next
+    resolution (through the bundled autoencoder's decoder for a latent denoiser) and the
+    classifier's own resize, so the nudge is low-pass; the next
     denoising steps redraw around it rather than keep pixel noise. No backpropagation
     through the denoiser (cheap on CPU)."""
     x_t = x.float()
     x0 = schedule.predict_x0(x_t, out.float(), t)
     with torch.enable_grad():
-        probe = x0.detach().requires_grad_(True)
-        logits = model.classifier(model.x0_for_classifier(probe).to(
-            next(model.classifier.parameters()).dtype))
+        # Pixels: the gradient at the clamped x̂0. Bundled latents: through the decoder.
+        probe = (x0 if model.vae is not None else x0.clamp(-1, 1)).detach().requires_grad_(True)
+        seen = model.decode(probe) if model.vae is not None else probe
+        logits = model.classifier(seen.to(next(model.classifier.parameters()).dtype))
         picked = torch.log_softmax(logits.float(), dim=1).gather(1, dx[:, None]).sum()
         (grad,) = torch.autograd.grad(picked, probe)
     region = (step_size > 0).float()

@@ -196,6 +196,7 @@ class AutoencoderTrainer(TrainingLoop):
                               else self.ema.module.state_dict())
         model.eval()
         scale = latent_scaling_factor(model, self.images[:1024])
+        model.register_to_config(scaling_factor=scale)  # diffusers' own record of it
         model.save_pretrained(directory / "vae")
         save_reconstructions(model, self.val_images[:8], directory / "reconstructions.png")
         (directory / SETTINGS_NAME).write_text(json.dumps({

@@ -21,7 +21,8 @@ from classndiff.models.joint import ClassNDiff
 class Batch:
     """One training batch. `x0` is what the denoiser sees (pixels in [-1, 1] at the
     denoiser size, or scaled latents); `cls_input` is what the classifier sees for real
-    images (full-size pixels, or the same latents)."""
+    images (full-size pixels, or the same latents; unused, a placeholder, for a denoiser in a
+    bundled autoencoder's latents, whose classifier is frozen)."""
 
     x0: torch.Tensor
     cls_input: torch.Tensor

@@ -36,6 +36,10 @@ VAL_LOG_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc", "
                 "energy_in_mask", "empty_maps", "cam_iou")
 
 
+# The model settings a bundled autoencoder decides (`adopt_autoencoder`).
+LATENT_SETTINGS = ("vae_config", "vae_scaling_factor", "in_channels", "image_size")
+
+
 def adopt_autoencoder(config: ClassNDiffConfig, directory: str | Path) -> None:
     """Point `config.model` at the autoencoder of a `train-autoencoder` folder: its diffusers
     config, latent scaling factor, latent channels and latent side."""
@@ -52,8 +56,7 @@ def adopt_autoencoder(config: ClassNDiffConfig, directory: str | Path) -> None:
     m.vae_config = vae_config
     m.vae_scaling_factor = settings["scaling_factor"]
     m.in_channels = vae_config["latent_channels"]
-    downscale = 2 ** (len(vae_config["block_out_channels"]) - 1)
-    m.image_size = settings["config"]["image_size"] // downscale
+    m.image_size = settings["config"]["image_size"] // m.vae_downscale
 
 
 @torch.no_grad()
@@ -166,17 +169,16 @@ class Trainer(TrainingLoop):
             self.previous_training = started_from.get("extra", {}).get("training")
             self.previous_model = started_from.get("model")
 
-        if t.autoencoder_dir:
-            adopt_autoencoder(config, t.autoencoder_dir)
-        elif self.previous_model is not None and self.previous_model.get("vae_config"):
-            # Continuing a latent denoiser: its autoencoder comes with its weights.
-            for key in ("vae_config", "vae_scaling_factor", "in_channels", "image_size"):
+        if self.previous_model is not None and self.previous_model.get("vae_config"):
+            # Continuing a latent denoiser: its autoencoder comes with its weights (and wins
+            # over an `autoencoder_dir` the config may still name).
+            for key in LATENT_SETTINGS:
                 setattr(config.model, key, self.previous_model[key])
+        elif t.autoencoder_dir:
+            adopt_autoencoder(config, t.autoencoder_dir)
         m = config.model
         self._load_data(config, step_kind)
         model = self._build_model(config, init_from if not resume else None)
-        if model.vae is not None:
-            self.latents = encode_in_batches(model, self.train_set.images)
         if t.lambda_saliency > 0:
             check_cam_head(model.classifier)
         self.schedule = NoiseSchedule(m)
@@ -184,6 +186,8 @@ class Trainer(TrainingLoop):
                      build_optimizer(model, config))
         if resume:
             self.load_checkpoint()
+        if self.net.vae is not None:  # after a resume: with the autoencoder it trained with
+            self.latents = encode_in_batches(self.net, self.train_set.images)
         if init_from is not None and self.step == 0:
             # The starting classifier is the one to beat.
             self.best_score = self.validate()["score"]
@@ -199,7 +203,8 @@ class Trainer(TrainingLoop):
             raise ValueError("a denoiser in a bundled autoencoder's latents trains with the "
                              "classifier frozen: set train.classifier_learning_rate=0 (the "
                              "classifier is trained in pixel space, in a stage of its own)")
-        masks = t.classifier_learning_rate > 0 and (
+        # (A latent denoiser's batches never reach the classifier's terms: no masks.)
+        masks = m.vae_config is None and (
             t.lambda_saliency > 0 or t.classifier_retint > 0 or t.tone_consistency > 0)
         if masks and (m.vae or step_kind != "joint"):
             raise ValueError("train.lambda_saliency, classifier_retint and tone_consistency "
