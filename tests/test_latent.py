@@ -158,6 +158,24 @@ def test_graft_brings_the_bundled_autoencoder_along(tiny_config, tiny_weights, t
                      for p in (tiny_weights, tmp_path / "grafted"))
     assert any(k.startswith("vae.") for k in after)
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("classifier."))
+    # The report's comparison with a pixel denoiser-only folder (how the λ = 0 ablation
+    # ships) builds that denoiser under this latent model's classifier.
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from classndiff.evaluation.report.sections import load_compare
+
+    ablation = tmp_path / "ablation"
+    ablation.mkdir()
+    save_file({k: v.contiguous() for k, v in before.items() if k.startswith("denoiser.")},
+              str(ablation / "denoiser.safetensors"))
+    shutil.copy(tiny_weights / "config.json", ablation / "config.json")
+    (ablation / "metrics.json").write_text(json.dumps({"classification": {}}))
+    other, _ = load_compare(ablation, pipe)
+    assert other.model.vae is None and pipe.model.vae is not None
+    assert other.generate(dx="nv", num_images=1, steps=2, seed=0).images[0].size == (16, 16)
 
 
 def test_bundled_latents_refuse_a_classifier_that_trains(tiny_config, trained_autoencoder,

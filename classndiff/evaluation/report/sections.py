@@ -119,10 +119,25 @@ def load_compare(compare: str | Path, pipe: Any) -> tuple[Any, dict[str, Any]]:
         return other, {**info, **_recorded(folder)}
     config = ClassNDiffConfig.from_json(folder / "config.json")
     config.sampling = copy.deepcopy(pipe.config.sampling)  # same sampler settings for both
+    if config.model.vae_config is not None:
+        raise ValueError(f"{folder} holds only a denoiser, but its config names a bundled "
+                         "autoencoder whose weights it lacks: compare with a full weights folder")
     model = copy.deepcopy(pipe.model)
+    if (config.model.denoiser, config.model.patch_size, config.model.in_channels,
+            config.model.image_size) != (pipe.config.model.denoiser, pipe.config.model.patch_size,
+                                         pipe.config.model.in_channels,
+                                         pipe.config.model.image_size) or model.vae is not None:
+        # Another denoiser architecture than this model's (e.g. a pixel ablation beside a
+        # latent model): build its own, under this model's classifier.
+        from classndiff.models.joint import build_denoiser
+
+        model.denoiser = build_denoiser(config.model, config.train.cond_drop_prob)
+        model.vae = None
+        model.config = config.model
     state = {k.removeprefix("denoiser."): v.float()
              for k, v in load_file(str(folder / "denoiser.safetensors")).items()}
     model.denoiser.load_state_dict(state, strict=True)
+    model.to(pipe.device).eval()
     other = ClassNDiffPipeline(model, config, pipe.device, pipe.vae,
                                source=f"local folder {folder} (denoiser only)", extras=pipe.extras)
     info: dict[str, Any] = {"own_classifier": False,
