@@ -21,15 +21,9 @@ import torch
 from _bench import emit, environment, parser, setup
 
 
-@torch.no_grad()
-def reconstruct(vae, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:  # noqa: ANN001
-    """uint8 images → uint8 reconstructions."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].float() / 127.5 - 1
-        y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-        out.append(((y + 1) * 127.5).round().to(torch.uint8))
-    return torch.cat(out)
+def as_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] → uint8, as saved images are."""
+    return ((images + 1) * 127.5).round().to(torch.uint8)
 
 
 def main() -> None:
@@ -46,7 +40,7 @@ def main() -> None:
     from classndiff.data import LesionDataset
     from classndiff.evaluation.yardstick import ImageNetFeatures, yardstick
     from classndiff.labels import DX_CODES
-    from classndiff.training.autoencoder import save_reconstructions
+    from classndiff.training.autoencoder import reconstruct, save_reconstructions
     from classndiff.training.evaluator import downsample_uint8
 
     vae = AutoencoderKL.from_pretrained(args.autoencoder / "vae").eval()
@@ -63,11 +57,11 @@ def main() -> None:
                                      size=(labels == c).sum(), replace=True)
                           for c in range(len(DX_CODES))])
     originals = downsample_uint8(train.images[idx], size)
-    result = yardstick(ImageNetFeatures(), reconstruct(vae, originals), labels, test.images,
-                       test.dx.numpy(), train.images[idx], labels)
+    result = yardstick(ImageNetFeatures(), as_uint8(reconstruct(vae, originals)), labels,
+                       test.images, test.dx.numpy(), train.images[idx], labels)
 
     val_images = downsample_uint8(val.images, size)
-    recon = reconstruct(vae, val_images).float()
+    recon = as_uint8(reconstruct(vae, val_images)).float()
     error = (recon - val_images.float()) / 255
     mse = error.pow(2).mean(dim=(1, 2, 3))
     result["validation"] = {

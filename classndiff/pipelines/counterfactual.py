@@ -102,9 +102,8 @@ def toward_target(model: ClassNDiff, schedule: NoiseSchedule, x: torch.Tensor,
     by `step_size` (N, 1, h, w; zero where the image is kept), and the denoiser's output is
     rewritten to match (`schedule.output_for`). The gradient is taken at the denoiser's
     resolution (through the bundled autoencoder's decoder for a latent denoiser) and the
-    classifier's own resize, so the nudge is low-pass; the next
-    denoising steps redraw around it rather than keep pixel noise. No backpropagation
-    through the denoiser (cheap on CPU)."""
+    classifier's own resize, so the nudge is low-pass; the next denoising steps redraw around
+    it rather than keep pixel noise. No backpropagation through the denoiser (cheap on CPU)."""
     x_t = x.float()
     x0 = schedule.predict_x0(x_t, out.float(), t)
     with torch.enable_grad():

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from classndiff.training.augment import augment
+from classndiff.training.evaluator import as_float, load_split
 from classndiff.training.loop import LoopSettings, TrainingLoop
 
 logger = logging.getLogger(__name__)
@@ -162,15 +163,14 @@ class AutoencoderTrainer(TrainingLoop):
         model = build_autoencoder(config)
         self.objective = AutoencoderObjective(
             model, PerceptualDistance(config.perceptual_size, initial_weights), config)
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.prepare(self.objective, torch.optim.AdamW(params, lr=config.learning_rate,
+        self.prepare(self.objective, torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                                        weight_decay=0.0, betas=(0.5, 0.9)))
 
     def next_batch(self) -> torch.Tensor:
         n = self.settings.batch_size * self.world
         idx = torch.randint(0, len(self.images), (n,), generator=self.generator)
-        x = self.images[idx].float() / 127.5 - 1
-        return augment(x, self.generator)[self.global_slice()].to(self.accelerator.device)
+        x = augment(as_float(self.images[idx]), self.generator)
+        return x[self.global_slice()].to(self.accelerator.device)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -178,7 +178,7 @@ class AutoencoderTrainer(TrainingLoop):
         objective = AutoencoderObjective(ema, self.objective.perceptual, self.config)
         totals = {"l1": 0.0, "perceptual": 0.0}
         for start in range(0, len(self.val_images), 64):
-            x = self.val_images[start : start + 64].float() / 127.5 - 1
+            x = as_float(self.val_images[start : start + 64])
             with self.autocast():
                 out = objective.losses(x.to(self.accelerator.device), sample=False)
             for key in totals:
@@ -207,15 +207,22 @@ class AutoencoderTrainer(TrainingLoop):
 
 
 @torch.no_grad()
+def reconstruct(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """uint8 images through an `AutoencoderKL` (latent means) → reconstructions in [-1, 1]."""
+    return torch.cat([model.decode(model.encode(as_float(images[i : i + batch_size]))
+                                   .latent_dist.mode()).sample.clamp(-1, 1)
+                      for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
 def save_reconstructions(model: nn.Module, images: torch.Tensor, path: Path) -> None:
     """Held-out images (top row) over their reconstructions (bottom row), 4× enlarged, to
     look at."""
     from PIL import Image
     from torchvision.utils import make_grid
 
-    x = images.float() / 127.5 - 1
-    recon = model.decode(model.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-    grid = make_grid(torch.cat([x, recon]), nrow=len(x), padding=2, pad_value=1.0)
+    grid = make_grid(torch.cat([as_float(images), reconstruct(model, images)]),
+                     nrow=len(images), padding=2, pad_value=1.0)
     grid = ((grid + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     image = Image.fromarray(grid)
     image.resize((image.width * 4, image.height * 4), Image.Resampling.NEAREST).save(path)
@@ -225,7 +232,7 @@ def save_reconstructions(model: nn.Module, images: torch.Tensor, path: Path) -> 
 def latent_scaling_factor(model: nn.Module, images: torch.Tensor) -> float:
     """1 / std of the latent means of `images` (uint8), so the scaled latents have unit
     variance, which the noise schedule assumes."""
-    chunks = [model.encode(images[i : i + 128].float() / 127.5 - 1).latent_dist.mode()
+    chunks = [model.encode(as_float(images[i : i + 128])).latent_dist.mode()
               for i in range(0, len(images), 128)]
     return float(1.0 / torch.cat(chunks).std())
 
@@ -234,13 +241,12 @@ def train_autoencoder(output_dir: str | Path, config: AutoencoderConfig,
                       data_dir: str | Path | None = None, resume: bool = False,
                       limit: int | None = None) -> dict[str, Any]:
     """Train on the real train split (validation: the val split), export to `output_dir`."""
-    from classndiff.training.evaluator import downsample_uint8, load_split
-
-    train_set, val_set = (load_split(data_dir, split, 128, limit) for split in ("train", "val"))
-    train_images = downsample_uint8(train_set.images, config.image_size)
-    val_images = downsample_uint8(val_set.images, config.image_size)
+    # Read at the data's 128 px and brought to the autoencoder's side the denoiser's way.
+    train_set, val_set = (load_split(data_dir, split, config.image_size, limit)
+                          for split in ("train", "val"))
+    train_images = train_set.images
     output_dir = Path(output_dir)
-    trainer = AutoencoderTrainer(train_images, val_images, config, output_dir)
+    trainer = AutoencoderTrainer(train_images, val_set.images, config, output_dir)
     if resume:
         trainer.load_checkpoint()
     metrics = trainer.train(epoch_size=len(train_images))

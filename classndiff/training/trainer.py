@@ -21,6 +21,7 @@ from classndiff.models.classifier import LesionClassifier, scale_like_grad_cam
 from classndiff.models.diffusion import NoiseSchedule, denoiser_input
 from classndiff.models.joint import ClassNDiff
 from classndiff.training.augment import augment, retint_augment, strong_augment
+from classndiff.training.evaluator import as_float
 from classndiff.training.loop import LoopSettings, TrainingLoop
 from classndiff.training.losses import Batch, draw_step_noise, energy_in_mask
 from classndiff.training.objective import TrainingObjective
@@ -64,7 +65,7 @@ def encode_in_batches(model: ClassNDiff, images: torch.Tensor, batch_size: int =
                       ) -> torch.Tensor:
     """Scaled latents of uint8 images (any size: brought to the generator's side first)
     through the model's bundled autoencoder."""
-    return torch.cat([model.encode(denoiser_input(images[i : i + batch_size].float() / 127.5 - 1,
+    return torch.cat([model.encode(denoiser_input(as_float(images[i : i + batch_size]),
                                                   model.config))
                       for i in range(0, len(images), batch_size)])
 

@@ -122,18 +122,14 @@ def load_compare(compare: str | Path, pipe: Any) -> tuple[Any, dict[str, Any]]:
     if config.model.vae_config is not None:
         raise ValueError(f"{folder} holds only a denoiser, but its config names a bundled "
                          "autoencoder whose weights it lacks: compare with a full weights folder")
-    model = copy.deepcopy(pipe.model)
-    if (config.model.denoiser, config.model.patch_size, config.model.in_channels,
-            config.model.image_size) != (pipe.config.model.denoiser, pipe.config.model.patch_size,
-                                         pipe.config.model.in_channels,
-                                         pipe.config.model.image_size) or model.vae is not None:
-        # Another denoiser architecture than this model's (e.g. a pixel ablation beside a
-        # latent model): build its own, under this model's classifier.
-        from classndiff.models.joint import build_denoiser
+    # The folder's own denoiser (its architecture may differ from this model's, e.g. a pixel
+    # ablation beside a latent model), under this model's classifier.
+    from classndiff.models.joint import build_denoiser
 
-        model.denoiser = build_denoiser(config.model, config.train.cond_drop_prob)
-        model.vae = None
-        model.config = config.model
+    model = copy.deepcopy(pipe.model)
+    model.denoiser = build_denoiser(config.model, config.train.cond_drop_prob)
+    model.vae = None
+    model.config = config.model
     state = {k.removeprefix("denoiser."): v.float()
              for k, v in load_file(str(folder / "denoiser.safetensors")).items()}
     model.denoiser.load_state_dict(state, strict=True)
