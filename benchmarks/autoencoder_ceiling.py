@@ -8,8 +8,10 @@ are the ceiling of any generator built on them.
 
 The images are the yardstick's floor sample (real train images, 32 per class, same seed),
 against the same real test images, at the autoencoder's size; reconstruction L1 and PSNR are
-over the whole validation split. The figure: 8 validation images over their
-reconstructions. Ends with ONE JSON line."""
+over the whole validation split, and so is the class ceiling: the independent evaluator's
+per-class accuracy on the validation images and on their reconstructions (what the latents
+keep of what tells the classes apart; a generator's class fidelity cannot beat it). The
+figure: 8 validation images over their reconstructions. Ends with ONE JSON line."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bench import emit, environment, parser, setup
+from _bench import ROOT, emit, environment, parser, setup
 
 
 def as_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -31,6 +33,7 @@ def main() -> None:
     p.add_argument("--autoencoder", type=Path, required=True)
     p.add_argument("--per-class", type=int, default=32)
     p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--evaluator", type=Path, default=ROOT / "weights/evaluator")
     p.add_argument("--output", type=Path)
     p.add_argument("--figure", type=Path)
     args = p.parse_args()
@@ -41,7 +44,7 @@ def main() -> None:
     from classndiff.evaluation.yardstick import ImageNetFeatures, yardstick
     from classndiff.labels import DX_CODES
     from classndiff.training.autoencoder import reconstruct, save_reconstructions
-    from classndiff.training.evaluator import downsample_uint8
+    from classndiff.training.evaluator import downsample_uint8, load_evaluator, predict
 
     vae = AutoencoderKL.from_pretrained(args.autoencoder / "vae").eval()
     settings = json.loads((args.autoencoder / "autoencoder.json").read_text())
@@ -67,6 +70,15 @@ def main() -> None:
     result["validation"] = {
         "images": len(val_images), "l1": float(error.abs().mean()),
         "psnr_db": float((10 * torch.log10(1 / mse.clamp(min=1e-10))).mean())}
+    evaluator = load_evaluator(args.evaluator)
+    side, truth = evaluator.config.image_size, val.dx.numpy()
+    result["class_ceiling"] = {}
+    for name, images in (("originals", val_images), ("reconstructions", recon.to(torch.uint8))):
+        predicted = predict(evaluator, downsample_uint8(images, side)).argmax(1)
+        accuracy = {dx: float((predicted[truth == c] == c).mean())
+                    for c, dx in enumerate(DX_CODES)}
+        accuracy["macro"] = float(np.mean(list(accuracy.values())))
+        result["class_ceiling"][name] = accuracy
     result["autoencoder"] = {"folder": str(args.autoencoder), "steps": settings["steps"],
                              "seconds_trained": settings["seconds_trained"],
                              "config": settings["config"]}
@@ -78,7 +90,9 @@ def main() -> None:
           f"recall {r['recall']:.3f} ({floor['precision']:.3f} / {floor['recall']:.3f}), "
           f"diversity {r['diversity_ratio']:.2f}, blockiness {r['blockiness']:.3f} "
           f"({floor['blockiness']:.3f}); validation L1 {result['validation']['l1']:.4f}, "
-          f"PSNR {result['validation']['psnr_db']:.1f} dB")
+          f"PSNR {result['validation']['psnr_db']:.1f} dB; evaluator macro accuracy on validation "
+          f"originals {result['class_ceiling']['originals']['macro']:.2f}, reconstructions "
+          f"{result['class_ceiling']['reconstructions']['macro']:.2f}")
     emit({"benchmark": "autoencoder_ceiling", **result, "environment": environment(args)},
          args.output)
 
