@@ -76,7 +76,7 @@ def main() -> None:
     for name, images in (("originals", val_images), ("reconstructions", recon.to(torch.uint8))):
         predicted = predict(evaluator, downsample_uint8(images, side)).argmax(1)
         accuracy = {dx: float((predicted[truth == c] == c).mean())
-                    for c, dx in enumerate(DX_CODES)}
+                    for c, dx in enumerate(DX_CODES) if (truth == c).any()}
         accuracy["macro"] = float(np.mean(list(accuracy.values())))
         result["class_ceiling"][name] = accuracy
     result["autoencoder"] = {"folder": str(args.autoencoder), "steps": settings["steps"],

@@ -204,6 +204,9 @@ def test_autoencoder_ceiling_grades_reconstructions_with_the_yardstick(trained_a
     assert result["model"]["fd"] > result["real_floor"]["fd"] - 1e-6 >= 0  # floor = originals
     assert 0 < result["validation"]["l1"] < 1 and result["validation"]["psnr_db"] > 0
     assert (tmp_path / "recon.png").is_file()
+    for accuracy in result["class_ceiling"].values():  # the evaluator on originals and on
+        assert 0 <= accuracy["macro"] <= 1 and len(accuracy) > 1  # their reconstructions
+    assert set(result["class_ceiling"]) == {"originals", "reconstructions"}
 
 
 def test_pixel_denoiser_fine_tune_under_a_retint_config_still_loads_masks(tiny_config, tmp_path):
