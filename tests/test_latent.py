@@ -92,6 +92,51 @@ def test_autoencoder_trains_resumes_and_exports_a_unit_variance_scale(trained_au
     assert len((trained_autoencoder / "log.csv").read_text().splitlines()) == len(log) + 2
 
 
+def test_decoder_fine_tune_keeps_the_latents_and_adds_colour_and_class_terms(
+        trained_autoencoder, tiny_data, tiny_weights, tmp_path):
+    """From an exported autoencoder, with the encoder frozen: the latents (and so any denoiser
+    trained in them) stay exactly the same, the decoder changes, and the colour and
+    class-consistency terms are trained on and logged."""
+    import json
+
+    from classndiff.training.autoencoder import (
+        AutoencoderConfig,
+        load_autoencoder,
+        train_autoencoder,
+    )
+    from classndiff.training.evaluator import load_split
+
+    config = AutoencoderConfig.from_dict({
+        **TINY_AUTOENCODER, "init_from": str(trained_autoencoder), "train_encoder": False,
+        "color_weight": 1.0, "class_weight": 0.5, "class_teacher": str(tiny_weights)})
+    train_autoencoder(tmp_path, config, tiny_data)
+    before, after = load_autoencoder(trained_autoencoder), load_autoencoder(tmp_path)
+    images = load_split(tiny_data, "train", 32).images[:4].float() / 127.5 - 1
+    with torch.no_grad():
+        z_before = before.encode(images).latent_dist.mode()
+        z_after = after.encode(images).latent_dist.mode()
+        assert torch.equal(z_before, z_after)
+        assert not torch.allclose(before.decode(z_before).sample, after.decode(z_after).sample)
+    header = (tmp_path / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"color", "class_kl", "val_class_kl"} <= set(header)
+    rows = (tmp_path / "log.csv").read_text().splitlines()[1:]
+    assert all(row.split(",")[header.index("class_kl")] for row in rows)
+    settings = json.loads((tmp_path / "autoencoder.json").read_text())
+    assert settings["scaling_factor"] == pytest.approx(
+        json.loads((trained_autoencoder / "autoencoder.json").read_text())["scaling_factor"])
+
+
+def test_class_consistency_is_zero_for_equal_images_and_positive_for_others(tiny_weights):
+    from classndiff.training.autoencoder import ClassConsistency, load_class_teacher
+
+    rng = np.random.default_rng(0)
+    a, b = (torch.from_numpy(make_lesion(rng, c, size=64)).permute(2, 0, 1)[None].float()
+            / 127.5 - 1 for c in (1, 5))
+    term = ClassConsistency(load_class_teacher(tiny_weights))
+    assert float(term(a, a)) == pytest.approx(0.0, abs=1e-6)
+    assert float(term(b, a)) > 0
+
+
 def test_perceptual_distance_is_zero_for_equal_images_and_ranks_changes():
     from classndiff.training.autoencoder import PerceptualDistance
 

@@ -46,6 +46,18 @@ class AutoencoderConfig:
     perceptual_weight: float = 0.1  # its sum over 4 stages starts ~15× the L1: this evens them
     perceptual_size: int = 128  # images are upsampled to this before the feature network
     kl_weight: float = 1e-6  # tiny, as Stable Diffusion's: a near-deterministic latent
+    # L1 of 8×-average-pooled images: colour and tone, which the channel-normalised perceptual
+    # term ignores and a rare background (yellow, violet) loses to the dominant pink.
+    color_weight: float = 0.0
+    # KL between a frozen lesion classifier's softmax on the original and on the
+    # reconstruction, so what tells the classes apart survives the latents. The classifier
+    # is `class_teacher`'s (a weights folder: the shipped one, never the independent evaluator).
+    class_weight: float = 0.0
+    class_teacher: str = ""
+    # Start from an exported autoencoder folder (same shape); with train_encoder False only the
+    # decoder learns, so the latents (and any denoiser trained in them) stay valid.
+    init_from: str = ""
+    train_encoder: bool = True
     batch_size: int = 32
     learning_rate: float = 2e-4
     warmup_steps: int = 100
@@ -115,12 +127,40 @@ class PerceptualDistance(nn.Module):
                    for fa, fb in zip(self._features(a), self._features(b)))
 
 
+class ClassConsistency(nn.Module):
+    """KL(p(original) ‖ p(reconstruction)) under a frozen lesion classifier."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ClassConsistency:  # the classifier stays frozen
+        super().train(mode)
+        self.classifier.eval()
+        return self
+
+    def forward(self, recon: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = F.log_softmax(self.classifier(original).float(), dim=1)
+        log_p = F.log_softmax(self.classifier(recon).float(), dim=1)
+        return F.kl_div(log_p, target, log_target=True, reduction="batchmean")
+
+
+def load_class_teacher(folder: str | Path) -> nn.Module:
+    """The lesion classifier of a weights folder (`classndiff` format), frozen."""
+    from classndiff.hub import load_pretrained
+
+    model, _, _ = load_pretrained(folder)
+    return model.classifier
+
+
 class AutoencoderObjective(nn.Module):
     def __init__(self, model: nn.Module, perceptual: PerceptualDistance,
-                 config: AutoencoderConfig):
+                 config: AutoencoderConfig, class_consistency: ClassConsistency | None = None):
         super().__init__()
         self.model = model
         self.perceptual = perceptual
+        self.class_consistency = class_consistency
         self.config = config
 
     def losses(self, x: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
@@ -132,8 +172,16 @@ class AutoencoderObjective(nn.Module):
         kl = posterior.kl().float().mean() / x[0].numel()
         c = self.config
         loss = l1 + c.perceptual_weight * perceptual + c.kl_weight * kl
-        return {"loss": loss, "l1": l1.detach(), "perceptual": perceptual.detach(),
-                "kl": kl.detach()}
+        out = {"l1": l1.detach(), "perceptual": perceptual.detach(), "kl": kl.detach()}
+        if c.color_weight:
+            color = (F.avg_pool2d(recon, 8) - F.avg_pool2d(x.float(), 8)).abs().mean()
+            loss = loss + c.color_weight * color
+            out["color"] = color.detach()
+        if self.class_consistency is not None:
+            consistency = self.class_consistency(recon, x)
+            loss = loss + c.class_weight * consistency
+            out["class_kl"] = consistency.detach()
+        return {"loss": loss, **out}
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None
                 ) -> dict[str, torch.Tensor]:
@@ -144,8 +192,8 @@ class AutoencoderTrainer(TrainingLoop):
     """Real training images (uint8, at `config.image_size`), dihedral augmentation, validation
     on held-out images: score = −(L1 + perceptual) of the EMA model."""
 
-    log_keys = ("loss", "l1", "perceptual", "kl")
-    val_log_keys = ("l1", "perceptual", "score")
+    log_keys = ("loss", "l1", "perceptual", "kl", "color", "class_kl")
+    val_log_keys = ("l1", "perceptual", "class_kl", "score")
 
     def __init__(self, train_images: torch.Tensor, val_images: torch.Tensor,
                  config: AutoencoderConfig, output_dir: str | Path | None,
@@ -161,9 +209,18 @@ class AutoencoderTrainer(TrainingLoop):
         self.images = train_images
         self.val_images = val_images[: config.val_images]
         model = build_autoencoder(config)
+        if config.init_from:
+            model.load_state_dict(load_autoencoder(config.init_from).state_dict())
+        if not config.train_encoder:
+            model.encoder.requires_grad_(False)
+            model.quant_conv.requires_grad_(False)
+        consistency = (ClassConsistency(load_class_teacher(config.class_teacher))
+                       if config.class_weight else None)
         self.objective = AutoencoderObjective(
-            model, PerceptualDistance(config.perceptual_size, initial_weights), config)
-        self.prepare(self.objective, torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+            model, PerceptualDistance(config.perceptual_size, initial_weights), config,
+            consistency)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.prepare(self.objective, torch.optim.AdamW(trainable, lr=config.learning_rate,
                                                        weight_decay=0.0, betas=(0.5, 0.9)))
 
     def next_batch(self) -> torch.Tensor:
@@ -175,17 +232,18 @@ class AutoencoderTrainer(TrainingLoop):
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         ema = self.ema.module
-        objective = AutoencoderObjective(ema, self.objective.perceptual, self.config)
-        totals = {"l1": 0.0, "perceptual": 0.0}
+        objective = AutoencoderObjective(ema, self.objective.perceptual, self.config,
+                                         self.objective.class_consistency)
+        totals: dict[str, float] = {}
         for start in range(0, len(self.val_images), 64):
             x = as_float(self.val_images[start : start + 64])
             with self.autocast():
                 out = objective.losses(x.to(self.accelerator.device), sample=False)
-            for key in totals:
-                totals[key] += float(out[key]) * len(x)
+            out["loss"] = out["loss"] - self.config.kl_weight * out["kl"]
+            for key in out.keys() - {"kl"}:
+                totals[key] = totals.get(key, 0.0) + float(out[key]) * len(x)
         metrics = {k: v / len(self.val_images) for k, v in totals.items()}
-        metrics["score"] = -(metrics["l1"] + self.config.perceptual_weight
-                             * metrics["perceptual"])
+        metrics["score"] = -metrics.pop("loss")  # the training loss without the KL
         return metrics
 
     def export(self, directory: str | Path, info: dict[str, Any] | None = None) -> Path:
@@ -204,6 +262,13 @@ class AutoencoderTrainer(TrainingLoop):
             "seconds_trained": round(self.seconds_trained, 1), "config": asdict(self.config),
             **(info or {})}, indent=2) + "\n")
         return directory
+
+
+def load_autoencoder(folder: str | Path) -> nn.Module:
+    """An exported autoencoder folder's `AutoencoderKL` (from its `vae/`), in eval mode."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(Path(folder) / "vae").eval()
 
 
 @torch.no_grad()
