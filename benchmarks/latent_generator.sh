@@ -3,7 +3,8 @@
 # (`classndiff train-autoencoder`, AE_SECONDS) then a DiT/2 in its 4×16×16 latents with the
 # plain denoising loss (λ = 0, classifier frozen and unused), class-balanced (power 0.75) and
 # tone-balanced (0.5) sampling, batch 64, learning rate 3e-4, until DIT_SECONDS or DIT_STEPS.
-# Rerun the same command to resume either stage. Then, to measure it under the shipped
+# Rerun the same command to resume either stage. AE_SET adds autoencoder settings
+# (e.g. AE_SET="--set norm_num_groups=8 --set color_weight=1"). Then, to measure it under the shipped
 # classifier (nothing in weights/ changes):
 #   classndiff graft weights/embedded --denoiser-from RUNS/latent --new-denoiser --output-dir CAND
 #   python benchmarks/generator_yardstick.py --weights CAND --reference-split val \
@@ -16,7 +17,7 @@ DATA=${CLASSNDIFF_DATA:-../shared/data/ham10000}
 AE="$RUNS/autoencoder"
 [ -f "$AE/autoencoder.json" ] || python -m classndiff train-autoencoder --output-dir "$AE" \
     --data-dir "$DATA" --time-budget "${AE_SECONDS:-1750}" \
-    $([ -d "$AE/checkpoints" ] && echo --resume)
+    $([ -d "$AE/checkpoints" ] && echo --resume) ${AE_SET:-}
 python -m classndiff train --config configs/embedded.json --output-dir "$RUNS/latent" \
     --set "train.data_dir=$DATA" --set "train.autoencoder_dir=$AE" --set model.patch_size=2 \
     --set train.lambda_cls=0 --set train.classifier_learning_rate=0 \

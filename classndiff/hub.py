@@ -8,6 +8,7 @@ or with HF_HUB_OFFLINE=1 and nothing cached, it falls back to the embedded defau
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, fields, replace
@@ -22,6 +23,7 @@ from classndiff.config import (
     ClassNDiffConfig,
     ModelConfig,
     TrainingRecord,
+    TrainingStage,
 )
 from classndiff.models.joint import ClassNDiff
 
@@ -198,8 +200,33 @@ def push_to_hub(directory: str | Path, repo_id: str, private: bool = True) -> st
 GENERATOR_PARTS = ("denoiser.", "vae.")
 
 
+def replace_decoder(tensors: dict[str, torch.Tensor], folder: Path, dtype: torch.dtype
+                    ) -> TrainingStage:
+    """Put the decoder of the autoencoder in `folder` into `tensors` (a bundled autoencoder's
+    weights, "vae."-prefixed), after checking that its encoder is the bundled one; the
+    stage that made it, for the training record."""
+    vae = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+    if not any(k.startswith("vae.") for k in tensors):
+        raise ValueError("--decoder-from needs a denoiser with a bundled autoencoder")
+    for name, value in vae.items():
+        if name.startswith(("encoder.", "quant_conv.")) and not torch.equal(
+                value.to(dtype), tensors[f"vae.{name}"].to(dtype)):
+            raise ValueError(f"{folder}'s encoder is not the bundled one ({name} differs): "
+                             "its decoder would misread the denoiser's latents")
+    tensors.update({f"vae.{k}": v.to(dtype).contiguous() for k, v in vae.items()
+                    if k.startswith(("decoder.", "post_quant_conv."))})
+    settings = json.loads((folder / "autoencoder.json").read_text())
+    config = settings["config"]
+    return TrainingStage(
+        step=settings["steps"], step_kind="decoder", wall_seconds=settings["seconds_trained"],
+        images_seen=settings["steps"] * config["batch_size"],
+        command="classndiff train-autoencoder " + " ".join(
+            f"--set {k}={config[k]}" for k in ("init_from", "train_encoder", "color_weight",
+                                              "class_weight", "class_teacher") if k in config))
+
+
 def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
-                   new_denoiser: bool = False) -> Path:
+                   new_denoiser: bool = False, decoder_from: str | Path | None = None) -> Path:
     """`target`'s weights with the denoiser (and bundled autoencoder) of `trained` (a run
     fine-tuned from `target` with the classifier frozen), written to `output` (may be `target`).
     Everything about the classifier — its weights, the calibration, the abstention statistics,
@@ -213,7 +240,11 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
     its own (not fine-tuned from `target`): its stages are appended to the target's (those the
     two records share, once), and it may come from weights with another classifier (a new
     classifier trained alone, as `target`, under the shipped generator): the target's classifier
-    settings stay."""
+    settings stay.
+
+    `decoder_from`: an autoencoder folder (`classndiff train-autoencoder --set
+    train_encoder=false`) whose decoder replaces the bundled one; its encoder must be the
+    bundled encoder, so the denoiser's latents keep their meaning."""
     target, trained, output = Path(target), Path(trained), Path(output)
     own = ClassNDiffConfig.from_json(target / CONFIG_NAME)
     run = ClassNDiffConfig.from_json(trained / CONFIG_NAME)
@@ -252,6 +283,9 @@ def graft_denoiser(target: str | Path, trained: str | Path, output: str | Path,
     tensors.update({k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
                     for k, v in load_file(str(trained / WEIGHTS_NAME)).items()
                     if k.startswith(GENERATOR_PARTS)})
+    if decoder_from is not None:
+        stage = replace_decoder(tensors, Path(decoder_from), dtype)
+        run_record = replace(run_record, stages=[*run_record.stages, stage])
     output.mkdir(parents=True, exist_ok=True)
     if output.resolve() != target.resolve():
         for item in target.iterdir():

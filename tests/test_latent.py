@@ -92,24 +92,30 @@ def test_autoencoder_trains_resumes_and_exports_a_unit_variance_scale(trained_au
     assert len((trained_autoencoder / "log.csv").read_text().splitlines()) == len(log) + 2
 
 
+@pytest.fixture(scope="module")
+def fine_tuned_decoder(trained_autoencoder, tiny_data, tiny_weights, tmp_path_factory) -> Path:
+    """`trained_autoencoder`'s decoder fine-tuned, encoder frozen, colour and class terms on."""
+    from classndiff.training.autoencoder import AutoencoderConfig, train_autoencoder
+
+    folder = tmp_path_factory.mktemp("decoder")
+    train_autoencoder(folder, AutoencoderConfig.from_dict({
+        **TINY_AUTOENCODER, "init_from": str(trained_autoencoder), "train_encoder": False,
+        "color_weight": 1.0, "class_weight": 0.5, "class_teacher": str(tiny_weights)}),
+        tiny_data)
+    return folder
+
+
 def test_decoder_fine_tune_keeps_the_latents_and_adds_colour_and_class_terms(
-        trained_autoencoder, tiny_data, tiny_weights, tmp_path):
+        trained_autoencoder, fine_tuned_decoder, tiny_data):
     """From an exported autoencoder, with the encoder frozen: the latents (and so any denoiser
     trained in them) stay exactly the same, the decoder changes, and the colour and
     class-consistency terms are trained on and logged."""
     import json
 
-    from classndiff.training.autoencoder import (
-        AutoencoderConfig,
-        load_autoencoder,
-        train_autoencoder,
-    )
+    from classndiff.training.autoencoder import load_autoencoder
     from classndiff.training.evaluator import load_split
 
-    config = AutoencoderConfig.from_dict({
-        **TINY_AUTOENCODER, "init_from": str(trained_autoencoder), "train_encoder": False,
-        "color_weight": 1.0, "class_weight": 0.5, "class_teacher": str(tiny_weights)})
-    train_autoencoder(tmp_path, config, tiny_data)
+    tmp_path = fine_tuned_decoder
     before, after = load_autoencoder(trained_autoencoder), load_autoencoder(tmp_path)
     images = load_split(tiny_data, "train", 32).images[:4].float() / 127.5 - 1
     with torch.no_grad():
@@ -221,6 +227,46 @@ def test_graft_brings_the_bundled_autoencoder_along(tiny_config, tiny_weights, t
     other, _ = load_compare(ablation, pipe)
     assert other.model.vae is None and pipe.model.vae is not None
     assert other.generate(dx="nv", num_images=1, steps=2, seed=0).images[0].size == (16, 16)
+
+
+def test_graft_takes_a_fine_tuned_decoder_only_over_the_bundled_encoder(
+        tiny_config, tiny_weights, trained_autoencoder, fine_tuned_decoder, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from classndiff.config import ClassNDiffConfig
+    from classndiff.hub import graft_denoiser
+
+    config = tiny_config.override({"train.autoencoder_dir": str(trained_autoencoder),
+                                   "train.classifier_learning_rate": 0, "train.lambda_cls": 0})
+    Trainer(config, tmp_path / "run").train(1)
+    graft_denoiser(tiny_weights, tmp_path / "run", tmp_path / "grafted", new_denoiser=True,
+                   decoder_from=fine_tuned_decoder)
+    grafted = load_file(str(tmp_path / "grafted" / "model.safetensors"))
+    run = load_file(str(tmp_path / "run" / "model.safetensors"))
+    decoder = load_file(str(fine_tuned_decoder / "vae" / "diffusion_pytorch_model.safetensors"))
+    dtype = grafted["vae.decoder.conv_in.weight"].dtype
+    assert torch.equal(grafted["vae.decoder.conv_in.weight"],
+                       decoder["decoder.conv_in.weight"].to(dtype))
+    assert not torch.equal(grafted["vae.decoder.conv_in.weight"],
+                           run["vae.decoder.conv_in.weight"].to(dtype))
+    assert torch.equal(grafted["vae.encoder.conv_in.weight"],
+                       run["vae.encoder.conv_in.weight"].to(dtype))
+    stages = ClassNDiffConfig.from_json(tmp_path / "grafted" / "config.json").training.stages
+    assert stages[-1].step_kind == "decoder" and "train_encoder=False" in stages[-1].command
+    pipe = ClassNDiffPipeline.from_pretrained(tmp_path / "grafted", device="cpu")
+    assert pipe.generate(dx="nv", num_images=1, steps=2, seed=0).images[0].size == (32, 32)
+    # A decoder trained over another encoder would misread the latents: refused.
+    other = tmp_path / "other"
+    shutil.copytree(fine_tuned_decoder, other)
+    weights = other / "vae" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["encoder.conv_in.weight"] = tensors["encoder.conv_in.weight"] + 0.1
+    save_file(tensors, str(weights))
+    with pytest.raises(ValueError, match="encoder is not the bundled one"):
+        graft_denoiser(tiny_weights, tmp_path / "run", tmp_path / "refused", new_denoiser=True,
+                       decoder_from=other)
 
 
 def test_bundled_latents_refuse_a_classifier_that_trains(tiny_config, trained_autoencoder,

@@ -199,7 +199,8 @@ def cmd_graft(args: argparse.Namespace) -> int:
     from classndiff.hub import graft_denoiser
 
     print("wrote", graft_denoiser(args.weights, args.denoiser_from,
-                                  args.output_dir or args.weights, args.new_denoiser))
+                                  args.output_dir or args.weights, args.new_denoiser,
+                                  args.decoder_from))
     return 0
 
 
@@ -367,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-denoiser", action="store_true",
                    help="the run trained its own denoiser (not fine-tuned from WEIGHTS; its "
                    "architecture may differ): its stages are added to the record")
+    p.add_argument("--decoder-from", type=Path,
+                   help="an autoencoder folder whose decoder (fine-tuned on the bundled "
+                   "encoder: train-autoencoder --set train_encoder=false) replaces the bundled one")
     p.set_defaults(func=cmd_graft)
 
     p = sub.add_parser("figures", help="model card: training curves, a sample grid, MODEL_CARD.md")
