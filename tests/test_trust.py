@@ -145,11 +145,11 @@ def test_calibrate_folder_stores_temperature_and_abstention(calibrated, tiny_dat
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
         assert {k for k in keys if k.startswith("trust.")} == {
-            "trust.feature_means", "trust.feature_precision", "trust.stats_mean",
+            "trust.feature_means", "trust.feature_precision_packed", "trust.stats_mean",
             "trust.stats_precision"}
         model_key = next(k for k in keys if k.endswith("weight") and not k.startswith("trust"))
         assert f.get_tensor(model_key).dtype == torch.float16  # the export dtype is kept
-        assert f.get_tensor("trust.feature_precision").dtype == torch.float32
+        assert f.get_tensor("trust.feature_precision_packed").dtype == torch.float32
 
 
 def test_the_pipeline_loads_the_calibration(calibrated, tiny_pipe) -> None:
@@ -249,3 +249,28 @@ def test_cli_calibrate(tiny_weights, tiny_data, tmp_path, capsys) -> None:
     assert ClassNDiffPipeline.from_pretrained(folder, device="cpu").calibrated
     assert main(["calibrate", str(tmp_path / "nothing"), "--data-dir", str(tiny_data)]) == 2
     assert "not a weights folder" in capsys.readouterr().err
+
+
+def test_the_feature_precision_is_stored_packed_and_older_whole_weights_still_load() -> None:
+    from classndiff.trust.abstention import OODDetector, pack_symmetric, unpack_symmetric
+
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.normal(size=(5, 5)).astype(np.float32))
+    symmetric = a + a.T
+    packed = pack_symmetric(symmetric)
+    assert packed.shape == (15,) and torch.equal(unpack_symmetric(packed), symmetric)
+    with pytest.raises(ValueError, match="upper triangle"):
+        unpack_symmetric(torch.zeros(14))
+    features = torch.from_numpy(rng.normal(size=(60, 5)).astype(np.float32))
+    stats = torch.from_numpy(rng.normal(size=(60, 3)).astype(np.float32))
+    detector = OODDetector.fit(features[:40], torch.arange(40) % 2, stats[:40],
+                               features[40:], stats[40:])
+    settings = detector.to_config()
+    stored = detector.to_tensors()
+    whole = {k: v for k, v in stored.items() if not k.endswith("_packed")}
+    whole["trust.feature_precision"] = detector.feature_precision
+    for extras in (stored, whole):
+        loaded = OODDetector.from_pretrained(extras, settings)
+        assert torch.equal(loaded.feature_precision, detector.feature_precision)
+        assert torch.equal(loaded.scores(features, stats)["feature"],
+                           detector.scores(features, stats)["feature"])

@@ -178,7 +178,27 @@ def _ledoit_wolf_precision(centred: np.ndarray) -> np.ndarray:
     from sklearn.covariance import LedoitWolf
 
     estimator = LedoitWolf(assume_centered=True).fit(centred)
-    return estimator.precision_.astype(np.float32)
+    precision = estimator.precision_.astype(np.float32)
+    return (precision + precision.T) / 2  # exactly symmetric, so its upper triangle is all of it
+
+
+def pack_symmetric(matrix: torch.Tensor) -> torch.Tensor:
+    """The upper triangle (diagonal included) of a symmetric (D, D) matrix, row by row: half
+    the bytes on disk (the 1280-d feature precision: 6.6 MB → 3.3 MB)."""
+    rows, cols = torch.triu_indices(*matrix.shape)
+    return matrix[rows, cols].contiguous()
+
+
+def unpack_symmetric(packed: torch.Tensor) -> torch.Tensor:
+    """The inverse of `pack_symmetric`."""
+    side = int((math.isqrt(8 * packed.numel() + 1) - 1) // 2)
+    if side * (side + 1) // 2 != packed.numel():
+        raise ValueError(f"{packed.numel()} values are not the upper triangle of a square matrix")
+    rows, cols = torch.triu_indices(side, side)
+    matrix = packed.new_zeros(side, side)
+    matrix[rows, cols] = packed
+    matrix[cols, rows] = packed
+    return matrix
 
 
 def _mahalanobis_min(x: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
@@ -263,7 +283,7 @@ class OODDetector:
     def to_tensors(self) -> dict[str, torch.Tensor]:
         return {
             f"{self.PREFIX}feature_means": self.feature_means,
-            f"{self.PREFIX}feature_precision": self.feature_precision,
+            f"{self.PREFIX}feature_precision_packed": pack_symmetric(self.feature_precision),
             f"{self.PREFIX}stats_mean": self.stats_mean,
             f"{self.PREFIX}stats_precision": self.stats_precision,
         }
@@ -279,7 +299,12 @@ class OODDetector:
         cls, extras: dict[str, torch.Tensor], settings: Abstention | None
     ) -> OODDetector | None:
         """From a pipeline's `extras` and `config.abstention`; None when the weights carry
-        none."""
+        none. The feature precision is stored packed (`pack_symmetric`), or whole in older
+        weights."""
+        extras = dict(extras)
+        packed = extras.pop(f"{cls.PREFIX}feature_precision_packed", None)
+        if packed is not None:
+            extras[f"{cls.PREFIX}feature_precision"] = unpack_symmetric(packed.float().cpu())
         names = [f"{cls.PREFIX}{k}" for k in ("feature_means", "feature_precision", "stats_mean",
                                               "stats_precision")]
         if not settings or not all(n in extras for n in names):
