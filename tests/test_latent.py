@@ -143,6 +143,33 @@ def test_class_consistency_is_zero_for_equal_images_and_positive_for_others(tiny
     assert float(term(b, a)) > 0
 
 
+def test_chroma_sees_hue_not_brightness_and_balanced_sampling_draws_by_weight(tiny_data):
+    from classndiff.training.autoencoder import (
+        AutoencoderConfig,
+        AutoencoderTrainer,
+        to_chroma,
+    )
+    from classndiff.training.evaluator import load_split
+
+    grey = torch.full((1, 3, 4, 4), 0.3)
+    assert to_chroma(grey).abs().max() < 1e-6
+    assert to_chroma(grey + 0.5).abs().max() < 1e-6  # brightness is not chroma
+    red = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    cb, cr = to_chroma(red)[0, :, 0, 0]
+    assert cr > 0.9 and cb < 0  # red: high Cr
+    # All the weight on one image: every drawn image is a flip or turn of it.
+    images = load_split(tiny_data, "train", 32).images
+    weights = torch.zeros(len(images))
+    weights[3] = 1.0
+    trainer = AutoencoderTrainer(images, images, AutoencoderConfig.from_dict(TINY_AUTOENCODER),
+                                 None, initial_weights=False, sample_weights=weights)
+    batch = trainer.next_batch()
+    target = images[3].float() / 127.5 - 1
+    views = [torch.rot90(v, k, dims=(-2, -1)) for v in (target, target.flip(-1))
+             for k in range(4)]
+    assert all(any(torch.allclose(x, v) for v in views) for x in batch)
+
+
 def test_perceptual_distance_is_zero_for_equal_images_and_ranks_changes():
     from classndiff.training.autoencoder import PerceptualDistance
 

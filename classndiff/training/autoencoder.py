@@ -49,6 +49,13 @@ class AutoencoderConfig:
     # L1 of 8×-average-pooled images: colour and tone, which the channel-normalised perceptual
     # term ignores and a rare background (yellow, violet) loses to the dominant pink.
     color_weight: float = 0.0
+    # L1 of the chroma (YCbCr Cb, Cr) at full resolution: a lesion's hue (the red of vascular
+    # lesions against the brown of naevi) covers few pixels of few images, so the plain L1 lets
+    # a 4-channel latent trade it away for luminance detail and paint every lesion brown.
+    chroma_weight: float = 0.0
+    # Training images drawn with weight ∝ count(dx)^-power (0: uniformly): rare classes'
+    # colours are what a class-conditional generator must be able to draw.
+    balance_power: float = 0.0
     # KL between a frozen lesion classifier's softmax on the original and on the
     # reconstruction, so what tells the classes apart survives the latents. The classifier
     # is `class_teacher`'s (a weights folder: the shipped one, never the independent evaluator).
@@ -127,6 +134,16 @@ class PerceptualDistance(nn.Module):
                    for fa, fb in zip(self._features(a), self._features(b)))
 
 
+# RGB → (Cb, Cr) of YCbCr (ITU-R BT.601), on images in any range (the offsets cancel in a
+# difference).
+CHROMA = torch.tensor([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
+
+def to_chroma(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB → (N, 2, H, W) Cb, Cr."""
+    return torch.einsum("cd,ndhw->nchw", CHROMA.to(images), images)
+
+
 class ClassConsistency(nn.Module):
     """KL(p(original) ‖ p(reconstruction)) under a frozen lesion classifier."""
 
@@ -177,6 +194,10 @@ class AutoencoderObjective(nn.Module):
             color = (F.avg_pool2d(recon, 8) - F.avg_pool2d(x.float(), 8)).abs().mean()
             loss = loss + c.color_weight * color
             out["color"] = color.detach()
+        if c.chroma_weight:
+            chroma = (to_chroma(recon) - to_chroma(x.float())).abs().mean()
+            loss = loss + c.chroma_weight * chroma
+            out["chroma"] = chroma.detach()
         if self.class_consistency is not None:
             consistency = self.class_consistency(recon, x)
             loss = loss + c.class_weight * consistency
@@ -192,12 +213,12 @@ class AutoencoderTrainer(TrainingLoop):
     """Real training images (uint8, at `config.image_size`), dihedral augmentation, validation
     on held-out images: score = −(L1 + perceptual) of the EMA model."""
 
-    log_keys = ("loss", "l1", "perceptual", "kl", "color", "class_kl")
+    log_keys = ("loss", "l1", "perceptual", "kl", "color", "chroma", "class_kl")
     val_log_keys = ("l1", "perceptual", "class_kl", "score")
 
     def __init__(self, train_images: torch.Tensor, val_images: torch.Tensor,
                  config: AutoencoderConfig, output_dir: str | Path | None,
-                 initial_weights: bool = True):
+                 initial_weights: bool = True, sample_weights: torch.Tensor | None = None):
         super().__init__(LoopSettings(
             batch_size=config.batch_size, learning_rates=(config.learning_rate,),
             warmup_steps=config.warmup_steps, max_steps=config.max_steps, lr_floor=0.1,
@@ -207,6 +228,7 @@ class AutoencoderTrainer(TrainingLoop):
             checkpoint_every=config.checkpoint_every, seed=config.seed), output_dir)
         self.config = config
         self.images = train_images
+        self.sample_weights = sample_weights  # None: uniform
         self.val_images = val_images[: config.val_images]
         model = build_autoencoder(config)
         if config.init_from:
@@ -225,7 +247,11 @@ class AutoencoderTrainer(TrainingLoop):
 
     def next_batch(self) -> torch.Tensor:
         n = self.settings.batch_size * self.world
-        idx = torch.randint(0, len(self.images), (n,), generator=self.generator)
+        if self.sample_weights is None:
+            idx = torch.randint(0, len(self.images), (n,), generator=self.generator)
+        else:
+            idx = torch.multinomial(self.sample_weights, n, replacement=True,
+                                    generator=self.generator)
         x = augment(as_float(self.images[idx]), self.generator)
         return x[self.global_slice()].to(self.accelerator.device)
 
@@ -311,7 +337,9 @@ def train_autoencoder(output_dir: str | Path, config: AutoencoderConfig,
                           for split in ("train", "val"))
     train_images = train_set.images
     output_dir = Path(output_dir)
-    trainer = AutoencoderTrainer(train_images, val_set.images, config, output_dir)
+    weights = train_set.sample_weights(config.balance_power) if config.balance_power else None
+    trainer = AutoencoderTrainer(train_images, val_set.images, config, output_dir,
+                                 sample_weights=weights)
     if resume:
         trainer.load_checkpoint()
     metrics = trainer.train(epoch_size=len(train_images))
