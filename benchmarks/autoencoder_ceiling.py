@@ -11,7 +11,9 @@ against the same real test images, at the autoencoder's size; reconstruction L1 
 over the whole validation split, and so is the class ceiling: the independent evaluator's
 per-class accuracy on the validation images and on their reconstructions (what the latents
 keep of what tells the classes apart; a generator's class fidelity cannot beat it). The
-figure: 8 validation images over their reconstructions. Ends with ONE JSON line."""
+figure: 8 validation images over their reconstructions; the class figure: 6 of each class
+over theirs, one pair of rows per class (the hues of the rare classes are what a small
+latent loses first). Ends with ONE JSON line."""
 
 from __future__ import annotations
 
@@ -28,6 +30,24 @@ def as_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) * 127.5).round().to(torch.uint8)
 
 
+def save_class_reconstructions(images: torch.Tensor, recon: torch.Tensor, labels: np.ndarray,
+                               path: Path, per_class: int = 6) -> None:
+    """Per class present: its first `per_class` images over their reconstructions, 3×."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    rows = []
+    for c in np.unique(labels):
+        idx = torch.from_numpy(np.flatnonzero(labels == c)[:per_class])
+        rows += [images[idx], recon[idx]]
+    width = max(len(r) for r in rows)
+    rows = [torch.cat([r, torch.full((width - len(r), *r.shape[1:]), 255, dtype=torch.uint8)])
+            for r in rows]
+    grid = make_grid(torch.cat(rows).float() / 255, nrow=width, padding=2, pad_value=1.0)
+    image = Image.fromarray((grid * 255).round().byte().permute(1, 2, 0).numpy())
+    image.resize((image.width * 3, image.height * 3), Image.Resampling.NEAREST).save(path)
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--autoencoder", type=Path, required=True)
@@ -36,6 +56,7 @@ def main() -> None:
     p.add_argument("--evaluator", type=Path, default=ROOT / "weights/evaluator")
     p.add_argument("--output", type=Path)
     p.add_argument("--figure", type=Path)
+    p.add_argument("--class-figure", type=Path)
     args = p.parse_args()
     setup(args)
     from diffusers import AutoencoderKL
@@ -83,6 +104,8 @@ def main() -> None:
                              "config": settings["config"]}
     if args.figure:
         save_reconstructions(vae, val_images[:8], args.figure)
+    if args.class_figure:
+        save_class_reconstructions(val_images, recon, val.dx.numpy(), args.class_figure)
     r, floor = result["model"], result["real_floor"]
     print(f"reconstructions of {len(idx)} train images at {size} px vs real test: "
           f"FD {r['fd']:.1f} (real floor {floor['fd']:.1f}), precision {r['precision']:.3f} / "

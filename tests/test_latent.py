@@ -314,7 +314,8 @@ def test_autoencoder_ceiling_grades_reconstructions_with_the_yardstick(trained_a
     done = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "autoencoder_ceiling.py"), "--autoencoder",
          str(trained_autoencoder), "--data-dir", str(tiny_data), "--per-class", "2",
-         "--output", str(out), "--figure", str(tmp_path / "recon.png")],
+         "--output", str(out), "--figure", str(tmp_path / "recon.png"),
+         "--class-figure", str(tmp_path / "classes.png")],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -322,6 +323,11 @@ def test_autoencoder_ceiling_grades_reconstructions_with_the_yardstick(trained_a
     assert result["model"]["fd"] > result["real_floor"]["fd"] - 1e-6 >= 0  # floor = originals
     assert 0 < result["validation"]["l1"] < 1 and result["validation"]["psnr_db"] > 0
     assert (tmp_path / "recon.png").is_file()
+    from classndiff.training.evaluator import load_split
+
+    classes = len(np.unique(load_split(tiny_data, "val", 32).dx.numpy()))
+    with Image.open(tmp_path / "classes.png") as figure:  # a pair of rows per class
+        assert figure.height == 3 * (2 * classes * 34 + 2)
     for accuracy in result["class_ceiling"].values():  # the evaluator on originals and on
         assert 0 <= accuracy["macro"] <= 1 and len(accuracy) > 1  # their reconstructions
     assert set(result["class_ceiling"]) == {"originals", "reconstructions"}
