@@ -341,3 +341,25 @@ def test_pixel_denoiser_fine_tune_under_a_retint_config_still_loads_masks(tiny_c
     trainer = Trainer(config, tmp_path / "run")
     assert trainer.train_set.masks is not None
     trainer.train(1)
+
+
+def test_autoencoder_arms_train_and_grade_each_arm_with_its_settings(tiny_data, tmp_path):
+    """benchmarks/autoencoder_arms.sh: an arm trains with its settings, then is graded; a
+    finished arm is skipped when the command is run again."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "CLASSNDIFF_DATA": str(tiny_data), "AE_SECONDS": "1"}
+    run = [
+        "bash", str(root / "benchmarks" / "autoencoder_arms.sh"), str(tmp_path), "channels8"]
+    done = subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ceiling = json.loads((tmp_path / "channels8-ceiling.json").read_text())
+    config = ceiling["autoencoder"]["config"]
+    assert (config["norm_num_groups"], config["latent_channels"], config["chroma_weight"],
+            config["balance_power"]) == (8, 8, 2.0, 0.5)
+    assert (tmp_path / "channels8-classes.png").is_file()
+    again = subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "train:" not in again.stderr  # nothing retrained
