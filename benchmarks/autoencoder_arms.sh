@@ -14,6 +14,8 @@
 #              norm, which normalises each image's colour away) + the pooled-colour term
 #   chroma     groups8 + the chroma term (×2) + class-balanced sampling (power 0.5)
 #   channels8  chroma with 8 latent channels instead of 4
+#   hue        channels8 with the chroma term ×10 and no pooled-colour term (its fixed 8-pixel
+#              grid is the suspect for the arms' blockiness)
 # Rerunning resumes an unfinished arm and skips finished ones.
 set -euo pipefail
 RUNS=${1:?RUNS directory}
@@ -32,6 +34,8 @@ settings() {
         groups8) echo "${GROUPS8[@]}" ;;
         chroma) echo "${CHROMA[@]}" ;;
         channels8) echo "${CHROMA[@]}" --set latent_channels=8 ;;
+        hue) echo --set norm_num_groups=8 --set chroma_weight=10.0 --set balance_power=0.5 \
+                  --set latent_channels=8 ;;
         *) echo "unknown arm $1" >&2; exit 2 ;;
     esac
 }
