@@ -40,20 +40,20 @@ settings() {
     esac
 }
 
-for arm in "${@:-groups8 chroma channels8}"; do
-    for name in $arm; do
-        out="$RUNS/$name"
-        budget=$SECONDS_EACH
-        [ "$name" = baseline ] && budget=${BASELINE_SECONDS:-1750}
-        [ "$name" = decoder ] && budget=${DECODER_SECONDS:-900}
-        if [ ! -f "$out/autoencoder.json" ]; then
-            # shellcheck disable=SC2046  # the settings are words on purpose
-            python -m classndiff train-autoencoder --output-dir "$out" --data-dir "$DATA" \
-                --time-budget "$budget" $(settings "$name") \
-                $([ -d "$out/checkpoints" ] && echo --resume)
-        fi
-        [ -f "$RUNS/$name-ceiling.json" ] || python benchmarks/autoencoder_ceiling.py \
-            --autoencoder "$out" --data-dir "$DATA" --output "$RUNS/$name-ceiling.json" \
-            --figure "$RUNS/$name-reconstructions.png" --class-figure "$RUNS/$name-classes.png"
-    done
+ARMS=("$@")
+[ ${#ARMS[@]} -gt 0 ] || ARMS=(groups8 chroma channels8)
+for name in "${ARMS[@]}"; do
+    out="$RUNS/$name"
+    budget=$SECONDS_EACH
+    [ "$name" = baseline ] && budget=${BASELINE_SECONDS:-1750}
+    [ "$name" = decoder ] && budget=${DECODER_SECONDS:-900}
+    if [ ! -f "$out/autoencoder.json" ]; then
+        # shellcheck disable=SC2046  # the settings are words on purpose
+        python -m classndiff train-autoencoder --output-dir "$out" --data-dir "$DATA" \
+            --time-budget "$budget" $(settings "$name") \
+            $([ -d "$out/checkpoints" ] && echo --resume)
+    fi
+    [ -f "$RUNS/$name-ceiling.json" ] || python benchmarks/autoencoder_ceiling.py \
+        --autoencoder "$out" --data-dir "$DATA" --output "$RUNS/$name-ceiling.json" \
+        --figure "$RUNS/$name-reconstructions.png" --class-figure "$RUNS/$name-classes.png"
 done

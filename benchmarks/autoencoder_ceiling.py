@@ -59,16 +59,15 @@ def main() -> None:
     p.add_argument("--class-figure", type=Path)
     args = p.parse_args()
     setup(args)
-    from diffusers import AutoencoderKL
-
     from classndiff.data import LesionDataset
     from classndiff.evaluation.generation import class_fidelity
     from classndiff.evaluation.yardstick import ImageNetFeatures, yardstick
+    from classndiff.hub import load_vae
     from classndiff.labels import DX_CODES
     from classndiff.training.autoencoder import reconstruct, save_reconstructions
     from classndiff.training.evaluator import downsample_uint8, load_evaluator, predict
 
-    vae = AutoencoderKL.from_pretrained(args.autoencoder / "vae").eval()
+    vae = load_vae(str(args.autoencoder), "vae")
     settings = json.loads((args.autoencoder / "autoencoder.json").read_text())
     size = settings["config"]["image_size"]
     test = LesionDataset(args.data_dir, "test")

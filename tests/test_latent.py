@@ -112,11 +112,11 @@ def test_decoder_fine_tune_keeps_the_latents_and_adds_colour_and_class_terms(
     class-consistency terms are trained on and logged."""
     import json
 
-    from classndiff.training.autoencoder import load_autoencoder
+    from classndiff.hub import load_vae
     from classndiff.training.evaluator import load_split
 
     tmp_path = fine_tuned_decoder
-    before, after = load_autoencoder(trained_autoencoder), load_autoencoder(tmp_path)
+    before, after = (load_vae(str(folder), "vae") for folder in (trained_autoencoder, tmp_path))
     images = load_split(tiny_data, "train", 32).images[:4].float() / 127.5 - 1
     with torch.no_grad():
         z_before = before.encode(images).latent_dist.mode()

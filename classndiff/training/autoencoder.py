@@ -232,7 +232,9 @@ class AutoencoderTrainer(TrainingLoop):
         self.val_images = val_images[: config.val_images]
         model = build_autoencoder(config)
         if config.init_from:
-            model.load_state_dict(load_autoencoder(config.init_from).state_dict())
+            from classndiff.hub import load_vae
+
+            model.load_state_dict(load_vae(str(config.init_from), "vae").state_dict())
         if not config.train_encoder:
             model.encoder.requires_grad_(False)
             model.quant_conv.requires_grad_(False)
@@ -288,13 +290,6 @@ class AutoencoderTrainer(TrainingLoop):
             "seconds_trained": round(self.seconds_trained, 1), "config": asdict(self.config),
             **(info or {})}, indent=2) + "\n")
         return directory
-
-
-def load_autoencoder(folder: str | Path) -> nn.Module:
-    """An exported autoencoder folder's `AutoencoderKL` (from its `vae/`), in eval mode."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL.from_pretrained(Path(folder) / "vae").eval()
 
 
 @torch.no_grad()
