@@ -16,6 +16,9 @@
 #   channels8  chroma with 8 latent channels instead of 4
 #   hue        channels8 with the chroma term ×10 and no pooled-colour term (its fixed 8-pixel
 #              grid is the suspect for the arms' blockiness)
+#   colourskip the colour skip (models.autoencoder.ColourSkipAutoencoder: 3 of the 8 latent
+#              channels are the pooled RGB, the decoder adds to it) with 8 groups, the chroma
+#              term (×2) and balanced sampling, no pooled-colour term (session 14)
 # Rerunning resumes an unfinished arm and skips finished ones.
 set -euo pipefail
 RUNS=${1:?RUNS directory}
@@ -36,6 +39,8 @@ settings() {
         channels8) echo "${CHROMA[@]}" --set latent_channels=8 ;;
         hue) echo --set norm_num_groups=8 --set chroma_weight=10.0 --set balance_power=0.5 \
                   --set latent_channels=8 ;;
+        colourskip) echo --set norm_num_groups=8 --set colour_skip=true --set latent_channels=8 \
+                         --set chroma_weight=2.0 --set balance_power=0.5 ;;
         *) echo "unknown arm $1" >&2; exit 2 ;;
     esac
 }

@@ -179,10 +179,14 @@ def load_pretrained(
 
 
 def load_vae(name: str, subfolder: str | None = None, device: str | torch.device = "cpu"):  # noqa: ANN201
-    """A diffusers AutoencoderKL for latent-space configs (Hub id or local folder)."""
+    """A diffusers AutoencoderKL (or the colour-skip variant its config names) for
+    latent-space configs (Hub id or local folder)."""
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(name, subfolder=subfolder)
+    from classndiff.models.autoencoder import autoencoder_class
+
+    cls = autoencoder_class(AutoencoderKL.load_config(name, subfolder=subfolder))
+    vae = cls.from_pretrained(name, subfolder=subfolder)
     return vae.to(device).eval().requires_grad_(False)
 
 

@@ -363,3 +363,84 @@ def test_autoencoder_arms_train_and_grade_each_arm_with_its_settings(tiny_data, 
     assert (tmp_path / "channels8-classes.png").is_file()
     again = subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "train:" not in again.stderr  # nothing retrained
+
+
+# ---------------------------------------------------------------- the colour-skip autoencoder
+@pytest.fixture(scope="module")
+def colour_skip_autoencoder(tiny_data, tmp_path_factory) -> Path:
+    from classndiff.training.autoencoder import AutoencoderConfig, train_autoencoder
+
+    folder = tmp_path_factory.mktemp("colour_skip")
+    train_autoencoder(folder, AutoencoderConfig.from_dict(
+        {**TINY_AUTOENCODER, "max_steps": 2, "colour_skip": True, "latent_channels": 5}),
+        tiny_data)
+    return folder
+
+
+def test_colour_skip_latents_carry_the_pooled_colour_at_one_scale(colour_skip_autoencoder,
+                                                                  tiny_data):
+    """The last three latent channels are the image's RGB averaged over each cell (sampled or
+    not); the export brings the learned channels to their spread, so the one scaling factor
+    makes every channel unit-variance; loading keeps the class."""
+    import json
+
+    from classndiff.hub import load_vae
+    from classndiff.models.autoencoder import ColourSkipAutoencoder
+    from classndiff.training.evaluator import load_split
+
+    vae = load_vae(str(colour_skip_autoencoder), "vae")
+    assert isinstance(vae, ColourSkipAutoencoder)
+    x = load_split(tiny_data, "train", 32).images.float() / 127.5 - 1
+    with torch.no_grad():
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mode()
+        sampled = posterior.sample()
+    assert z.shape[1:] == (5, 16, 16)
+    pooled = torch.nn.functional.avg_pool2d(x, 2)
+    assert torch.allclose(z[:, 2:], pooled, atol=1e-6)
+    assert torch.allclose(sampled[:, 2:], pooled, atol=1e-5)
+    learned_std = z[:, :2].std(dim=(0, 2, 3))
+    assert torch.allclose(learned_std, pooled.std().expand(2), rtol=1e-3)
+    assert z[:, :2].mean(dim=(0, 2, 3)).abs().max() < 1e-4
+    scale = json.loads((colour_skip_autoencoder / "autoencoder.json").read_text())
+    assert float(z.std()) * scale["scaling_factor"] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_equalising_the_learned_channels_leaves_reconstructions_unchanged():
+    from classndiff.models.autoencoder import ColourSkipAutoencoder, equalise_learned_channels
+
+    torch.manual_seed(0)
+    vae = ColourSkipAutoencoder(
+        latent_channels=6, block_out_channels=(8, 16), norm_num_groups=8, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mode()
+        before = vae.decode(z).sample
+        equalise_learned_channels(vae, z)
+        z_after = vae.encode(x).latent_dist.mode()
+        after = vae.decode(z_after).sample
+    assert torch.allclose(before, after, atol=1e-4)
+    assert torch.equal(z_after[:, 3:], z[:, 3:])  # the colour is untouched
+    assert torch.allclose(z_after[:, :3].std(dim=(0, 2, 3)), z[:, 3:].std().expand(3),
+                          rtol=1e-3)
+    # The decoder paints on the upsampled colour: a colour change moves the output with it.
+    with torch.no_grad():
+        shifted = z_after.clone()
+        shifted[:, 3:] += 0.5
+        assert float((vae.decode(shifted).sample - after).mean()) > 0.2
+
+
+def test_denoiser_in_colour_skip_latents_trains_and_generates(tiny_config,
+                                                              colour_skip_autoencoder, tmp_path):
+    from classndiff.models.autoencoder import ColourSkipAutoencoder
+
+    config = tiny_config.override({"train.autoencoder_dir": str(colour_skip_autoencoder),
+                                   "train.classifier_learning_rate": 0, "train.lambda_cls": 0.2})
+    Trainer(config, tmp_path / "run").train(1)
+    pipe = ClassNDiffPipeline.from_pretrained(tmp_path / "run", device="cpu")
+    assert isinstance(pipe.model.vae, ColourSkipAutoencoder) and pipe.config.model.in_channels == 5
+    assert pipe.generate(dx="vasc", num_images=1, steps=2, seed=0).images[0].size == (32, 32)
+    from classndiff.evaluation.card import _denoiser_row
+
+    assert "colour skip" in _denoiser_row(pipe.config.model)  # the model card says so

@@ -59,6 +59,9 @@ def _denoiser_row(m: ModelConfig) -> str:
                 f"channels {'/'.join(map(str, channels))}, ×{m.generated_size // m.image_size} "
                 f"per side; L1 + a perceptual term in ImageNet Lite0 features), which decodes "
                 f"them to {m.generated_size} px")
+        if m.vae_config.get("_class_name") == "ColourSkipAutoencoder":
+            row += ("; its last three latent channels are the image's own colour, "
+                    "average-pooled, which the decoder adds detail to (a colour skip)")
     return row
 
 

@@ -17,9 +17,10 @@ def build_bundled_vae(config: ModelConfig) -> nn.Module | None:
     or None."""
     if config.vae_config is None:
         return None
-    from diffusers import AutoencoderKL
+    from classndiff.models.autoencoder import autoencoder_class
 
-    return AutoencoderKL.from_config(config.vae_config).eval().requires_grad_(False)
+    cls = autoencoder_class(config.vae_config)
+    return cls.from_config(config.vae_config).eval().requires_grad_(False)
 
 
 def build_denoiser(config: ModelConfig, cond_drop_prob: float = 0.1) -> nn.Module:

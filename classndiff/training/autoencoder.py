@@ -46,6 +46,9 @@ class AutoencoderConfig:
     perceptual_weight: float = 0.1  # its sum over 4 stages starts ~15× the L1: this evens them
     perceptual_size: int = 128  # images are upsampled to this before the feature network
     kl_weight: float = 1e-6  # tiny, as Stable Diffusion's: a near-deterministic latent
+    # The last 3 of `latent_channels` are the image's pooled RGB and the decoder adds to it
+    # (models.autoencoder.ColourSkipAutoencoder): hue kept by construction.
+    colour_skip: bool = False
     # L1 of 8×-average-pooled images: colour and tone, which the channel-normalised perceptual
     # term ignores and a rare background (yellow, violet) loses to the dominant pink.
     color_weight: float = 0.0
@@ -85,11 +88,20 @@ class AutoencoderConfig:
 
 
 def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
-    """An untrained diffusers `AutoencoderKL` of `config`'s shape."""
-    from diffusers import AutoencoderKL
+    """An untrained diffusers `AutoencoderKL` (or its colour-skip variant) of `config`'s
+    shape."""
+    from classndiff.models.autoencoder import (
+        COLOUR_CHANNELS,
+        AutoencoderKL,
+        ColourSkipAutoencoder,
+    )
 
+    if config.colour_skip and config.latent_channels <= COLOUR_CHANNELS:
+        raise ValueError(f"colour_skip needs latent_channels > {COLOUR_CHANNELS} (the last "
+                         f"{COLOUR_CHANNELS} are the pooled colour), got {config.latent_channels}")
     levels = len(config.block_out_channels)
-    return AutoencoderKL(
+    cls = ColourSkipAutoencoder if config.colour_skip else AutoencoderKL
+    return cls(
         in_channels=3, out_channels=3, latent_channels=config.latent_channels,
         down_block_types=("DownEncoderBlock2D",) * levels,
         up_block_types=("UpDecoderBlock2D",) * levels,
@@ -281,6 +293,10 @@ class AutoencoderTrainer(TrainingLoop):
         model.load_state_dict(self.best_state if self.best_state is not None
                               else self.ema.module.state_dict())
         model.eval()
+        if self.config.colour_skip:
+            from classndiff.models.autoencoder import equalise_learned_channels
+
+            equalise_learned_channels(model, latent_means(model, self.images[:1024]))
         scale = latent_scaling_factor(model, self.images[:1024])
         model.register_to_config(scaling_factor=scale)  # diffusers' own record of it
         model.save_pretrained(directory / "vae")
@@ -315,12 +331,16 @@ def save_reconstructions(model: nn.Module, images: torch.Tensor, path: Path) -> 
 
 
 @torch.no_grad()
+def latent_means(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The latent means of uint8 `images`."""
+    return torch.cat([model.encode(as_float(images[i : i + 128])).latent_dist.mode()
+                      for i in range(0, len(images), 128)])
+
+
 def latent_scaling_factor(model: nn.Module, images: torch.Tensor) -> float:
     """1 / std of the latent means of `images` (uint8), so the scaled latents have unit
     variance, which the noise schedule assumes."""
-    chunks = [model.encode(as_float(images[i : i + 128])).latent_dist.mode()
-              for i in range(0, len(images), 128)]
-    return float(1.0 / torch.cat(chunks).std())
+    return float(1.0 / latent_means(model, images).std())
 
 
 def train_autoencoder(output_dir: str | Path, config: AutoencoderConfig,

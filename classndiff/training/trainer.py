@@ -51,8 +51,9 @@ def adopt_autoencoder(config: ClassNDiffConfig, directory: str | Path) -> None:
         raise FileNotFoundError(f"no autoencoder in {directory}: run `classndiff "
                                 f"train-autoencoder --output-dir {directory}` first")
     settings = json.loads(settings_file.read_text())
+    # diffusers' private keys dropped, but for the class (plain or colour-skip).
     vae_config = {k: v for k, v in json.loads(vae_config_file.read_text()).items()
-                  if not k.startswith("_")}
+                  if not k.startswith("_") or k == "_class_name"}
     m = config.model
     m.vae_config = vae_config
     m.vae_scaling_factor = settings["scaling_factor"]
