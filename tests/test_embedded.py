@@ -46,7 +46,7 @@ def test_model_card_states_licence_and_not_a_medical_device() -> None:
 def test_generation_is_deterministic_and_shaped(pipe: ClassNDiffPipeline) -> None:
     a = pipe.generate(dx="mel", skin_tone="brown", num_images=2, steps=4, seed=3)
     b = pipe.generate(dx="mel", skin_tone="brown", num_images=2, steps=4, seed=3)
-    size = pipe.config.model.image_size
+    size = pipe.config.model.generated_size
     assert [im.size for im in a.images] == [(size, size)] * 2
     for x, y in zip(a.images, b.images):
         assert np.array_equal(np.asarray(x), np.asarray(y))
