@@ -429,6 +429,12 @@ def test_equalising_the_learned_channels_leaves_reconstructions_unchanged():
         shifted = z_after.clone()
         shifted[:, 3:] += 0.5
         assert float((vae.decode(shifted).sample - after).mean()) > 0.2
+        # With the decoder's own output silenced, what is left is exactly the colour, upsampled.
+        vae.decoder.conv_out.weight.zero_()
+        vae.decoder.conv_out.bias.zero_()
+        expected = torch.nn.functional.interpolate(z_after[:, 3:], scale_factor=2,
+                                                   mode="bilinear", align_corners=False)
+        assert torch.allclose(vae.decode(z_after).sample, expected, atol=1e-6)
 
 
 def test_denoiser_in_colour_skip_latents_trains_and_generates(tiny_config,
