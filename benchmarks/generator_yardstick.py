@@ -33,6 +33,9 @@ def main() -> None:
                    help="the real images compared against (val: for choosing settings)")
     p.add_argument("--guidance-scale", type=float,
                    help="sample with this guidance instead of the weights' default")
+    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("SIGMA_MIN", "SIGMA_MAX"),
+                   help="guide only at noise levels σ in (min, max] instead of the weights' "
+                        "interval (max ≤ 0: no upper limit)")
     p.add_argument("--grid", type=Path, help="save a sample grid (one row per class) here")
     args = p.parse_args()
     setup(args)
@@ -45,6 +48,10 @@ def main() -> None:
     pipe = load_pipe(args)
     if args.guidance_scale is not None:
         pipe.config.sampling.guidance_scale = args.guidance_scale
+    if args.guidance_interval is not None:
+        low, high = args.guidance_interval
+        pipe.config.sampling.guidance_sigma_min = low
+        pipe.config.sampling.guidance_sigma_max = high if high > 0 else None
     per_class = 4 if args.quick else args.per_class
     per_tone = 4 if args.quick else args.per_tone
     limit = 60 if args.quick else None
@@ -134,7 +141,8 @@ def main() -> None:
     result.update({"benchmark": "generator_yardstick", "per_class": per_class,
                    "reference_split": args.reference_split,
                    "settings": {k: getattr(pipe.config.sampling, k) for k in
-                                ("sampler", "steps", "guidance_scale", "guided")},
+                                ("sampler", "steps", "guidance_scale", "guided",
+                                 "guidance_sigma_min", "guidance_sigma_max")},
                    **environment(args, pipe)})
     emit(result, args.output)
 

@@ -17,13 +17,15 @@
 #        # --new-denoiser`) into CANDIDATE (default runs/gpu-candidate) and prints the
 #        # yardstick's command (benchmarks/generator_yardstick.py, ~4 min here)
 #
-# What it trains: a diffusers UNet2DModel denoiser ([64, 128, 192, 192], one ResNet block per
-# level, attention at the two coarsest: 11.3 M parameters, 22.5 MB in float16, so weights/ stays
-# ≤ 50 MB) from scratch at 64 px, plain denoising loss (λ = 0; the classifier is not used and
-# not exported: the shipped one stays), v-prediction, bf16, batch 256, tone-balanced sampling.
-# The UNet lost the CPU study at equal minutes (reports/embedded/generator_study) because a CPU
-# step is slow; on a GPU throughput is not the limit, and at 64 px a UNet is the usual choice.
-# Ship it only if the yardstick beats the shipped generator (README: "Generation").
+# What it trains: the shipped generator, continued — the latent DiT/2 (the winner of the CPU
+# study, reports/embedded/generator_study) in the 8×16×16 latents of the model's own frozen
+# colour-skip autoencoder, started from weights/embedded (it travels with the tree; 7,123 CPU
+# steps of 64), with the plain denoising loss (λ = 0: through the decoder, the joint term
+# taught a CPU run a checkered texture; README "Generation"), tone-balanced sampling,
+# v-prediction, bf16, batch 256. The data are read at 64 px (`model.pixel_size`: only the
+# frozen classifier reads pixels, and it resizes them itself). The denoiser and the (unchanged)
+# autoencoder come back in float16; the classifier stays the shipped one. Ship it only if the
+# yardstick beats the shipped generator on the validation split first (README: "Generation").
 #
 # tests/test_gpu_generator.py runs the three steps here on the tiny dataset (CPU, seconds of
 # training); before a lease, the same on the real data: `bash benchmarks/gpu_generator.sh
@@ -38,8 +40,8 @@ cd "$(dirname "$0")/.."
 DEV=${DEV:-$PWD/.device}  # must be git-ignored to be carried (.gitignore has .device/)
 # This project's environment here; on the device (no .venv travels) python3, which has torch.
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo "$PWD/.venv/bin/python" || echo python3)}
-UNET=(--set model.denoiser=unet --set "model.unet_channels=[64,128,192,192]"
-      --set model.unet_layers_per_block=1 --set model.unet_attention_levels=2)
+CONTINUE=(--init-from weights/embedded --set model.patch_size=2 --set model.pixel_size=64
+          --set train.lambda_cls=0)
 
 prepare() {
     local data=${ARG2:-../shared/data/ham10000}
@@ -110,15 +112,15 @@ train() {
 torch.__version__, 'cuda', torch.cuda.is_available())"
     rm -rf "$run"
     "$PY" -m classndiff train --config configs/embedded.json --output-dir "$run" \
-        --time-budget "${BUDGET:-360}" "${UNET[@]}" \
+        --time-budget "${BUDGET:-360}" "${CONTINUE[@]}" \
         --set "train.data_dir=$DEV/data" --set model.classifier_init=null \
-        --set train.lambda_cls=0 --set train.classifier_learning_rate=0 \
+        --set train.classifier_learning_rate=0 \
         --set train.lambda_saliency=0 --set train.classifier_retint=0 \
         --set train.classifier_augment=light --set train.tone_balance_power=0.5 \
-        --set "train.batch_size=${BATCH:-256}" --set train.learning_rate=0.0004 \
+        --set "train.batch_size=${BATCH:-256}" --set train.learning_rate=0.0003 \
         --set train.warmup_steps=200 --set train.eval_every=1000000 \
         --set train.checkpoint_every=1000000 --set train.log_every=50 2>&1 | tee "$out/train.log"
-    # Back to the session: config, log, the denoiser's weights in < 16 MiB parts, a grid.
+    # Back to the session: config, log, the generator's weights in < 16 MiB parts, a grid.
     cp "$run/config.json" "$run/log.csv" "$out/"
     "$PY" - "$run" "$out" <<'PY'
 import hashlib
@@ -129,7 +131,8 @@ from safetensors.torch import load_file, save
 
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 state = {k: v.half() if v.is_floating_point() else v
-         for k, v in load_file(str(run / "model.safetensors")).items() if k.startswith("denoiser.")}
+         for k, v in load_file(str(run / "model.safetensors")).items()
+         if k.startswith(("denoiser.", "vae."))}
 blob = save(state)
 part = 15 * 2**20
 for i in range(0, len(blob), part):

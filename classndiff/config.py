@@ -125,6 +125,11 @@ class TrainConfig:
     # t > ~540 of 1000), so computing it costs time for no signal. 0 keeps every sample.
     cls_min_weight: float = 0.05
     joint_updates_classifier: bool = True  # whether the x̂0 branch also trains the classifier
+    # x̂0 brought down to this side (antialiased) and back up before the classifier reads it,
+    # so the term's gradient can only move what shows at that scale (colour, shape, layout):
+    # a frozen classifier's full-resolution gradient teaches the denoiser adversarial texture.
+    # None = the classifier reads x̂0 as it is.
+    cls_x0_size: int | None = None
     # Weight of the lesion-focus term: a soft Dice loss between the classifier's
     # class-activation map (= Grad-CAM at its last feature map) and the expert lesion mask of
     # real training images. 0 = off; masks are read from <data_dir>/masks only when it is on.
@@ -180,6 +185,10 @@ class SamplingConfig:
     steps: int = 20
     guidance_scale: float = 2.0
     guided: str = "dx"  # conditions nulled in guidance's unconditional pass: "dx" or "dx+tone"
+    # Guide only at noise levels σ in (min, max] (max None: no upper limit); the conditional
+    # pass alone elsewhere. Leaving the noisiest steps unguided keeps draws of a class diverse.
+    guidance_sigma_min: float = 0.0
+    guidance_sigma_max: float | None = None
     max_steps: int = 1000
     max_images: int = 16
     # Counterfactual defaults (SDEdit strength, guidance on the target diagnosis): they depend

@@ -1,6 +1,7 @@
 """benchmarks/gpu_generator.sh, the prepared GPU run of the generator, end to end on the CPU
 with the tiny dataset: what travels fits and imports, the training exports parts that join
-back into the shipped weights' layout. (Only CUDA itself is left for the lease.)"""
+back into the shipped weights' layout (the latent denoiser and its autoencoder). (Only CUDA
+itself is left for the lease.)"""
 
 from __future__ import annotations
 
@@ -75,4 +76,6 @@ def test_train_and_receive_round_trip(prepared) -> None:
     trained = load_file(str(work / "candidate.run/model.safetensors"))
     assert all(grafted[k].equal(v) for k, v in shipped.items() if k.startswith("classifier."))
     assert all(grafted[k].equal(v) for k, v in trained.items())
-    assert '"denoiser": "unet"' in (candidate / "config.json").read_text()
+    assert any(k.startswith("vae.") for k in trained)  # the autoencoder comes back too
+    config = (candidate / "config.json").read_text()
+    assert '"vae_config"' in config and '"patch_size": 2' in config

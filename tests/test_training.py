@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from classndiff.labels import DX_NULL, SEX_NULL, TONE_NULL
 from classndiff.models.diffusion import NoiseSchedule, sample
 from classndiff.models.joint import ClassNDiff
-from classndiff.training.losses import Batch, joint_loss
+from classndiff.training.losses import Batch, joint_loss, low_pass
 from classndiff.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,6 +243,30 @@ def test_terms_under_the_weight_floor_never_reach_the_classifier(tiny_config) ->
     torch.testing.assert_close(everything, terms.mean(), rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(cut, terms[:2].sum() / 4, rtol=1e-5, atol=1e-7)
     assert 4 in seen_all and 2 in seen and 4 not in seen[1:]  # real images first, then x̂0
+
+
+def test_low_passed_x0_hides_fine_texture_from_the_classifier(tiny_config) -> None:
+    """train.cls_x0_size: the classifier reads x̂0 through `low_pass`, which removes a
+    one-pixel checkerboard (the kind of texture a frozen classifier's gradient teaches) and
+    keeps a smooth image; the joint loss really feeds that view to the classifier."""
+    side = tiny_config.model.image_size
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    checker = ((yy + xx) % 2 * 2 - 1).float().expand(1, 3, side, side)
+    smooth = torch.linspace(-1, 1, side).expand(1, 3, side, side)
+    assert low_pass(checker, side // 4).abs().max() < 0.05
+    torch.testing.assert_close(low_pass(smooth, side // 2), smooth, atol=0.1, rtol=0)
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
+                                   "train.cls_min_weight": 0.0})
+    model = _model(config).eval()
+    batch, schedule = _batch(config, t=[0, 30, 60, 99]), NoiseSchedule(config.model)
+    seen = []
+    hook = model.classifier.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    joint_loss(model, batch, schedule, config.train)
+    joint_loss(model, batch, schedule, config.override({"train.cls_x0_size": side // 4}).train)
+    hook.remove()
+    raw, filtered = seen[1], seen[3]  # each call: real images first, then x̂0
+    torch.testing.assert_close(filtered, low_pass(raw, side // 4), atol=1e-6, rtol=0)
+    assert (filtered - raw).abs().max() > 0.01
 
 
 def test_condition_dropout_only_in_training(tiny_config) -> None:

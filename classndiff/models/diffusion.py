@@ -137,6 +137,7 @@ def sample(
     generators: list[torch.Generator],
     progress: Callable[[int, int], None] | None = None,
     guided: str = "dx",
+    guidance_interval: tuple[float, float | None] = (0.0, None),
 ) -> torch.Tensor:
     """Draw one image per row of the label tensors. Returns the denoiser's space
     (pixels in [-1, 1], or scaled latents). Image i depends only on generators[i], so a
@@ -146,7 +147,12 @@ def sample(
     conditions ("dx", or "dx+tone" so that the requested skin tone is amplified too) and
     keeps the others; s = 1 runs the conditional pass only. Sex is never guided: it has no
     visible signature in dermoscopy. "dx+tone" needs weights trained with the joint drop of
-    `draw_step_noise`; older weights saw that pattern too rarely to guide against."""
+    `draw_step_noise`; older weights saw that pattern too rarely to guide against.
+
+    `guidance_interval` (σ_lo, σ_hi): guide only at noise levels σ = √((1−ᾱ)/ᾱ) in
+    (σ_lo, σ_hi] (None: no upper limit), the conditional pass alone elsewhere. Guidance at
+    the highest noise levels pulls every draw of a class towards one layout (less
+    diversity); at the lowest it changes little (Kynkäänniemi et al. 2024)."""
     if guided not in GUIDED:
         raise ValueError(f"unknown guided conditions {guided!r}: {', '.join(GUIDED)}")
     from diffusers.utils.torch_utils import randn_tensor
@@ -165,9 +171,12 @@ def sample(
         null_tone = torch.full_like(tone, TONE_NULL) if "tone" in guided else tone
         labels = (torch.cat([dx, torch.full_like(dx, DX_NULL)]), torch.cat([tone, null_tone]),
                   torch.cat([sex, sex]))
+    sigmas = _noise_sigmas(scheduler)
+    sigma_lo, sigma_hi = guidance_interval
     for i, t in enumerate(scheduler.timesteps):
         x_in = scheduler.scale_model_input(x, t)
-        if use_guidance:
+        sigma = float(sigmas[int(t)])
+        if use_guidance and sigma > sigma_lo and (sigma_hi is None or sigma <= sigma_hi):
             tt = t.expand(2 * n).to(device)
             eps_cond, eps_uncond = denoiser(torch.cat([x_in, x_in]), tt, *labels).chunk(2)
             eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
@@ -177,3 +186,9 @@ def sample(
         if progress is not None:
             progress(i + 1, len(scheduler.timesteps))
     return x
+
+
+def _noise_sigmas(scheduler) -> torch.Tensor:  # noqa: ANN001 - any diffusers scheduler
+    """σ_t = √((1−ᾱ_t)/ᾱ_t) for every training timestep t (the VP schedule's noise level)."""
+    alphas_cumprod = scheduler.alphas_cumprod.double()
+    return ((1 - alphas_cumprod) / alphas_cumprod).sqrt()

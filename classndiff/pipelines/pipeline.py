@@ -463,7 +463,9 @@ class ClassNDiffPipeline:
         scheduler = make_scheduler(sampler, self.config.model)
         x = sample(self.model, scheduler, *labels, steps=steps, guidance_scale=guidance_scale,
                    generators=generators, progress=progress,
-                   guided=self.config.sampling.guided)
+                   guided=self.config.sampling.guided,
+                   guidance_interval=(self.config.sampling.guidance_sigma_min,
+                                      self.config.sampling.guidance_sigma_max))
         pixels = self._to_pixels(x)
         probs = self.predict_proba(pixels)
         return to_pil(pixels), probs

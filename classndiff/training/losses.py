@@ -100,6 +100,16 @@ def _classify_frozen(model: ClassNDiff, x: torch.Tensor) -> torch.Tensor:
     return functional_call(model.classifier, {**params, **buffers}, (x,))
 
 
+def low_pass(images: torch.Tensor, size: int) -> torch.Tensor:
+    """`images` down to `size` × `size` (antialiased) and back up to their own side."""
+    side = images.shape[-1]
+    if size >= side:
+        return images
+    small = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=True)
+    return F.interpolate(small, size=(side, side), mode="bilinear", align_corners=False)
+
+
 def _x0_cross_entropy(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
                       train: TrainConfig, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                       index: torch.Tensor) -> torch.Tensor:
@@ -107,6 +117,8 @@ def _x0_cross_entropy(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
     classifier runs in eval mode: batch-norm statistics come from real images only."""
     x0_hat = model.x0_for_classifier(
         schedule.predict_x0(x_t[index], eps[index], t[index]))
+    if train.cls_x0_size is not None:
+        x0_hat = low_pass(x0_hat, train.cls_x0_size)
     was_training = model.classifier.training
     model.classifier.eval()
     if train.joint_updates_classifier:
@@ -267,7 +279,7 @@ def upstream_style_loss(
         eps_again = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)  # the extra pass
         x0_hat = schedule.predict_x0(x_t, eps_again, t)
         if not model.config.latent_denoiser:
-            x0_hat = x0_hat.clamp(-1, 1)
+            x0_hat = low_pass(x0_hat, train.cls_x0_size).clamp(-1, 1)
         x_prev = schedule.posterior_mean(x_t, x0_hat, t)
         if model.vae is not None:
             x_prev = model.decode(x_prev)
