@@ -84,11 +84,12 @@ def _perturbed(tiny_config):
     return model.eval(), config
 
 
-def _draw(model, config, dx, tone, sex, scale, seeds=(0, 1), sampler="dpm++"):
+def _draw(model, config, dx, tone, sex, scale, seeds=(0, 1), sampler="dpm++",
+          interval=(0.0, None)):
     n = len(seeds)
     return sample(model, make_scheduler(sampler, config.model),
                   torch.full((n,), dx), torch.full((n,), tone), torch.full((n,), sex),
-                  steps=4, guidance_scale=scale,
+                  steps=4, guidance_scale=scale, guidance_interval=interval,
                   generators=[torch.Generator().manual_seed(s) for s in seeds])
 
 
@@ -102,6 +103,25 @@ def test_guidance_interpolates_between_unconditional_and_conditional(tiny_config
                                _draw(model, config, DX_NULL, 1, 0, 1.0), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(_draw(model, config, 4, 1, 0, 1.0),
                               _draw(model, config, 4, 1, 0, 3.0))
+
+
+def test_guidance_acts_only_inside_its_noise_interval(tiny_config):
+    """guidance_interval (σ_lo, σ_hi]: an interval that holds every step's σ is plain
+    guidance, one that holds none is the conditional pass alone, and one that holds only
+    some steps is neither."""
+    model, config = _perturbed(tiny_config)
+    guided = _draw(model, config, 4, 1, 0, 3.0)
+    conditional = _draw(model, config, 4, 1, 0, 1.0)
+    torch.testing.assert_close(_draw(model, config, 4, 1, 0, 3.0, interval=(0.0, 1e9)), guided)
+    torch.testing.assert_close(_draw(model, config, 4, 1, 0, 3.0, interval=(1e8, 1e9)),
+                               conditional)
+    scheduler = make_scheduler("dpm++", config.model)
+    scheduler.set_timesteps(4)
+    alphas_cumprod = scheduler.alphas_cumprod.double()
+    sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()[scheduler.timesteps.long()]
+    middle = float(sigmas[1] + sigmas[2]) / 2  # the last two steps only
+    part = _draw(model, config, 4, 1, 0, 3.0, interval=(0.0, middle))
+    assert not torch.allclose(part, guided) and not torch.allclose(part, conditional)
 
 
 def test_each_condition_changes_the_output(tiny_config):
