@@ -69,6 +69,9 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=None, help="default: the weights' own")
     p.add_argument("--classifier-scale", type=float, default=None,
                    help="the joint classifier's guidance on x̂0; default: the weights' own")
+    p.add_argument("--margin", type=int, default=None,
+                   help="pixels the redrawn region reaches beyond the lesion; default: the "
+                        "weights' own")
     p.add_argument("--sweep", type=float, nargs="*", default=list(SWEEP),
                    help="strengths for validity by strength (none: skip)")
     p.add_argument("--evaluator", default=str(ROOT / "weights/evaluator"))
@@ -85,6 +88,8 @@ def main() -> None:
 
     pipe = load_pipe(args)
     sampling = pipe.config.sampling  # the weights' own defaults, as the app and API use
+    if args.margin is not None:
+        sampling.counterfactual_margin = args.margin
     strength = sampling.counterfactual_strength if args.strength is None else args.strength
     guidance = sampling.counterfactual_guidance if args.guidance is None else args.guidance
     classifier_scale = (sampling.counterfactual_classifier_scale if args.classifier_scale is None
@@ -102,7 +107,8 @@ def main() -> None:
         reference = LesionDataset(args.data_dir, "train", image_size=size)
     originals = to_pil(data.images.float() / 127.5 - 1)
     result = {"benchmark": "counterfactuals", "split": args.split, "strength": strength,
-              "guidance_scale": guidance, "classifier_scale": classifier_scale, "pairs": {},
+              "guidance_scale": guidance, "classifier_scale": classifier_scale,
+              "margin": sampling.counterfactual_margin, "pairs": {},
               "sweep": {}}
     figure_rows = []
 

@@ -198,6 +198,9 @@ class SamplingConfig:
     counterfactual_guidance: float = 3.0
     # Step size of the joint classifier's guidance on x̂0 (0 = off; `toward_target`).
     counterfactual_classifier_scale: float = 0.0
+    # How far (pixels at the model's pixel size) the redrawn region reaches beyond the lesion:
+    # room for a lesion to grow or change its border, not only its inside.
+    counterfactual_margin: int = 3
 
 
 @dataclass

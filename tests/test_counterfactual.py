@@ -56,6 +56,28 @@ def test_counterfactual_keeps_the_skin_and_reports_both_diagnoses(tiny_pipe) -> 
     assert np.array_equal(np.asarray(again.image), np.asarray(cf.image))  # reproducible
 
 
+def test_margin_lets_the_edit_reach_beyond_the_lesion(tiny_pipe) -> None:
+    """sampling.counterfactual_margin grows the redrawn region: a ring of skin that a margin
+    of 0 keeps exactly may change with a wide margin (and margin 0 is not scipy's 'dilate
+    until nothing changes')."""
+    size = tiny_pipe.config.model.pixel_size
+    photo = lesion_photo(size)
+    pixels = to_model_tensor(photo, size)
+    wide = max(4, size // 5)
+    assert lesion_mask(pixels, dilate=0).mean() < lesion_mask(pixels, dilate=wide).mean() < 0.9
+    ring = (lesion_mask(pixels, dilate=wide)[0, 0].numpy() > 0.9) \
+        & (lesion_mask(pixels, dilate=0)[0, 0].numpy() < 1e-3)
+    assert ring.sum() > 10
+    changes = {}
+    for margin in (0, wide):
+        tiny_pipe.config.sampling.counterfactual_margin = margin
+        cf = tiny_pipe.counterfactual(photo, target_dx="mel", strength=0.8, steps=4, seed=1)
+        changes[margin] = np.abs(np.asarray(cf.image, int) - np.asarray(cf.original, int))[ring]
+        assert cf.settings["margin"] == margin
+    tiny_pipe.config.sampling.counterfactual_margin = 3
+    assert changes[0].max() <= 1 and changes[wide].mean() > 1
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({"target_dx": "melanoma"}, "unknown target_dx"),
     ({"strength": 0}, "strength"),

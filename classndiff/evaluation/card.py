@@ -12,7 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from classndiff.config import ClassNDiffConfig, ModelConfig, TrainingRecord, TrainingStage
+from classndiff.config import (
+    ClassNDiffConfig,
+    ModelConfig,
+    SamplingConfig,
+    TrainingRecord,
+    TrainingStage,
+)
 from classndiff.evaluation.card_sections import (
     _abstention_text,
     _data_counts,
@@ -47,6 +53,15 @@ def _classifier_row(m: ModelConfig, classifier_m: float) -> str:
                 "image (turned and mirrored: test-time augmentation, chosen by "
                 "`benchmarks/test_time_views.py`), and its Grad-CAM explains that average")
     return row
+
+
+def _guidance_interval(sampling: SamplingConfig) -> str:
+    """Where guidance acts, when not at every step."""
+    low, high = sampling.guidance_sigma_min, sampling.guidance_sigma_max
+    if low <= 0 and high is None:
+        return ""
+    return (f", only at noise levels σ in ({low:g}, {'∞' if high is None else f'{high:g}'}] "
+            "(the noisiest steps unguided: more diverse draws)")
 
 
 def _denoiser_row(m: ModelConfig) -> str:
@@ -156,7 +171,7 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
         m=m, t=t, s=config.sampling, den_m=denoiser_m, model_index=model_index,
         denoiser_row=_denoiser_row(m), classifier_row=_classifier_row(m, classifier_m),
         prediction=m.prediction_type.replace("_", "-"), focus_row=focus_row,
-        guided=config.sampling.guided.replace("+", " and "),
+        guided=config.sampling.guided.replace("+", " and ") + _guidance_interval(config.sampling),
         data_folder=Path(t.data_dir).name,
         train_tone_line=", ".join(f"{g} {counts.get('train', {}).get(g, 0)}" for g in TONES),
         tone_line=", ".join(f"{g} {counts.get('test', {}).get(g, 0)}" for g in TONES),

@@ -43,7 +43,8 @@ def lesion_mask(pixels: torch.Tensor, dilate: int = 3) -> torch.Tensor:
                 blob = labels == (int(np.argmax(sizes)) + 1)
                 if 0.01 * side * side < blob.sum() < 0.9 * side * side:
                     mask = ndimage.binary_fill_holes(blob)
-        mask = ndimage.binary_dilation(mask, iterations=dilate)
+        if dilate > 0:  # (scipy reads 0 iterations as: until nothing changes)
+            mask = ndimage.binary_dilation(mask, iterations=dilate)
         soft = ndimage.gaussian_filter(mask.astype(np.float32), sigma=1.5)
         masks.append(torch.from_numpy(soft))
     return torch.stack(masks)[:, None].clamp(0, 1)
@@ -123,12 +124,13 @@ def toward_target(model: ClassNDiff, schedule: NoiseSchedule, x: torch.Tensor,
 @torch.no_grad()
 def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength: float,
                   steps: int, guidance_scale: float, seed: int, classifier_scale: float = 0.0,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  margin: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """The lesion in `pixels` (1, 3, H, W) in [-1, 1] redrawn as diagnosis id `target` by
-    `sdedit` at the denoiser's size, brought back to full size; outside the lesion mask the
-    result is the upload itself. Returns (result, mask), both at full size."""
+    `sdedit` at the denoiser's size, brought back to full size; outside the lesion mask
+    (grown by `margin` pixels) the result is the upload itself. Returns (result, mask), both
+    at full size."""
     config = model.config
-    mask = lesion_mask(pixels).to(pixels.device)
+    mask = lesion_mask(pixels, dilate=margin).to(pixels.device)
     x0 = denoiser_input(pixels, config)
     if model.vae is not None:  # the bundled autoencoder's latents
         x0 = model.encode(x0)

@@ -433,7 +433,8 @@ class ClassNDiffPipeline:
                 target_dx = max(MALIGNANT_DX, key=before.probabilities.get)
         settings = {"target_dx": target_dx, "strength": float(strength), "steps": steps,
                     "guidance_scale": float(guidance_scale),
-                    "classifier_scale": float(classifier_scale), "seed": seed, "sampler": "ddim",
+                    "classifier_scale": float(classifier_scale),
+                    "margin": sampling.counterfactual_margin, "seed": seed, "sampler": "ddim",
                     "weights": self.source, "classndiff_version": __version__,
                     "synthetic": True}
         if before.prediction is None:
@@ -444,7 +445,8 @@ class ClassNDiffPipeline:
         result, mask = redraw_lesion(self.model, pixels, encode_dx(target_dx),
                                      strength=strength, steps=steps,
                                      guidance_scale=guidance_scale, seed=seed,
-                                     classifier_scale=classifier_scale)
+                                     classifier_scale=classifier_scale,
+                                     margin=sampling.counterfactual_margin)
         after = self.predict_proba(result)[0]
         settings["seconds"] = round(time.perf_counter() - started, 3)
         settings["lesion_area"] = round(float(mask.mean()), 4)
