@@ -254,6 +254,7 @@ def test_low_passed_x0_hides_fine_texture_from_the_classifier(tiny_config) -> No
     checker = ((yy + xx) % 2 * 2 - 1).float().expand(1, 3, side, side)
     smooth = torch.linspace(-1, 1, side).expand(1, 3, side, side)
     assert low_pass(checker, side // 4).abs().max() < 0.05
+    assert low_pass(checker.bfloat16(), side // 4).dtype == torch.bfloat16  # autocast training
     torch.testing.assert_close(low_pass(smooth, side // 2), smooth, atol=0.1, rtol=0)
     config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
                                    "train.cls_min_weight": 0.0})

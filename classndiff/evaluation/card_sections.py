@@ -207,6 +207,8 @@ def _counterfactual_section(report: Path) -> str:
         sweep = ("\n\nValidity by strength (target arm, the same images):\n\n"
                  + "\n".join(lines))
     guidance = (f", guidance {cf['guidance_scale']}" if "guidance_scale" in cf else "")
+    if "margin" in cf:
+        guidance += f", the redrawn region reaching {cf['margin']} px beyond the lesion"
     return ("### Counterfactuals (\"what would it look like as …\")\n"
             f"Real test images, strength {cf['strength']}{guidance}, graded by the independent "
             "evaluator, never by the model itself; \"plain noise\" is the same edit "

@@ -105,9 +105,11 @@ def low_pass(images: torch.Tensor, size: int) -> torch.Tensor:
     side = images.shape[-1]
     if size >= side:
         return images
-    small = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=True)
-    return F.interpolate(small, size=(side, side), mode="bilinear", align_corners=False)
+    # float32: antialiased resizing has no bfloat16 kernel (autocast training).
+    small = F.interpolate(images.float(), size=(size, size), mode="bilinear",
+                          align_corners=False, antialias=True)
+    return F.interpolate(small, size=(side, side), mode="bilinear",
+                         align_corners=False).to(images.dtype)
 
 
 def _x0_cross_entropy(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
