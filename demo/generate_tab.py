@@ -151,7 +151,8 @@ class GenerateTab:
                  f"seed **{settings['seed']}** (enter it to reproduce this batch; image *i* "
                  "uses seed + *i*) · "
                  f"{settings['sampler']}, {settings['steps']} steps, guidance "
-                 f"{settings['guidance_scale']:g}"]
+                 f"{settings['guidance_scale']:g}"
+                 + _interval_note(settings.get("guidance_interval"))]
         if len(out.images) < settings["num_images"]:
             lines.append(f"Only {len(out.images)} of {settings['candidates_drawn']} candidates "
                          f"were classified as {settings['dx']}; untick the filter or raise "
@@ -210,3 +211,12 @@ class GenerateTab:
             api_name="generate", concurrency_id="generate", concurrency_limit=1)
         stop_button.click(None, None, None, cancels=[generation], api_name="stop",
                           api_visibility="private")
+
+
+def _interval_note(interval: list | None) -> str:
+    """Where guidance acted, when not at every step."""
+    if not interval or (interval[0] <= 0 and interval[1] is None):
+        return ""
+    low, high = interval
+    where = f"σ in ({low:g}, {high:g}]" if high is not None else f"σ > {low:g}"
+    return f" (at noise levels {where} only: the noisiest steps unguided)"

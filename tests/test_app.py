@@ -540,3 +540,18 @@ def test_counterfactual_api(app_server, tmp_path: Path) -> None:  # noqa: ANN001
     gallery, summary = client.predict(handle_file(str(blank)), "auto", 0.6,
                                       api_name="/counterfactual")
     assert not gallery and "abstains" in summary and "Why:" in summary
+
+
+def test_generate_summary_says_where_guidance_acted() -> None:
+    """The Generate tab's summary names the guidance interval when the weights limit it, and
+    says nothing extra when guidance acts at every step."""
+    from types import SimpleNamespace
+
+    from demo.generate_tab import GenerateTab
+
+    settings = {"seconds": 1.0, "seed": 0, "sampler": "dpm++", "steps": 20,
+                "guidance_scale": 6.0, "num_images": 1, "guidance_interval": [0.0, 10.0]}
+    out = SimpleNamespace(images=[None])
+    assert "σ in (0, 10] only" in GenerateTab.summary(out, settings)
+    everywhere = GenerateTab.summary(out, {**settings, "guidance_interval": [0.0, None]})
+    assert "σ" not in everywhere and "guidance 6" in everywhere

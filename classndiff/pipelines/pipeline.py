@@ -302,6 +302,9 @@ class ClassNDiffPipeline:
             "num_images": num_images,
             "steps": steps,
             "guidance_scale": float(guidance_scale),
+            # (σ_min, σ_max): guidance acts only at these noise levels (None: no upper limit)
+            "guidance_interval": [self.config.sampling.guidance_sigma_min,
+                                  self.config.sampling.guidance_sigma_max],
             "seed": seed,
             "seeds": [k[3] for k in kept],
             "sampler": sampler,
