@@ -211,7 +211,10 @@ def counterfactual_markdown(cf: Any) -> str:
         f"The model's P({cf.target}): **{percent(before)} → {percent(after)}** "
         f"(strength {cf.settings['strength']:g}, {cf.settings['seconds']:.1f} s).",
         "How to read it: the middle image is the lesion redrawn by the generator as the model "
-        "pictures this diagnosis; the skin around it is the upload's own. The right image "
-        "shows what changed (bright = more). It is the model's idea of the class, not a "
-        "prediction of how this lesion will evolve.",
+        "pictures this diagnosis; the skin "
+        + (f"more than {cf.settings['margin']} pixels from the lesion "
+           if cf.settings.get("margin") else "around it ")
+        + "is the upload's own. The right image shows what changed (bright = more); at high "
+        "strength the lesion is drawn almost anew, so read the overall look, not the detail. "
+        "It is the model's idea of the class, not a prediction of how this lesion will evolve.",
         f"> {DISCLAIMER}"])
