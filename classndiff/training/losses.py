@@ -281,7 +281,7 @@ def upstream_style_loss(
         eps_again = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex)  # the extra pass
         x0_hat = schedule.predict_x0(x_t, eps_again, t)
         if not model.config.latent_denoiser:
-            x0_hat = low_pass(x0_hat, train.cls_x0_size).clamp(-1, 1)
+            x0_hat = x0_hat.clamp(-1, 1)
         x_prev = schedule.posterior_mean(x_t, x0_hat, t)
         if model.vae is not None:
             x_prev = model.decode(x_prev)
