@@ -29,7 +29,7 @@ COMMON=(--config "$START/config.json" --init-from "$START" --max-steps "$STEPS"
         --set train.batch_size=64 --set train.learning_rate=0.0001 --set train.warmup_steps=50
         --set train.eval_every=100000 --set train.checkpoint_every=300 --set train.log_every=25
         --set train.classifier_augment=light --set "train.time_budget_s=${BUDGET_S:-0}"
-        --set train.max_steps="$STEPS" --set train.export_dtype=float32)
+        --set train.export_dtype=float32)
 for arm in ${ARMS:-joint plain}; do
     if [ ! -f "$RUNS/$arm/model.safetensors" ]; then
         if [ "$arm" = joint ]; then

@@ -202,6 +202,18 @@ class SamplingConfig:
     # room for a lesion to grow or change its border, not only its inside.
     counterfactual_margin: int = 3
 
+    @property
+    def guidance_interval(self) -> tuple[float, float | None]:
+        """(σ_min, σ_max) as `sample` takes it."""
+        return self.guidance_sigma_min, self.guidance_sigma_max
+
+
+def guidance_interval_text(low: float, high: float | None) -> str | None:
+    """The noise levels guidance acts at, e.g. "σ in (0, 10]"; None when it acts at all."""
+    if low <= 0 and high is None:
+        return None
+    return f"σ in ({low:g}, {high:g}]" if high is not None else f"σ > {low:g}"
+
 
 @dataclass
 class Calibration:

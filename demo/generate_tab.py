@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from classndiff.config import SamplingConfig
+from classndiff.config import SamplingConfig, guidance_interval_text
 from classndiff.labels import DX_CODES, SEXES, TONE_GROUPS
 from demo.render import percent, png_metadata, public_source, stamp_synthetic
 from demo.runtime import (
@@ -215,8 +215,5 @@ class GenerateTab:
 
 def _interval_note(interval: list | None) -> str:
     """Where guidance acted, when not at every step."""
-    if not interval or (interval[0] <= 0 and interval[1] is None):
-        return ""
-    low, high = interval
-    where = f"σ in ({low:g}, {high:g}]" if high is not None else f"σ > {low:g}"
-    return f" (at noise levels {where} only: the noisiest steps unguided)"
+    where = guidance_interval_text(*interval) if interval else None
+    return f" (at noise levels {where} only: the noisiest steps unguided)" if where else ""

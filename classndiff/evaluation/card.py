@@ -18,6 +18,7 @@ from classndiff.config import (
     SamplingConfig,
     TrainingRecord,
     TrainingStage,
+    guidance_interval_text,
 )
 from classndiff.evaluation.card_sections import (
     _abstention_text,
@@ -57,11 +58,10 @@ def _classifier_row(m: ModelConfig, classifier_m: float) -> str:
 
 def _guidance_interval(sampling: SamplingConfig) -> str:
     """Where guidance acts, when not at every step."""
-    low, high = sampling.guidance_sigma_min, sampling.guidance_sigma_max
-    if low <= 0 and high is None:
+    where = guidance_interval_text(*sampling.guidance_interval)
+    if where is None:
         return ""
-    return (f", only at noise levels σ in ({low:g}, {'∞' if high is None else f'{high:g}'}] "
-            "(the noisiest steps unguided: more diverse draws)")
+    return f", only at noise levels {where} (the noisiest steps unguided: more diverse draws)"
 
 
 def _denoiser_row(m: ModelConfig) -> str:

@@ -303,8 +303,7 @@ class ClassNDiffPipeline:
             "steps": steps,
             "guidance_scale": float(guidance_scale),
             # (σ_min, σ_max): guidance acts only at these noise levels (None: no upper limit)
-            "guidance_interval": [self.config.sampling.guidance_sigma_min,
-                                  self.config.sampling.guidance_sigma_max],
+            "guidance_interval": list(self.config.sampling.guidance_interval),
             "seed": seed,
             "seeds": [k[3] for k in kept],
             "sampler": sampler,
@@ -469,8 +468,7 @@ class ClassNDiffPipeline:
         x = sample(self.model, scheduler, *labels, steps=steps, guidance_scale=guidance_scale,
                    generators=generators, progress=progress,
                    guided=self.config.sampling.guided,
-                   guidance_interval=(self.config.sampling.guidance_sigma_min,
-                                      self.config.sampling.guidance_sigma_max))
+                   guidance_interval=self.config.sampling.guidance_interval)
         pixels = self._to_pixels(x)
         probs = self.predict_proba(pixels)
         return to_pil(pixels), probs
