@@ -130,6 +130,12 @@ class TrainConfig:
     # a frozen classifier's full-resolution gradient teaches the denoiser adversarial texture.
     # None = the classifier reads x̂0 as it is.
     cls_x0_size: int | None = None
+    # What the classifier's reading of x̂0 is pulled towards. "label": CE to the diagnosis (the
+    # paper's term; with a frozen classifier it rewards ANY change that raises that logit,
+    # hence an adversarial texture or hue). "teacher": KL(p(x0) ‖ p(x̂0)), the classifier's own
+    # reading of the clean image x0 (decoded, for latents) as the target, held fixed: x̂0 is
+    # asked to keep the class evidence its x0 has, never to exceed it.
+    cls_x0_target: str = "label"
     # Weight of the lesion-focus term: a soft Dice loss between the classifier's
     # class-activation map (= Grad-CAM at its last feature map) and the expert lesion mask of
     # real training images. 0 = off; masks are read from <data_dir>/masks only when it is on.

@@ -270,6 +270,26 @@ def test_low_passed_x0_hides_fine_texture_from_the_classifier(tiny_config) -> No
     assert (filtered - raw).abs().max() > 0.01
 
 
+def test_teacher_target_asks_x0_hat_to_keep_the_clean_images_reading(tiny_config,
+                                                                       monkeypatch) -> None:
+    """train.cls_x0_target "teacher": the x̂0 term is KL(p(x0) ‖ p(x̂0)). A denoiser whose x̂0
+    IS x0 owes nothing (where CE to the label still asks for more), an x̂0 unlike x0 owes a
+    positive amount."""
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
+                                   "train.cls_min_weight": 0.0})
+    teacher = config.override({"train.cls_x0_target": "teacher"}).train
+    model = _model(config).eval()
+    batch, schedule = _batch(config, t=[0, 30, 60, 99]), NoiseSchedule(config.model)
+    imperfect = joint_loss(model, batch, schedule, teacher)
+    assert imperfect["cls_x0"] > 1e-6
+    monkeypatch.setattr(schedule, "predict_x0", lambda x_t, eps, t: batch.x0[: len(t)])
+    assert float(joint_loss(model, batch, schedule, teacher)["cls_x0"]) == pytest.approx(0,
+                                                                                     abs=1e-6)
+    assert joint_loss(model, batch, schedule, config.train)["cls_x0"] > 0.1
+    with pytest.raises(ValueError, match="cls_x0_target"):
+        joint_loss(model, batch, schedule, config.override({"train.cls_x0_target": "x"}).train)
+
+
 def test_condition_dropout_only_in_training(tiny_config) -> None:
     model = _model(tiny_config)
     denoiser = model.denoiser

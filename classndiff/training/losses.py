@@ -115,20 +115,31 @@ def low_pass(images: torch.Tensor, size: int) -> torch.Tensor:
 def _x0_cross_entropy(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
                       train: TrainConfig, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                       index: torch.Tensor) -> torch.Tensor:
-    """CE of the classifier on the denoiser's x̂0 for the samples `index`, per sample. The
-    classifier runs in eval mode: batch-norm statistics come from real images only."""
-    x0_hat = model.x0_for_classifier(
-        schedule.predict_x0(x_t[index], eps[index], t[index]))
-    if train.cls_x0_size is not None:
-        x0_hat = low_pass(x0_hat, train.cls_x0_size)
+    """The classifier's loss on the denoiser's x̂0 for the samples `index`, per sample: CE to
+    the diagnosis, or (train.cls_x0_target "teacher") KL from its own reading of the clean x0.
+    The classifier runs in eval mode: batch-norm statistics come from real images only."""
+    if train.cls_x0_target not in ("label", "teacher"):
+        raise ValueError(f"unknown train.cls_x0_target {train.cls_x0_target!r}: label or teacher")
+
+    def as_read(x: torch.Tensor) -> torch.Tensor:
+        x = model.x0_for_classifier(x)
+        return x if train.cls_x0_size is None else low_pass(x, train.cls_x0_size)
+
+    x0_hat = as_read(schedule.predict_x0(x_t[index], eps[index], t[index]))
     was_training = model.classifier.training
     model.classifier.eval()
     if train.joint_updates_classifier:
         logits = model.classifier(x0_hat)
     else:
         logits = _classify_frozen(model, x0_hat)
+    if train.cls_x0_target == "teacher":
+        with torch.no_grad():
+            target = F.log_softmax(model.classifier(as_read(batch.x0[index])).float(), 1)
     model.classifier.train(was_training)
-    return F.cross_entropy(logits.float(), batch.dx[index], reduction="none")
+    if train.cls_x0_target == "label":
+        return F.cross_entropy(logits.float(), batch.dx[index], reduction="none")
+    return F.kl_div(F.log_softmax(logits.float(), 1), target, log_target=True,
+                    reduction="none").sum(1)
 
 
 def _denoising_pass(
@@ -218,7 +229,8 @@ def joint_loss(
 
     mse      = ‖ε − ε̂(x_t, t, c)‖²
     cls_x0   = mean_i w(t_i) · CE(classifier(x̂0_i), dx_i)   (x̂0 from that same ε̂; over the
-               first joint_batch_fraction of the batch; terms with w < cls_min_weight are 0)
+               first joint_batch_fraction of the batch; terms with w < cls_min_weight are 0;
+               or KL(p(x0_i) ‖ p(x̂0_i)) with train.cls_x0_target "teacher")
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
     adv      = CE(tone_head(GRL(features(x_real))), tone)   (optional, λ_adv = train.lambda_adv)
     focus    = soft Dice(Grad-CAM map, lesion mask) (optional, λ_s = train.lambda_saliency)
