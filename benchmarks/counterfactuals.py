@@ -72,6 +72,9 @@ def main() -> None:
     p.add_argument("--margin", type=int, default=None,
                    help="pixels the redrawn region reaches beyond the lesion; default: the "
                         "weights' own")
+    p.add_argument("--margin-share", type=float, default=None,
+                   help="the margin stops before its ring covers this share of the skin "
+                        "around the lesion (≤ 0: no limit); default: the weights' own")
     p.add_argument("--sweep", type=float, nargs="*", default=list(SWEEP),
                    help="strengths for validity by strength (none: skip)")
     p.add_argument("--evaluator", default=str(ROOT / "weights/evaluator"))
@@ -90,6 +93,8 @@ def main() -> None:
     sampling = pipe.config.sampling  # the weights' own defaults, as the app and API use
     if args.margin is not None:
         sampling.counterfactual_margin = args.margin
+    if args.margin_share is not None:
+        sampling.counterfactual_margin_share = args.margin_share if args.margin_share > 0 else None
     strength = sampling.counterfactual_strength if args.strength is None else args.strength
     guidance = sampling.counterfactual_guidance if args.guidance is None else args.guidance
     classifier_scale = (sampling.counterfactual_classifier_scale if args.classifier_scale is None
@@ -108,7 +113,8 @@ def main() -> None:
     originals = to_pil(data.images.float() / 127.5 - 1)
     result = {"benchmark": "counterfactuals", "split": args.split, "strength": strength,
               "guidance_scale": guidance, "classifier_scale": classifier_scale,
-              "margin": sampling.counterfactual_margin, "pairs": {},
+              "margin": sampling.counterfactual_margin,
+              "margin_share": sampling.counterfactual_margin_share, "pairs": {},
               "sweep": {}}
     figure_rows = []
 

@@ -11,7 +11,9 @@
 # BUDGET_S: wall seconds per arm instead of steps (equal CPU budget; the joint arm's steps
 # cost more). JOINT_SET: extra settings of the joint arm (e.g. the low-passed x̂0 of
 # train.cls_x0_size). SPLIT: the yardstick's real images (val when a result may choose what
-# ships). The start's own config is the base (a latent generator keeps its autoencoder).
+# ships). JOINT_LAMBDA: the joint arm's λ (0.05). The start's own config is the base (a latent
+# generator keeps its autoencoder). An arm whose RUNS/ARM/model.safetensors exists is not
+# retrained (e.g. a λ = 0 arm linked from an earlier run of the same budget).
 # About 1 s a step (batch 64) on a 2-core CPU; each yardstick ~5 minutes.
 set -euo pipefail
 START=${1:-weights/embedded}
@@ -34,8 +36,8 @@ for arm in ${ARMS:-joint plain}; do
     if [ ! -f "$RUNS/$arm/model.safetensors" ]; then
         if [ "$arm" = joint ]; then
             # shellcheck disable=SC2086  # JOINT_SET is a list of --set options
-            classndiff train "${COMMON[@]}" --set train.lambda_cls=0.05 ${JOINT_SET:-} \
-                --output-dir "$RUNS/$arm"
+            classndiff train "${COMMON[@]}" --set "train.lambda_cls=${JOINT_LAMBDA:-0.05}" \
+                ${JOINT_SET:-} --output-dir "$RUNS/$arm"
         else
             classndiff train "${COMMON[@]}" --set train.lambda_cls=0 --output-dir "$RUNS/$arm"
         fi
@@ -49,4 +51,5 @@ done
 # START_YARDSTICK: the start's own yardstick on the same split.
 python benchmarks/compare_yardsticks.py \
     --run "start=${START_YARDSTICK:-reports/embedded/generator_yardstick.json}" \
-    --run "joint λ=0.05=$OUT/joint.json" --run "λ=0=$OUT/plain.json" --markdown "$OUT/table.md"
+    --run "joint λ=${JOINT_LAMBDA:-0.05}=$OUT/joint.json" --run "λ=0=$OUT/plain.json" \
+    --markdown "$OUT/table.md"

@@ -207,6 +207,10 @@ class SamplingConfig:
     # How far (pixels at the model's pixel size) the redrawn region reaches beyond the lesion:
     # room for a lesion to grow or change its border, not only its inside.
     counterfactual_margin: int = 3
+    # The margin stops growing before its ring covers more than this share of the skin around
+    # the lesion: a small naevus keeps room to grow, a lesion that fills the frame is not
+    # handed the little skin left. None = the full margin everywhere.
+    counterfactual_margin_share: float | None = None
 
     @property
     def guidance_interval(self) -> tuple[float, float | None]:

@@ -213,6 +213,7 @@ def counterfactual_markdown(cf: Any) -> str:
         "How to read it: the middle image is the lesion redrawn by the generator as the model "
         "pictures this diagnosis; the skin "
         + (f"more than {cf.settings['margin']} pixels from the lesion "
+           + ("(fewer around a large lesion) " if cf.settings.get("margin_share") else "")
            if cf.settings.get("margin") else "around it ")
         + "is the upload's own. The right image shows what changed (bright = more); at high "
         "strength the lesion is drawn almost anew, so read the overall look, not the detail. "

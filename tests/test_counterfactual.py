@@ -15,11 +15,11 @@ from classndiff.pipelines.inputs import to_model_tensor
 from classndiff.pipelines.pipeline import ClassNDiffArgumentError, Diagnosis
 
 
-def lesion_photo(size: int = 96) -> Image.Image:
+def lesion_photo(size: int = 96, scale: float = 1.0) -> Image.Image:
     rng = np.random.default_rng(0)
     image = np.ones((size, size, 3)) * np.array([225, 185, 165])
     yy, xx = np.mgrid[:size, :size]
-    blob = ((yy - 50) / 22) ** 2 + ((xx - 44) / 16) ** 2 < 1
+    blob = ((yy - 50) / (22 * scale)) ** 2 + ((xx - 44) / (16 * scale)) ** 2 < 1
     image[blob] = [90, 50, 40]
     image += rng.normal(0, 5, image.shape)
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
@@ -34,6 +34,23 @@ def test_lesion_mask_finds_the_dark_blob() -> None:
     iou = (mask & truth).sum() / (mask | truth).sum()
     assert iou > 0.6, iou
     assert mask.sum() >= truth.sum()  # dilated: covers the whole lesion
+
+
+def test_margin_share_narrows_the_margin_only_around_a_large_lesion() -> None:
+    """lesion_mask(max_ring_share=s): the added ring never covers more than s of the skin
+    around the blob. A small lesion keeps its full margin; one that fills most of the frame
+    gets a narrower one; no share is plain dilation by the margin."""
+    def ring_share(photo: Image.Image, **kw) -> float:  # noqa: ANN003
+        pixels = to_model_tensor(photo, 96)
+        core = lesion_mask(pixels, dilate=0)[0, 0].numpy() > 0.5
+        grown = lesion_mask(pixels, dilate=12, **kw)[0, 0].numpy() > 0.5
+        return float((grown & ~core).sum() / (~core).sum())
+
+    small, large = lesion_photo(scale=0.5), lesion_photo(scale=1.8)
+    assert ring_share(small, max_ring_share=0.3) == pytest.approx(ring_share(small), abs=1e-9)
+    assert ring_share(large) > 0.3  # the full margin would take most of the skin left
+    assert ring_share(large, max_ring_share=0.3) <= 0.3 + 0.02  # (the feathered edge)
+    assert ring_share(large, max_ring_share=0.3) > 0.1  # narrower, not none
 
 
 def test_counterfactual_keeps_the_skin_and_reports_both_diagnoses(tiny_pipe) -> None:

@@ -209,6 +209,9 @@ def _counterfactual_section(report: Path) -> str:
     guidance = (f", guidance {cf['guidance_scale']}" if "guidance_scale" in cf else "")
     if "margin" in cf:
         guidance += f", the redrawn region reaching {cf['margin']} px beyond the lesion"
+        if cf.get("margin_share"):
+            guidance += (f" (less where that ring would cover more than "
+                         f"{cf['margin_share']:.0%} of the skin around it)")
     return ("### Counterfactuals (\"what would it look like as …\")\n"
             f"Real test images, strength {cf['strength']}{guidance}, graded by the independent "
             "evaluator, never by the model itself; \"plain noise\" is the same edit "

@@ -19,10 +19,14 @@ from classndiff.models.diffusion import NoiseSchedule, denoiser_input, make_sche
 from classndiff.models.joint import ClassNDiff
 
 
-def lesion_mask(pixels: torch.Tensor, dilate: int = 3) -> torch.Tensor:
+def lesion_mask(pixels: torch.Tensor, dilate: int = 3,
+                max_ring_share: float | None = None) -> torch.Tensor:
     """A soft lesion mask (N, 1, H, W) in [0, 1] from images in [-1, 1]: darker-than-skin
     pixels by Otsu's threshold on a blurred darkness map, the largest connected blob,
-    dilated and feathered. Falls back to a centred disc when nothing stands out."""
+    dilated by up to `dilate` pixels and feathered. With `max_ring_share`, the dilation stops
+    before the ring it adds covers more than that share of the skin around the blob (a large
+    lesion has little skin left: it gets a narrower margin). Falls back to a centred disc
+    when nothing stands out."""
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
@@ -43,11 +47,26 @@ def lesion_mask(pixels: torch.Tensor, dilate: int = 3) -> torch.Tensor:
                 blob = labels == (int(np.argmax(sizes)) + 1)
                 if 0.01 * side * side < blob.sum() < 0.9 * side * side:
                     mask = ndimage.binary_fill_holes(blob)
-        if dilate > 0:  # (scipy reads 0 iterations as: until nothing changes)
-            mask = ndimage.binary_dilation(mask, iterations=dilate)
+        mask = _grow(mask, dilate, max_ring_share)
         soft = ndimage.gaussian_filter(mask.astype(np.float32), sigma=1.5)
         masks.append(torch.from_numpy(soft))
     return torch.stack(masks)[:, None].clamp(0, 1)
+
+
+def _grow(mask: np.ndarray, pixels: int, max_ring_share: float | None) -> np.ndarray:
+    """`mask` dilated one pixel at a time, `pixels` times or until the added ring would cover
+    more than `max_ring_share` of the skin outside `mask`. (One call with iterations=k is the
+    same dilation; scipy reads 0 iterations as "until nothing changes", hence the loop.)"""
+    from scipy import ndimage
+
+    skin = int((~mask).sum())
+    grown = mask
+    for _ in range(pixels):
+        wider = ndimage.binary_dilation(grown)
+        if max_ring_share is not None and (wider & ~mask).sum() > max_ring_share * skin:
+            break
+        grown = wider
+    return grown
 
 
 @torch.no_grad()
@@ -124,13 +143,14 @@ def toward_target(model: ClassNDiff, schedule: NoiseSchedule, x: torch.Tensor,
 @torch.no_grad()
 def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength: float,
                   steps: int, guidance_scale: float, seed: int, classifier_scale: float = 0.0,
-                  margin: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+                  margin: int = 3, margin_share: float | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """The lesion in `pixels` (1, 3, H, W) in [-1, 1] redrawn as diagnosis id `target` by
     `sdedit` at the denoiser's size, brought back to full size; outside the lesion mask
-    (grown by `margin` pixels) the result is the upload itself. Returns (result, mask), both
-    at full size."""
+    (grown by `margin` pixels, less where the ring would cover more than `margin_share` of the
+    skin) the result is the upload itself. Returns (result, mask), both at full size."""
     config = model.config
-    mask = lesion_mask(pixels, dilate=margin).to(pixels.device)
+    mask = lesion_mask(pixels, dilate=margin, max_ring_share=margin_share).to(pixels.device)
     x0 = denoiser_input(pixels, config)
     if model.vae is not None:  # the bundled autoencoder's latents
         x0 = model.encode(x0)

@@ -436,7 +436,9 @@ class ClassNDiffPipeline:
         settings = {"target_dx": target_dx, "strength": float(strength), "steps": steps,
                     "guidance_scale": float(guidance_scale),
                     "classifier_scale": float(classifier_scale),
-                    "margin": sampling.counterfactual_margin, "seed": seed, "sampler": "ddim",
+                    "margin": sampling.counterfactual_margin,
+                    "margin_share": sampling.counterfactual_margin_share,
+                    "seed": seed, "sampler": "ddim",
                     "weights": self.source, "classndiff_version": __version__,
                     "synthetic": True}
         if before.prediction is None:
@@ -448,7 +450,8 @@ class ClassNDiffPipeline:
                                      strength=strength, steps=steps,
                                      guidance_scale=guidance_scale, seed=seed,
                                      classifier_scale=classifier_scale,
-                                     margin=sampling.counterfactual_margin)
+                                     margin=sampling.counterfactual_margin,
+                                     margin_share=sampling.counterfactual_margin_share)
         after = self.predict_proba(result)[0]
         settings["seconds"] = round(time.perf_counter() - started, 3)
         settings["lesion_area"] = round(float(mask.mean()), 4)
