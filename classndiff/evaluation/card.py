@@ -171,6 +171,8 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
         m=m, t=t, s=config.sampling, den_m=denoiser_m, model_index=model_index,
         denoiser_row=_denoiser_row(m), classifier_row=_classifier_row(m, classifier_m),
         prediction=m.prediction_type.replace("_", "-"), focus_row=focus_row,
+        x0_term=("KL(classifier(x0) ‖ classifier(x̂0))" if t.cls_x0_target == "teacher"
+                 else "CE(classifier(x̂0), dx)"),
         guided=config.sampling.guided.replace("+", " and ") + _guidance_interval(config.sampling),
         data_folder=Path(t.data_dir).name,
         train_tone_line=", ".join(f"{g} {counts.get('train', {}).get(g, 0)}" for g in TONES),

@@ -40,7 +40,7 @@ dermoscopy, but that check is not perfect), or for commercial use (licence below
 |---|---|
 | denoiser | {denoiser_row} — {den_m:.1f} M parameters; {prediction}; conditions: diagnosis, skin-tone group, sex, each with a null token (dropped with p = {t.cond_drop_prob} in training → classifier-free guidance). Sex has no visible signature in dermoscopy: it is kept as a condition, and no difference between sexes should be expected in the images. |
 | classifier | {classifier_row} |
-| joint loss | MSE to the {prediction} target + λ·ᾱ_t·CE(classifier(x̂0), dx) with λ = {t.lambda_cls} on {t.joint_batch_fraction:.0%} of each batch, + CE(classifier(real), dx){focus_row} ({settings_stage}) |
+| joint loss | MSE to the {prediction} target + λ·ᾱ_t·{x0_term} with λ = {t.lambda_cls} on {t.joint_batch_fraction:.0%} of each batch, + CE(classifier(real), dx){focus_row} ({settings_stage}) |
 | sampling | DPM-Solver++ {s.steps} steps, guidance {s.guidance_scale} on {guided} (DDIM and DDPM available) |
 | files | `config.json` + `model.safetensors` (float16, EMA weights); no pickles |
 
