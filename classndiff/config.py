@@ -169,8 +169,8 @@ class TrainConfig:
     # A `classndiff train-autoencoder` output folder: the denoiser then works in that
     # autoencoder's latents (model.vae_config, vae_scaling_factor, in_channels and image_size
     # are taken from it; its weights join the model, frozen). The classifier keeps reading
-    # pixels and must stay frozen here (classifier_learning_rate 0): it is trained in pixel
-    # space in a stage of its own.
+    # pixels: with classifier_learning_rate > 0 it learns beside the denoiser from the same
+    # images as pixels (flipped and turned alike) and, with lambda_cls > 0, from the decoded x̂0.
     autoencoder_dir: str | None = None
     ema_decay: float = 0.999
     mixed_precision: str = "bf16"  # "no", "bf16" or "fp16" (fp16 on GPUs only)

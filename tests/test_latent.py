@@ -296,11 +296,38 @@ def test_graft_takes_a_fine_tuned_decoder_only_over_the_bundled_encoder(
                        decoder_from=other)
 
 
-def test_bundled_latents_refuse_a_classifier_that_trains(tiny_config, trained_autoencoder,
-                                                         tmp_path):
-    config = tiny_config.override({"train.autoencoder_dir": str(trained_autoencoder)})
-    with pytest.raises(ValueError, match="classifier_learning_rate=0"):
-        Trainer(config, tmp_path / "run")
+def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 flips and turns of (…, H, W)."""
+    return [torch.rot90(f, k, dims=(-2, -1)) for f in (x, x.flip(-1)) for k in range(4)]
+
+
+def test_classifier_learns_beside_a_latent_denoiser_from_the_same_images_as_pixels(
+        tiny_config, trained_autoencoder, tmp_path):
+    """The paper's set-up on latents: with classifier_learning_rate > 0 the denoiser gets
+    each image's cached latents and the classifier the same image as pixels, flipped and
+    turned alike; one joint step moves both."""
+    config = tiny_config.override({"train.autoencoder_dir": str(trained_autoencoder),
+                                   "train.classifier_learning_rate": 1e-3,
+                                   "train.lambda_cls": 0.5, "train.cls_min_weight": 0.0})
+    trainer = Trainer(config, tmp_path / "run")
+    batch = trainer.next_batch()
+    size = config.model.pixel_size
+    assert batch.x0.shape[1:] == (4, 16, 16) and batch.cls_input.shape[1:] == (3, size, size)
+    images = trainer.train_set.images.float()
+    pixels = torch.round((batch.cls_input + 1) * 127.5)
+    for x0, seen in zip(batch.x0, pixels):
+        # Which training image, turned which way, the classifier saw; the denoiser must have
+        # that image's latents turned the same way.
+        matches = [(j, k) for j in range(len(images))
+                   for k, turned in enumerate(_dihedral(images[j])) if torch.equal(turned, seen)]
+        assert matches
+        assert any(torch.equal(_dihedral(trainer.latents[j])[k], x0) for j, k in matches)
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()
+              if k.startswith(("classifier.", "denoiser."))}
+    trainer.train(1)
+    after = trainer.net.state_dict()
+    for part in ("classifier.", "denoiser."):
+        assert any(not torch.equal(v, after[k]) for k, v in before.items() if k.startswith(part))
 
 
 def test_autoencoder_ceiling_grades_reconstructions_with_the_yardstick(trained_autoencoder,

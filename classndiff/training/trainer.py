@@ -201,12 +201,10 @@ class Trainer(TrainingLoop):
         when the model works in a VAE's space, and the sampling weights."""
         t = config.train
         m = config.model
-        if m.vae_config is not None and t.classifier_learning_rate > 0:
-            raise ValueError("a denoiser in a bundled autoencoder's latents trains with the "
-                             "classifier frozen: set train.classifier_learning_rate=0 (the "
-                             "classifier is trained in pixel space, in a stage of its own)")
-        # (A latent denoiser's batches never reach the classifier's terms: no masks.)
-        masks = m.vae_config is None and (
+        # A classifier that learns beside a denoiser in a bundled autoencoder's latents reads
+        # the same images as pixels (the paper's set-up: both trained together); a frozen one
+        # never sees the batch's real images, so nothing of theirs is loaded for it.
+        masks = (m.vae_config is None or t.classifier_learning_rate > 0) and (
             t.lambda_saliency > 0 or t.classifier_retint > 0 or t.tone_consistency > 0)
         if masks and (m.vae or step_kind != "joint"):
             raise ValueError("train.lambda_saliency, classifier_retint and tone_consistency "
@@ -296,18 +294,26 @@ class Trainer(TrainingLoop):
         device = self.accelerator.device
         labels = [self.train_set.dx[idx], self.train_set.tone[idx], self.train_set.sex[idx]]
         labels = [x[mine].to(device) for x in labels]
-        if self.latents is not None:
+        pixels_for_classifier = m.vae_config is not None and t.classifier_learning_rate > 0
+        if self.latents is not None and not pixels_for_classifier:
             x = self.latents[idx]
             if t.augment:
                 x = augment(x, self.generator)
             x = x[mine].to(device)
             return Batch(x, x, *labels, **self.step_noise(x.shape[1:], mine))
         images = self.train_images[idx.to(self.train_images.device)].to(device).float()
+        latents = None if self.latents is None else self.latents[idx]
         if t.augment:
+            state = self.generator.get_state()
             images = augment(images, self.generator)
+            if latents is not None:  # the very same flips and turns (the generator rewound)
+                after = self.generator.get_state()
+                self.generator.set_state(state)
+                latents = augment(latents, self.generator)
+                self.generator.set_state(after)
         # RGB to [-1, 1]; a mask channel riding along stays {0, 1}.
         images = torch.cat([images[:, :3] / 127.5 - 1, images[:, 3:]], 1)
-        x0 = denoiser_input(images[:, :3], m)
+        x0 = denoiser_input(images[:, :3], m) if latents is None else latents.to(device)
         # The consistency term's second view: every image's skin at another random tone.
         retinted = (retint_augment(images, 1.0, self.generator) if t.tone_consistency > 0
                     else None)
