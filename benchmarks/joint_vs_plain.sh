@@ -11,7 +11,9 @@
 # BUDGET_S: wall seconds per arm instead of steps (equal CPU budget; the joint arm's steps
 # cost more). JOINT_SET: extra settings of the joint arm (e.g. the low-passed x̂0 of
 # train.cls_x0_size). SPLIT: the yardstick's real images (val when a result may choose what
-# ships). JOINT_LAMBDA: the joint arm's λ (0.05). The start's own config is the base (a latent
+# ships). JOINT_LAMBDA: the joint arm's λ (0.05). BOTH_SET: settings of both arms, after the
+# common ones (e.g. the paper's set-up, a classifier learning beside the denoiser:
+# "--set train.classifier_learning_rate=0.0001 --set train.joint_updates_classifier=true"). The start's own config is the base (a latent
 # generator keeps its autoencoder). An arm whose RUNS/ARM/model.safetensors exists is not
 # retrained (e.g. a λ = 0 arm linked from an earlier run of the same budget).
 # About 1 s a step (batch 64) on a 2-core CPU; each yardstick ~5 minutes.
@@ -35,11 +37,14 @@ COMMON=(--config "$START/config.json" --init-from "$START" --max-steps "$STEPS"
 for arm in ${ARMS:-joint plain}; do
     if [ ! -f "$RUNS/$arm/model.safetensors" ]; then
         if [ "$arm" = joint ]; then
-            # shellcheck disable=SC2086  # JOINT_SET is a list of --set options
-            classndiff train "${COMMON[@]}" --set "train.lambda_cls=${JOINT_LAMBDA:-0.05}" \
-                ${JOINT_SET:-} --output-dir "$RUNS/$arm"
+            # shellcheck disable=SC2086  # BOTH_SET and JOINT_SET are lists of --set options
+            classndiff train "${COMMON[@]}" ${BOTH_SET:-} \
+                --set "train.lambda_cls=${JOINT_LAMBDA:-0.05}" ${JOINT_SET:-} \
+                --output-dir "$RUNS/$arm"
         else
-            classndiff train "${COMMON[@]}" --set train.lambda_cls=0 --output-dir "$RUNS/$arm"
+            # shellcheck disable=SC2086
+            classndiff train "${COMMON[@]}" ${BOTH_SET:-} --set train.lambda_cls=0 \
+                --output-dir "$RUNS/$arm"
         fi
     fi
     # Measured under the start's classifier, calibration and trust settings, as shipped.
