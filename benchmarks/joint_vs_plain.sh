@@ -13,9 +13,10 @@
 # train.cls_x0_size). SPLIT: the yardstick's real images (val when a result may choose what
 # ships). JOINT_LAMBDA: the joint arm's λ (0.05). BOTH_SET: settings of both arms, after the
 # common ones (e.g. the paper's set-up, a classifier learning beside the denoiser:
-# "--set train.classifier_learning_rate=0.0001 --set train.joint_updates_classifier=true"). The start's own config is the base (a latent
-# generator keeps its autoencoder). An arm whose RUNS/ARM/model.safetensors exists is not
-# retrained (e.g. a λ = 0 arm linked from an earlier run of the same budget).
+# "--set train.classifier_learning_rate=0.0001 --set train.joint_updates_classifier=true").
+# The start's own config is the base (a latent generator keeps its autoencoder). An arm whose
+# RUNS/ARM/model.safetensors exists is not retrained (e.g. a λ = 0 arm linked from an earlier
+# run of the same budget).
 # About 1 s a step (batch 64) on a 2-core CPU; each yardstick ~5 minutes.
 set -euo pipefail
 START=${1:-weights/embedded}

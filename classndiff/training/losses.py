@@ -112,7 +112,7 @@ def low_pass(images: torch.Tensor, size: int) -> torch.Tensor:
                          align_corners=False).to(images.dtype)
 
 
-def _x0_cross_entropy(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
+def _x0_term(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
                       train: TrainConfig, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                       index: torch.Tensor) -> torch.Tensor:
     """The classifier's loss on the denoiser's x̂0 for the samples `index`, per sample: CE to
@@ -134,12 +134,11 @@ def _x0_cross_entropy(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
         logits = _classify_frozen(model, x0_hat)
     if train.cls_x0_target == "teacher":
         with torch.no_grad():
-            target = F.log_softmax(model.classifier(as_read(batch.x0[index])).float(), 1)
+            clean_logits = model.classifier(as_read(batch.x0[index]))
     model.classifier.train(was_training)
     if train.cls_x0_target == "label":
         return F.cross_entropy(logits.float(), batch.dx[index], reduction="none")
-    return F.kl_div(F.log_softmax(logits.float(), 1), target, log_target=True,
-                    reduction="none").sum(1)
+    return kl_from_fixed(clean_logits, logits)
 
 
 def _denoising_pass(
@@ -194,13 +193,18 @@ def _real_image_loss(
     return out
 
 
+def kl_from_fixed(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(p(reference) ‖ p(logits)) per sample, the reference held fixed (no gradient)."""
+    target = F.log_softmax(reference_logits.detach().float(), 1)
+    return F.kl_div(F.log_softmax(logits.float(), 1), target, log_target=True,
+                    reduction="none").sum(1)
+
+
 def tone_consistency_loss(logits: torch.Tensor, logits_retinted: torch.Tensor) -> torch.Tensor:
     """KL(p(original) ‖ p(re-tinted)), batch mean, the original's prediction held fixed: the
     re-tinted view learns to give the original's answer, not the original to drift towards
     whatever the re-tint suggests."""
-    target = F.log_softmax(logits.detach().float(), 1)
-    return F.kl_div(F.log_softmax(logits_retinted.float(), 1), target, log_target=True,
-                    reduction="batchmean")
+    return kl_from_fixed(logits, logits_retinted).mean()
 
 
 def _tone_adversary_loss(model: ClassNDiff, feature_map: torch.Tensor, batch: Batch,
@@ -260,7 +264,7 @@ def joint_loss(
         # Terms under the weight floor count as zero: the classifier never sees their x̂0.
         kept = (weight >= train.cls_min_weight).nonzero().squeeze(1)
         if len(kept):
-            cls_x0 = (weight[kept] * _x0_cross_entropy(model, batch, schedule, train, x_t, eps,
+            cls_x0 = (weight[kept] * _x0_term(model, batch, schedule, train, x_t, eps,
                                                         t, kept)).sum() / k
 
     loss = (mse + train.lambda_cls * cls_x0 + cls_real + train.lambda_saliency * focus

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -303,14 +304,8 @@ class Trainer(TrainingLoop):
             return Batch(x, x, *labels, **self.step_noise(x.shape[1:], mine))
         images = self.train_images[idx.to(self.train_images.device)].to(device).float()
         latents = None if self.latents is None else self.latents[idx]
-        if t.augment:
-            state = self.generator.get_state()
-            images = augment(images, self.generator)
-            if latents is not None:  # the very same flips and turns (the generator rewound)
-                after = self.generator.get_state()
-                self.generator.set_state(state)
-                latents = augment(latents, self.generator)
-                self.generator.set_state(after)
+        if t.augment:  # the cached latents get the very same flips and turns
+            images, latents = self.alike(augment, images, latents)
         # RGB to [-1, 1]; a mask channel riding along stays {0, 1}.
         images = torch.cat([images[:, :3] / 127.5 - 1, images[:, 3:]], 1)
         x0 = denoiser_input(images[:, :3], m) if latents is None else latents.to(device)
@@ -334,14 +329,21 @@ class Trainer(TrainingLoop):
             return images, retinted
         if kind != "strong":
             raise ValueError(f"unknown classifier_augment {kind!r}")
+        return self.alike(strong_augment, images, retinted)
+
+    def alike(self, transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+              images: torch.Tensor, other: torch.Tensor | None,
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`transform` of `images`, and of `other` (if any) with the very same random draws:
+        the generator is rewound for it, then left where the first transform left it."""
         state = self.generator.get_state()
-        images = strong_augment(images, self.generator)
-        if retinted is not None:
+        images = transform(images, self.generator)
+        if other is not None:
             after = self.generator.get_state()
             self.generator.set_state(state)
-            retinted = strong_augment(retinted, self.generator)
+            other = transform(other, self.generator)
             self.generator.set_state(after)
-        return images, retinted
+        return images, other
 
     def step_noise(self, shape: torch.Size, mine: slice) -> dict[str, torch.Tensor]:
         t = self.config.train
