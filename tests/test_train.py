@@ -80,6 +80,15 @@ def test_init_from_starts_from_exported_weights(tiny_config, tiny_weights: Path,
     assert trainer.step == 0 and trainer.best_classifier is not None
 
 
+def test_init_from_weights_of_another_shape_names_the_fix(tiny_config, tiny_weights: Path,
+                                                          tmp_path: Path) -> None:
+    """Weights that do not fit the configured model (another patch size) are refused with a
+    message that says to train with their own config, not a torch size-mismatch trace."""
+    other = tiny_config.override({"model.patch_size": tiny_config.model.patch_size * 2})
+    with pytest.raises(ValueError, match=r"do not fit.*--config .*config\.json"):
+        Trainer(other, tmp_path, init_from=tiny_weights)
+
+
 def test_synthetic_images_join_the_classifier_pool_only(tiny_config, tmp_path: Path) -> None:
     """train.synthetic_dir adds a data-layout folder's train images to the classifier's pool,
     and is refused while the denoiser trains (it must not learn from its own samples)."""

@@ -251,6 +251,15 @@ class Trainer(TrainingLoop):
             # Fine-tune from exported weights (e.g. continue a GPU run on the CPU): weights
             # only; the optimizer, schedule and step count start afresh.
             state = load_file(str(Path(init_from) / "model.safetensors"))
+            own = model.state_dict()
+            misfit = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+            if misfit:
+                k = misfit[0]
+                raise ValueError(
+                    f"{init_from}'s weights do not fit the configured model ({len(misfit)} "
+                    f"tensors, e.g. {k}: {tuple(state[k].shape)} there, {tuple(own[k].shape)} "
+                    f"here); train with the weights' own model settings, e.g. --config "
+                    f"{Path(init_from) / 'config.json'}")
             missing, _ = model.load_state_dict({k: v for k, v in state.items()
                                                 if k in model.state_dict()}, strict=False)
             # Only a head the exported weights never carry (the training-only skin-tone
