@@ -13,12 +13,12 @@
 #
 #   bash benchmarks/fairness_synthetic.sh [START_WEIGHTS] [RUNS_DIR]
 #
-# About 15 minutes an arm on a 2-core CPU (STEPS=750), plus ~10 for the images.
+# About 10 minutes an arm on a 2-core CPU (STEPS=500), plus ~8 for the images.
 set -euo pipefail
 START=${1:-weights/embedded}
 RUNS=${2:-runs/fairness_synthetic}
 DATA=${CLASSNDIFF_DATA:-../shared/data/ham10000}
-STEPS=${STEPS:-750}
+STEPS=${STEPS:-500}
 COMMON=(--config "$START/config.json" --init-from "$START" --max-steps "$STEPS"
         --set "train.data_dir=$DATA" --set train.learning_rate=0 --set train.lambda_cls=0
         --set train.classifier_learning_rate=0.0002 --set train.warmup_steps=50
