@@ -260,8 +260,8 @@ class Trainer(TrainingLoop):
                     f"tensors, e.g. {k}: {tuple(state[k].shape)} there, {tuple(own[k].shape)} "
                     f"here); train with the weights' own model settings, e.g. --config "
                     f"{Path(init_from) / 'config.json'}")
-            missing, _ = model.load_state_dict({k: v for k, v in state.items()
-                                                if k in model.state_dict()}, strict=False)
+            missing, _ = model.load_state_dict({k: v for k, v in state.items() if k in own},
+                                               strict=False)
             # Only a head the exported weights never carry (the training-only skin-tone
             # adversary) may start fresh.
             unexpected_missing = [k for k in missing if not k.startswith("tone_adversary.")]
