@@ -60,22 +60,29 @@ def test_train_and_receive_round_trip(prepared) -> None:
     work, env, _ = prepared
     out = work / "out"
     out.mkdir()
-    printed = run_step("train", env={**env, "OUT": str(out), "BUDGET": "4", "BATCH": "2"})
-    assert "diffusers from /tmp/gpu-generator-site/" in printed  # the packed copy, not the venv's
-    parts = sorted(p.name for p in out.glob("denoiser.safetensors.part*"))
-    assert parts and all((out / p).stat().st_size <= 15 * 2**20 for p in parts)
-    assert (out / "samples.png").exists() and (out / "denoiser.sha256").exists()
+    run_step("train", env={**env, "OUT": str(out), "BUDGET": "4", "BATCH": "2",
+                           "ARMS": "plain teacher", "THREADS": "1"})
+    log = (out / "train.log").read_text()
+    assert "diffusers from /tmp/gpu-generator-site/" in log  # the packed copy, not the venv's
+    assert "[plain]" in log and "[teacher]" in log
+    for arm in ("plain", "teacher"):
+        parts = sorted(out.glob(f"{arm}.part*"))
+        assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    assert (out / "runs.tar.gz").exists()
     assert len(list(out.iterdir())) <= 8  # what the device returns at most
     refused = subprocess.run(["bash", str(SCRIPT), "receive", str(out), "weights/x"], cwd=ROOT,
                              env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "beside weights/" in refused.stderr
-    candidate = work / "candidate"
-    run_step("receive", str(out), str(candidate), env=env)
-    grafted = load_file(str(candidate / "model.safetensors"))
+    candidates = work / "candidates"
+    run_step("receive", str(out), str(candidates), env=env)
     shipped = load_file(str(ROOT / "weights/embedded/model.safetensors"))
-    trained = load_file(str(work / "candidate.run/model.safetensors"))
-    assert all(grafted[k].equal(v) for k, v in shipped.items() if k.startswith("classifier."))
-    assert all(grafted[k].equal(v) for k, v in trained.items())
-    assert any(k.startswith("vae.") for k in trained)  # the autoencoder comes back too
-    config = (candidate / "config.json").read_text()
-    assert '"vae_config"' in config and '"patch_size": 2' in config
+    for arm in ("plain", "teacher"):
+        grafted = load_file(str(candidates / arm / "model.safetensors"))
+        trained = load_file(str(candidates / "runs" / arm / "model.safetensors"))
+        assert all(grafted[k].equal(v) for k, v in shipped.items() if k.startswith("classifier."))
+        assert all(grafted[k].equal(v) for k, v in trained.items())
+        assert any(k.startswith("vae.") for k in trained)  # the autoencoder comes back too
+        config = (candidates / arm / "config.json").read_text()
+        assert '"vae_config"' in config and '"patch_size": 2' in config
+    # The teacher arm really trained with its own objective (the arms differ).
+    assert '"cls_x0_target": "teacher"' in (candidates / "runs/teacher/config.json").read_text()
