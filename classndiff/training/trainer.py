@@ -67,8 +67,9 @@ def encode_in_batches(model: ClassNDiff, images: torch.Tensor, batch_size: int =
                       ) -> torch.Tensor:
     """Scaled latents of uint8 images (any size: brought to the generator's side first)
     through the model's bundled autoencoder."""
-    return torch.cat([model.encode(denoiser_input(as_float(images[i : i + batch_size]),
-                                                  model.config))
+    device = next(model.parameters()).device  # the latents stay on the CPU, like the images
+    return torch.cat([model.encode(denoiser_input(as_float(images[i : i + batch_size].to(device)),
+                                                  model.config)).cpu()
                       for i in range(0, len(images), batch_size)])
 
 
