@@ -10,12 +10,13 @@
 #        # prints what would travel
 #   device run, carry [".device"], timeout_s 560:
 #        bash benchmarks/gpu_generator.sh train            # there: BUDGET s (360) of training
-#        # for each of three arms side by side (below), then under $OUT: each arm's denoiser and
-#        # autoencoder in < 16 MiB parts (ARM.part00, ...), runs.tar.gz (each arm's config,
+#        # for each of three arms side by side (below), then under $OUT: each arm's denoiser
+#        # in < 16 MiB parts (ARM.part00, ...), runs.tar.gz (each arm's config,
 #        # log.csv, sha256) and train.log (every arm's output, prefixed): 8 files, the most the
 #        # device returns
 #   bash benchmarks/gpu_generator.sh receive FILES_AT [CANDIDATES]  # here: joins each arm's
-#        # parts, checks them, grafts its denoiser under the shipped classifier (`classndiff
+#        # parts, checks them, adds the (frozen) autoencoder of the start, grafts the denoiser
+#        # under the shipped classifier (`classndiff
 #        # graft --new-denoiser`) into CANDIDATES/ARM (default runs/gpu-candidates) and prints
 #        # the yardstick's command (benchmarks/generator_yardstick.py, ~4 min here)
 #
@@ -27,8 +28,9 @@
 # candidate) and two joint arms with the classifier learning beside the denoiser (the paper's
 # set-up, which the CPU could not afford at equal minutes: the CPU's frozen-classifier joint
 # arms taught the denoiser adversarial texture or hue, README "Generation"). The data are read
-# at 64 px (`model.pixel_size`: the classifier resizes them itself). Denoiser and (frozen)
-# autoencoder come back in float16; the classifier stays the shipped one. An arm ships only
+# at 64 px (`model.pixel_size`: the classifier resizes them itself). Only the denoiser comes
+# back, in float16 (3 × 20.7 MB within the device's 64 MiB); the frozen autoencoder and the
+# classifier stay the shipped ones. An arm ships only
 # if the yardstick prefers it on the validation split first (README: "Generation").
 #
 # tests/test_gpu_generator.py runs the three steps here on the tiny dataset (CPU, seconds of
@@ -152,8 +154,9 @@ torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$out/train.log"
         pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-    # Back to the session (the device returns 8 files at most): each arm's denoiser and
-    # autoencoder in < 16 MiB parts, and one archive of every arm's config, log.csv and sha256.
+    # Back to the session (the device returns 8 files, 64 MiB at most): each arm's denoiser in
+    # < 16 MiB parts (20.7 MB; with the autoencoder, three arms were 78 MB and one part stayed
+    # behind), and one archive of every arm's config, log.csv and sha256.
     for arm in $arms; do
         [ -f "$runs/$arm/model.safetensors" ] || { echo "[$arm] exported nothing" >&2; continue; }
         "$PY" - "$runs/$arm" "$out" "$arm" <<'PY'
@@ -166,7 +169,7 @@ from safetensors.torch import load_file, save
 run, out, arm = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 state = {k: v.half() if v.is_floating_point() else v
          for k, v in load_file(str(run / "model.safetensors")).items()
-         if k.startswith(("denoiser.", "vae."))}
+         if k.startswith("denoiser.")}  # the autoencoder is frozen: the session has it
 blob = save(state)
 part = 15 * 2**20
 for i in range(0, len(blob), part):
@@ -194,6 +197,18 @@ receive() {
         # A run folder as `classndiff graft` reads it (the run's config, its denoiser's tensors).
         cat "$got/$arm".part* > "$run/model.safetensors"
         echo "$(cat "$run/denoiser.sha256")  $run/model.safetensors" | sha256sum --check --quiet
+        # The frozen autoencoder did not travel back: the start's, which it trained in.
+        "$PY" - "$run/model.safetensors" weights/embedded/model.safetensors <<'PY'
+import sys
+
+from safetensors.torch import load_file, save_file
+
+run, start = sys.argv[1], sys.argv[2]
+state = load_file(run)
+state.update({k: v for k, v in load_file(start).items()
+              if k.startswith("vae.") and k not in state})
+save_file(state, run, metadata={"format": "pt"})
+PY
         "$PY" -m classndiff graft weights/embedded --denoiser-from "$run" --new-denoiser \
             --output-dir "$candidates/$arm"
         echo "next: python benchmarks/generator_yardstick.py --weights $candidates/$arm" \

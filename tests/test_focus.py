@@ -301,6 +301,7 @@ def test_fine_tune_appends_its_stage_to_the_training_history(
     stage = record["stages"][1]
     assert stage["step"] == 2 and stage["command"] == "classndiff train --init-from x"
     assert stage["wall_seconds"] > 0 and stage["images_seen"] == 2 * start.train.batch_size
+    assert stage["hardware"] == f"CPU, {torch.get_num_threads()} threads"  # said in the card
     if beaten:
         assert record["classifier_stage"] == 2 and record["classifier_step"] == 2
     else:

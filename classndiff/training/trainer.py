@@ -62,6 +62,14 @@ def adopt_autoencoder(config: ClassNDiffConfig, directory: str | Path) -> None:
     m.image_size = settings["config"]["image_size"] // m.vae_downscale
 
 
+def hardware_name() -> str:
+    """What trained a stage, for the model card: the GPU's name, or the CPU's thread count
+    (the same command takes minutes on one and days on the other)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
 @torch.no_grad()
 def encode_in_batches(model: ClassNDiff, images: torch.Tensor, batch_size: int = 256
                       ) -> torch.Tensor:
@@ -398,7 +406,8 @@ class Trainer(TrainingLoop):
         this = TrainingStage(step=self.step, classifier_step=classifier_step,
                              step_kind=self.step_kind,
                              images_seen=self.step * self.config.train.batch_size,
-                             wall_seconds=round(self.seconds_trained, 3), command=self.command)
+                             wall_seconds=round(self.seconds_trained, 3), command=self.command,
+                             hardware=hardware_name())
         previous = TrainingRecord.from_json(self.previous_training)
         if previous is None:
             return TrainingRecord([this], this.step, classifier_step)
