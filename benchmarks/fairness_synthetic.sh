@@ -60,4 +60,4 @@ python benchmarks/fairness_table.py --arm "0 generated=$RUNS/arm-0/last" \
     --arm "+ 560 generated=$RUNS/arm-40/last" \
     --arm "+ 1,680 generated=$RUNS/arm-120/last" \
     --output reports/embedded/fairness_synthetic.json \
-    --markdown reports/embedded/fairness_synthetic.md
+    --markdown reports/embedded/fairness_synthetic.md --mark "chosen by the rule"
