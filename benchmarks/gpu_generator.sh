@@ -17,9 +17,9 @@
 #        # device returns
 #   bash benchmarks/gpu_generator.sh receive FILES_AT [CANDIDATES]  # here: joins each arm's
 #        # parts, checks them, adds the (frozen) autoencoder of the start, grafts the denoiser
-#        # under the shipped classifier (`classndiff
-#        # graft --new-denoiser`) into CANDIDATES/ARM (default runs/gpu-candidates) and prints
-#        # the yardstick's command (benchmarks/generator_yardstick.py, ~4 min here)
+#        # under the shipped classifier (`classndiff graft --new-denoiser`) into CANDIDATES/ARM
+#        # (default runs/gpu-candidates) and prints the yardstick's command
+#        # (benchmarks/generator_yardstick.py, ~4 min here)
 #
 # What it trains: the shipped generator, continued — the latent DiT/2 (the winner of the CPU
 # study, reports/embedded/generator_study) in the 8×16×16 latents of the model's own frozen
@@ -31,8 +31,8 @@
 # arms taught the denoiser adversarial texture or hue, README "Generation"). The data are read
 # at 64 px (`model.pixel_size`: the classifier resizes them itself). Only the denoiser comes
 # back, in float16 (3 × 20.7 MB within the device's 64 MiB); the frozen autoencoder and the
-# classifier stay the shipped ones. An arm ships only
-# if the yardstick prefers it on the validation split first (README: "Generation").
+# classifier stay the shipped ones. An arm ships only if the yardstick prefers it on the
+# validation split first (README: "Generation").
 #
 # tests/test_gpu_generator.py runs the three steps here on the tiny dataset (CPU, seconds of
 # training); before a lease, the same on the real data: `bash benchmarks/gpu_generator.sh
