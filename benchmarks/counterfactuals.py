@@ -95,7 +95,11 @@ def main() -> None:
         sampling.counterfactual_margin = args.margin
     if args.margin_share is not None:
         sampling.counterfactual_margin_share = args.margin_share if args.margin_share > 0 else None
-    strength = sampling.counterfactual_strength if args.strength is None else args.strength
+
+    def strength_for(target: str) -> float:  # the weights' own (per target) unless given
+        return sampling.counterfactual_strength_for(target) if args.strength is None \
+            else args.strength
+
     guidance = sampling.counterfactual_guidance if args.guidance is None else args.guidance
     classifier_scale = (sampling.counterfactual_classifier_scale if args.classifier_scale is None
                         else args.classifier_scale)
@@ -111,7 +115,10 @@ def main() -> None:
         features = ImageNetFeatures()
         reference = LesionDataset(args.data_dir, "train", image_size=size)
     originals = to_pil(data.images.float() / 127.5 - 1)
-    result = {"benchmark": "counterfactuals", "split": args.split, "strength": strength,
+    result = {"benchmark": "counterfactuals", "split": args.split,
+              "strength": sampling.counterfactual_strength if args.strength is None
+              else args.strength,
+              "strength_by_target": {t: strength_for(t) for t in sorted({t for _, t in PAIRS})},
               "guidance_scale": guidance, "classifier_scale": classifier_scale,
               "margin": sampling.counterfactual_margin,
               "margin_share": sampling.counterfactual_margin_share, "pairs": {},
@@ -128,6 +135,7 @@ def main() -> None:
     for source, target in PAIRS:
         chosen = np.flatnonzero((data.dx.numpy() == DX_CODES.index(source))
                                 & data.has_mask.numpy())[:per_pair]
+        strength = strength_for(target)
         row = {}
         real = before = None  # features of the real target-class images, of the originals
         for arm, arm_guidance, arm_classifier in (("target", guidance, classifier_scale),
@@ -135,6 +143,7 @@ def main() -> None:
             stats, edits = edit_stats(pipe, originals, data, chosen, target, strength,
                                       arm_guidance, arm_classifier)
             stats["validity"] = validity(edits, target)
+            stats["strength"] = strength
             made = [cf for cf in edits if cf is not None]
             if features is not None and made:
                 after = features(pil_to_uint8([cf.image for cf in made]))
@@ -155,17 +164,20 @@ def main() -> None:
                              np.asarray(cf.difference)], 1))
             row[arm] = stats
         result["pairs"][f"{source}->{target}"] = row
-        curve = {}
+        curve, ratios = {}, {}
         for level in args.sweep:
             if level == strength:  # the target arm above: the same edits, the same seeds
                 curve[f"{level:g}"] = row["target"]["validity"]
+                ratios[f"{level:g}"] = row["target"]["outside_over_inside"]
                 continue
-            _, edits = edit_stats(pipe, originals, data, chosen, target, level, guidance,
-                                  classifier_scale)
+            stats, edits = edit_stats(pipe, originals, data, chosen, target, level, guidance,
+                                      classifier_scale)
             curve[f"{level:g}"] = validity(edits, target)
+            ratios[f"{level:g}"] = stats["outside_over_inside"]
         reached = [float(k) for k, v in curve.items() if v >= 0.5]
         result["sweep"][f"{source}->{target}"] = {
             "validity_by_strength": curve,
+            "outside_over_inside_by_strength": ratios,
             "min_strength_for_50pct": min(reached) if reached else None}
     print_table(["pair", "arm", "n", "validity", "inside", "outside", "out/in", "feat. dist",
                  "FD (floor)", "s"],

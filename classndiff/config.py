@@ -201,6 +201,9 @@ class SamplingConfig:
     # on the generator, so the weights carry them (chosen on the validation split:
     # benchmarks/counterfactuals.py --split val).
     counterfactual_strength: float = 0.6
+    # A target's own strength where it differs ({"nv": 0.6}): turning a melanoma into a naevus
+    # may need a smaller redraw than the reverse (chosen per target on validation).
+    counterfactual_strength_by_target: dict[str, float] = field(default_factory=dict)
     counterfactual_guidance: float = 3.0
     # Step size of the joint classifier's guidance on x̂0 (0 = off; `toward_target`).
     counterfactual_classifier_scale: float = 0.0
@@ -216,6 +219,10 @@ class SamplingConfig:
     def guidance_interval(self) -> tuple[float, float | None]:
         """(σ_min, σ_max) as `sample` takes it."""
         return self.guidance_sigma_min, self.guidance_sigma_max
+
+    def counterfactual_strength_for(self, target_dx: str) -> float:
+        """The default SDEdit strength of a counterfactual towards `target_dx`."""
+        return self.counterfactual_strength_by_target.get(target_dx, self.counterfactual_strength)
 
 
 def guidance_interval_text(low: float, high: float | None) -> str | None:

@@ -95,6 +95,23 @@ def test_margin_lets_the_edit_reach_beyond_the_lesion(tiny_pipe) -> None:
     assert changes[0].max() <= 1 and changes[wide].mean() > 1
 
 
+def test_default_strength_is_the_targets_own_where_the_weights_set_one(tiny_pipe) -> None:
+    """sampling.counterfactual_strength_by_target overrides the general default for its
+    target only; an explicit strength overrides both; the settings say which was used."""
+    sampling = tiny_pipe.config.sampling
+    photo = lesion_photo(tiny_pipe.config.model.pixel_size)
+    sampling.counterfactual_strength_by_target = {"nv": 0.35}
+    try:
+        to_nv = tiny_pipe.counterfactual(photo, target_dx="nv", steps=2, seed=1)
+        to_mel = tiny_pipe.counterfactual(photo, target_dx="mel", steps=2, seed=1)
+        chosen = tiny_pipe.counterfactual(photo, target_dx="nv", strength=0.8, steps=2, seed=1)
+    finally:
+        sampling.counterfactual_strength_by_target = {}
+    assert to_nv.settings["strength"] == 0.35
+    assert to_mel.settings["strength"] == sampling.counterfactual_strength != 0.35
+    assert chosen.settings["strength"] == 0.8
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({"target_dx": "melanoma"}, "unknown target_dx"),
     ({"strength": 0}, "strength"),

@@ -212,8 +212,12 @@ def _counterfactual_section(report: Path) -> str:
         if cf.get("margin_share"):
             guidance += (f" (less where that ring would cover more than "
                          f"{cf['margin_share']:.0%} of the skin around it)")
+    strength = f"strength {cf['strength']}"
+    own = {t: v for t, v in cf.get("strength_by_target", {}).items() if v != cf["strength"]}
+    if own:  # targets with a strength of their own
+        strength += " (" + ", ".join(f"{v} towards {t}" for t, v in own.items()) + ")"
     return ("### Counterfactuals (\"what would it look like as …\")\n"
-            f"Real test images, strength {cf['strength']}{guidance}, graded by the independent "
+            f"Real test images, {strength}{guidance}, graded by the independent "
             "evaluator, never by the model itself; \"plain noise\" is the same edit "
             "with guidance 0 (no target) "
             "(`python benchmarks/counterfactuals.py --weights weights/embedded "

@@ -396,11 +396,11 @@ class ClassNDiffPipeline:
         `target_dx` None: the most likely malignant class when the prediction is benign,
         nv when it is malignant. An upload the pipeline abstains on gets no image and the
         same `reason` as `diagnose`. `classifier_scale` > 0 also steers x̂0 by the joint
-        classifier's gradient towards the target. `strength`, `guidance_scale` and
-        `classifier_scale` default to the weights' own (`config.sampling.counterfactual_*`).
+        classifier's gradient towards the target. `strength` (the target's own where
+        the weights set one), `guidance_scale` and `classifier_scale` default to the weights'
+        own (`config.sampling.counterfactual_*`).
         Bad arguments raise ClassNDiffArgumentError."""
         sampling = self.config.sampling
-        strength = sampling.counterfactual_strength if strength is None else strength
         guidance_scale = (sampling.counterfactual_guidance if guidance_scale is None
                           else guidance_scale)
         classifier_scale = (sampling.counterfactual_classifier_scale if classifier_scale is None
@@ -408,8 +408,9 @@ class ClassNDiffPipeline:
         if target_dx is not None and target_dx not in DX_CODES:
             raise ClassNDiffArgumentError(
                 f"unknown target_dx {target_dx!r}: choose one of {', '.join(DX_CODES)}")
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) \
-                or not 0 < strength <= 1:
+        if strength is not None and (isinstance(strength, bool)
+                                     or not isinstance(strength, (int, float))
+                                     or not 0 < strength <= 1):
             raise ClassNDiffArgumentError(f"strength must be in (0, 1], got {strength!r}")
         steps = check_int("steps", steps, 1, min(self.config.sampling.max_steps, 250))
         if not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale <= 20:
@@ -433,6 +434,8 @@ class ClassNDiffPipeline:
                 target_dx = "nv"
             else:
                 target_dx = max(MALIGNANT_DX, key=before.probabilities.get)
+        if strength is None:  # known only now: the default may differ by target
+            strength = sampling.counterfactual_strength_for(target_dx)
         settings = {"target_dx": target_dx, "strength": float(strength), "steps": steps,
                     "guidance_scale": float(guidance_scale),
                     "classifier_scale": float(classifier_scale),
