@@ -158,17 +158,19 @@ class DiagnoseTab:
                                      None, progress))
 
     def counterfactual(self, image: str | None, target: str = AUTO,
-                       strength: float | None = None,
+                       strength: float | None = None, own_strength: bool = False,
                        last: str | None = None,
                        progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
         """What the uploaded lesion would have to look like to be called `target` (AUTO:
         the most likely malignant class for a benign prediction, nv for a malignant one):
         original, counterfactual (stamped SYNTHETIC) and the change, with the model's
-        probability of the target before and after."""
+        probability of the target before and after. `own_strength`: the strength the weights
+        chose for the target on validation instead of `strength`."""
         data = self.read_image(str(image) if image else last)
         self.holder.get(progress)
         try:
-            cf = run_counterfactual(data, None if target == AUTO else target, strength)
+            cf = run_counterfactual(data, None if target == AUTO else target,
+                                    None if own_strength else strength)
         except user_errors() as error:
             raise gr.Error(str(error), title="No counterfactual for this image") from None
         if cf.reason:
@@ -214,8 +216,10 @@ class DiagnoseTab:
             self.example_gallery.select(self.diagnose_example, settings, [upload, *outputs],
                                         api_name="diagnose_example", api_visibility="private",
                                         concurrency_id="diagnose")
-        cf_target, cf_strength, cf_button, cf_gallery, cf_summary = cf
-        cf_button.click(self.counterfactual, [upload, cf_target, cf_strength, last_image],
+        cf_target, cf_strength, cf_own, cf_button, cf_gallery, cf_summary = cf
+        cf_own.change(lambda own: gr.Slider(interactive=not own), cf_own, cf_strength,
+                      queue=False, api_visibility="private", show_progress="hidden")
+        cf_button.click(self.counterfactual, [upload, cf_target, cf_strength, cf_own, last_image],
                         [cf_gallery, cf_summary], api_name="counterfactual",
                         concurrency_id="counterfactual")
 
@@ -262,7 +266,11 @@ class DiagnoseTab:
                     label="Show as", elem_id="cf-target")
                 cf_strength = gr.Slider(0.2, 1.0, value=self.cf_strength, step=0.05,
                                         label="Strength (how much may change)",
-                                        elem_id="cf-strength")
+                                        interactive=False, elem_id="cf-strength")
+            # The weights may carry a strength per target (turning a melanoma into a naevus
+            # needs less change than the reverse): used unless the user sets their own.
+            cf_own = gr.Checkbox(True, label="Strength chosen for the target on validation "
+                                 "(untick to set your own)", elem_id="cf-own-strength")
             cf_button = gr.Button("Show counterfactual", elem_id="cf-button")
             cf_gallery = gr.Gallery(label="Original · counterfactual · change", columns=3,
                                     format="png", interactive=False, allow_preview=False,
@@ -280,4 +288,4 @@ class DiagnoseTab:
                 "(made by the model): click one", show_label=False, columns=7, height=160,
                 allow_preview=False, interactive=False, elem_id="examples")
         return ([probabilities, summary, overlay, details],
-                (cf_target, cf_strength, cf_button, cf_gallery, cf_summary))
+                (cf_target, cf_strength, cf_own, cf_button, cf_gallery, cf_summary))

@@ -529,15 +529,16 @@ def test_counterfactual_api(app_server, tmp_path: Path) -> None:  # noqa: ANN001
     client = client_for(app_server)
     image = tmp_path / "lesion.png"
     lesion_photo(96).save(image)
-    gallery, summary = client.predict(handle_file(str(image)), "mel", 0.6,
+    gallery, summary = client.predict(handle_file(str(image)), "mel", 0.6, False,
                                       api_name="/counterfactual")
     assert "abstains" not in summary, summary
     assert [item["caption"] for item in gallery] == ["original", "as mel (SYNTHETIC)",
                                                      "change"]
     assert "SYNTHETIC" in summary and "P(mel)" in summary
+    assert "strength 0.6," in summary  # the user's own, not the weights' default
     blank = tmp_path / "blank.png"
     Image.new("RGB", (96, 96), (128, 128, 128)).save(blank)
-    gallery, summary = client.predict(handle_file(str(blank)), "auto", 0.6,
+    gallery, summary = client.predict(handle_file(str(blank)), "auto", 0.6, True,
                                       api_name="/counterfactual")
     assert not gallery and "abstains" in summary and "Why:" in summary
 

@@ -112,6 +112,14 @@ def test_counterfactual_panel(page, tmp_path: Path) -> None:  # noqa: ANN001
     page.set_input_files("#diagnose-upload input[type=file]", str(path))
     wait_for_diagnosis(page)
     page.locator("#cf").get_by_text("What would it have to look like").first.click()
+    # The weights' strength for the target by default; unticked, the slider is the user's.
+    slider = page.locator("#cf-strength input[type=range]")
+    assert page.locator("#cf-own-strength input[type=checkbox]").is_checked()
+    assert slider.is_disabled()
+    page.locator("#cf-own-strength input[type=checkbox]").uncheck()
+    page.wait_for_function("() => !document.querySelector('#cf-strength input[type=range]')"
+                           ".disabled", timeout=WAIT_MS)
+    page.locator("#cf-own-strength input[type=checkbox]").check()
     page.locator("#cf-button").click()
     summary = page.locator("#cf-summary")
     summary.get_by_text(re.compile("SYNTHETIC|abstains")).first.wait_for(timeout=WAIT_MS)
