@@ -6,6 +6,7 @@ itself is left for the lease.)"""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -61,11 +62,11 @@ def test_train_and_receive_round_trip(prepared) -> None:
     out = work / "out"
     out.mkdir()
     run_step("train", env={**env, "OUT": str(out), "BUDGET": "4", "BATCH": "2",
-                           "ARMS": "plain teacher", "THREADS": "1"})
+                           "ARMS": "plain teacher-frozen", "THREADS": "1"})
     log = (out / "train.log").read_text()
     assert "diffusers from /tmp/gpu-generator-site/" in log  # the packed copy, not the venv's
-    assert "[plain]" in log and "[teacher]" in log
-    for arm in ("plain", "teacher"):
+    assert "[plain]" in log and "[teacher-frozen]" in log
+    for arm in ("plain", "teacher-frozen"):
         parts = sorted(out.glob(f"{arm}.part*"))
         assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
     assert (out / "runs.tar.gz").exists()
@@ -78,7 +79,7 @@ def test_train_and_receive_round_trip(prepared) -> None:
     candidates = work / "candidates"
     run_step("receive", str(out), str(candidates), env=env)
     shipped = load_file(str(ROOT / "weights/embedded/model.safetensors"))
-    for arm in ("plain", "teacher"):
+    for arm in ("plain", "teacher-frozen"):
         grafted = load_file(str(candidates / arm / "model.safetensors"))
         trained = load_file(str(candidates / "runs" / arm / "model.safetensors"))
         assert all(grafted[k].equal(v) for k, v in shipped.items() if k.startswith("classifier."))
@@ -88,5 +89,8 @@ def test_train_and_receive_round_trip(prepared) -> None:
         assert any(k.startswith("vae.") for k in grafted)
         config = (candidates / arm / "config.json").read_text()
         assert '"vae_config"' in config and '"patch_size": 2' in config
-    # The teacher arm really trained with its own objective (the arms differ).
-    assert '"cls_x0_target": "teacher"' in (candidates / "runs/teacher/config.json").read_text()
+    # The teacher arm really trained with its own objective (the arms differ), the classifier
+    # frozen.
+    teacher = json.loads((candidates / "runs/teacher-frozen/config.json").read_text())["train"]
+    assert teacher["cls_x0_target"] == "teacher" and teacher["lambda_cls"] == 0.2
+    assert teacher["classifier_learning_rate"] == 0
