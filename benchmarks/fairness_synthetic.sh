@@ -22,7 +22,8 @@ STEPS=${STEPS:-500}
 COMMON=(--config "$START/config.json" --init-from "$START" --max-steps "$STEPS"
         --set "train.data_dir=$DATA" --set train.learning_rate=0 --set train.lambda_cls=0
         --set train.classifier_learning_rate=0.0002 --set train.warmup_steps=50
-        --set train.time_budget_s=0 --set train.classifier_retint=0.5)
+        --set train.time_budget_s=0 --set train.classifier_retint=0.5
+        --set train.synthetic_dir=null)  # the 0-image arm has none, whatever START's config says
 [ -f "$RUNS/synthetic-120/metadata.csv" ] || python benchmarks/synthetic_set.py \
     --weights "$START" --per-class 120 --tones brown darker --output "$RUNS/synthetic-120"
 # The 40-a-class set: the first 40 of each (class, tone) cell of the 120 set, same files.

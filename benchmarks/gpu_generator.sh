@@ -174,6 +174,7 @@ torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$out/train.log"
             --set model.pixel_size=64 --set train.lambda_saliency=0 \
             --set train.classifier_retint=0 --set train.lambda_adv=0 \
             --set train.tone_consistency=0 --set train.classifier_augment=light \
+            --set train.synthetic_dir=null \
             --set train.tone_balance_power=0.5 --set train.balance_power=0.75 \
             --set train.joint_updates_classifier=false --set train.joint_batch_fraction=0.25 \
             --set "train.batch_size=${BATCH:-256}" --set train.learning_rate=0.0003 \
