@@ -32,7 +32,8 @@ from gradio_client import Client, handle_file
 client = Client("http://127.0.0.1:7860/")  # or the Space id, e.g. "user/class-n-diff"
 *_, details = client.predict(handle_file("lesion.jpg"), api_name="/diagnose")
 gallery, zip_path, info, settings = client.predict(dx="mel", num_images=2, api_name="/generate")
-images, text = client.predict(handle_file("lesion.jpg"), "mel", 0.6, api_name="/counterfactual")
+images, text = client.predict(handle_file("lesion.jpg"), "mel", 0.6, False,
+                              api_name="/counterfactual")  # True: the target's own strength
 print(details["prediction"] or details["reason"], zip_path, len(images))
 """
 
@@ -444,7 +445,7 @@ def test_readme_client_example_runs(app_server, tmp_path: Path,  # noqa: ANN001
     lesion_file(tmp_path, "lesion.jpg")
     monkeypatch.chdir(tmp_path)
     code = README_CLIENT_EXAMPLE.replace("http://127.0.0.1:7860/", app_server.url)
-    assert len(README_CLIENT_EXAMPLE.strip().splitlines()) == 6
+    assert len(README_CLIENT_EXAMPLE.strip().splitlines()) == 7  # kept short (one call wrapped)
     exec(compile(code, "README client example", "exec"), {})  # noqa: S102 - our own snippet
     printed = capsys.readouterr().out.split()
     assert printed[-2].endswith(".zip") and printed[-1] in ("0", "3")
