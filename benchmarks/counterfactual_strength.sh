@@ -49,10 +49,12 @@ for target in sorted({pair.split("->")[1] for pair in sweep}):
     if not keep:
         chosen[target] = level
 print(json.dumps({"general": float(general), "strength_by_target": chosen}))
-if write == "1":
+if write == "1":  # through the project's config type: an unknown key fails loudly
+    from classndiff.config import ClassNDiffConfig
+
     path = weights / "config.json"
-    config = json.loads(path.read_text())
-    config["sampling"]["counterfactual_strength_by_target"] = chosen
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    config = ClassNDiffConfig.from_json(path)
+    config.sampling.counterfactual_strength_by_target = chosen
+    config.to_json(path)
     print(f"written into {path}")
 PY

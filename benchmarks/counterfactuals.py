@@ -95,10 +95,11 @@ def main() -> None:
         sampling.counterfactual_margin = args.margin
     if args.margin_share is not None:
         sampling.counterfactual_margin_share = args.margin_share if args.margin_share > 0 else None
+    general = sampling.counterfactual_strength if args.strength is None else args.strength
 
     def strength_for(target: str) -> float:  # the weights' own (per target) unless given
         return sampling.counterfactual_strength_for(target) if args.strength is None \
-            else args.strength
+            else general
 
     guidance = sampling.counterfactual_guidance if args.guidance is None else args.guidance
     classifier_scale = (sampling.counterfactual_classifier_scale if args.classifier_scale is None
@@ -116,8 +117,7 @@ def main() -> None:
         reference = LesionDataset(args.data_dir, "train", image_size=size)
     originals = to_pil(data.images.float() / 127.5 - 1)
     result = {"benchmark": "counterfactuals", "split": args.split,
-              "strength": sampling.counterfactual_strength if args.strength is None
-              else args.strength,
+              "strength": general,
               "strength_by_target": {t: strength_for(t) for t in sorted({t for _, t in PAIRS})},
               "guidance_scale": guidance, "classifier_scale": classifier_scale,
               "margin": sampling.counterfactual_margin,

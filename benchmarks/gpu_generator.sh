@@ -28,11 +28,11 @@
 # weights' own config. Three arms at once (ARMS, below), same seed, data and minutes: λ = 0
 # (the shipping candidate) and joint arms (session 18: the paper's set-up with the classifier
 # learning beside the denoiser, and the teacher target; by default now the teacher target
-# with the classifier learning and frozen: the learning one made a third of λ = 0's steps).
-# Rule for the paper's claim, as in session 18 (reports/embedded/latent/s18_gpu/README.md,
-# rule 1): a joint arm meets it if its validation class fidelity is above λ = 0's and its
-# validation FD is not above it. The data are read
-# at 64 px (`model.pixel_size`: the classifier resizes them itself). Only the denoiser comes
+# twice, with the classifier learning and with it frozen: the learning one made a third of
+# λ = 0's steps). Rule for the paper's claim, as in session 18
+# (reports/embedded/latent/s18_gpu/README.md, rule 1): a joint arm meets it if its validation
+# class fidelity is above λ = 0's and its validation FD is not above it. The data are read at
+# 64 px (`model.pixel_size`: the classifier resizes them itself). Only the denoiser comes
 # back, in float16 (3 × 20.7 MB within the device's 64 MiB); the frozen autoencoder and the
 # classifier stay the shipped ones. An arm ships only if the yardstick prefers it on the
 # validation split first (README: "Generation").
