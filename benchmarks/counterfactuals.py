@@ -102,8 +102,11 @@ def main() -> None:
             else general
 
     guidance = sampling.counterfactual_guidance if args.guidance is None else args.guidance
-    classifier_scale = (sampling.counterfactual_classifier_scale if args.classifier_scale is None
-                        else args.classifier_scale)
+
+    def classifier_scale_for(target: str) -> float:  # likewise
+        return sampling.counterfactual_classifier_scale_for(target) \
+            if args.classifier_scale is None else args.classifier_scale
+
     per_pair = 2 if args.quick else args.per_pair
     size = pipe.config.model.pixel_size
     data = LesionDataset(args.data_dir, args.split, image_size=size, masks=True,
@@ -119,7 +122,11 @@ def main() -> None:
     result = {"benchmark": "counterfactuals", "split": args.split,
               "strength": general,
               "strength_by_target": {t: strength_for(t) for t in sorted({t for _, t in PAIRS})},
-              "guidance_scale": guidance, "classifier_scale": classifier_scale,
+              "guidance_scale": guidance,
+              "classifier_scale": sampling.counterfactual_classifier_scale
+              if args.classifier_scale is None else args.classifier_scale,
+              "classifier_scale_by_target": {t: classifier_scale_for(t)
+                                             for t in sorted({t for _, t in PAIRS})},
               "margin": sampling.counterfactual_margin,
               "margin_share": sampling.counterfactual_margin_share, "pairs": {},
               "sweep": {}}
@@ -135,7 +142,7 @@ def main() -> None:
     for source, target in PAIRS:
         chosen = np.flatnonzero((data.dx.numpy() == DX_CODES.index(source))
                                 & data.has_mask.numpy())[:per_pair]
-        strength = strength_for(target)
+        strength, classifier_scale = strength_for(target), classifier_scale_for(target)
         row = {}
         real = before = None  # features of the real target-class images, of the originals
         for arm, arm_guidance, arm_classifier in (("target", guidance, classifier_scale),
@@ -144,6 +151,7 @@ def main() -> None:
                                       arm_guidance, arm_classifier)
             stats["validity"] = validity(edits, target)
             stats["strength"] = strength
+            stats["classifier_scale"] = arm_classifier
             made = [cf for cf in edits if cf is not None]
             if features is not None and made:
                 after = features(pil_to_uint8([cf.image for cf in made]))

@@ -207,6 +207,8 @@ class SamplingConfig:
     counterfactual_guidance: float = 3.0
     # Step size of the joint classifier's guidance on x̂0 (0 = off; `toward_target`).
     counterfactual_classifier_scale: float = 0.0
+    # A target's own step size where it differs ({"mel": 0.1}; chosen per target on validation).
+    counterfactual_classifier_scale_by_target: dict[str, float] = field(default_factory=dict)
     # How far (pixels at the model's pixel size) the redrawn region reaches beyond the lesion:
     # room for a lesion to grow or change its border, not only its inside.
     counterfactual_margin: int = 3
@@ -223,6 +225,11 @@ class SamplingConfig:
     def counterfactual_strength_for(self, target_dx: str) -> float:
         """The default SDEdit strength of a counterfactual towards `target_dx`."""
         return self.counterfactual_strength_by_target.get(target_dx, self.counterfactual_strength)
+
+    def counterfactual_classifier_scale_for(self, target_dx: str) -> float:
+        """The default step of the joint classifier's guidance towards `target_dx`."""
+        return self.counterfactual_classifier_scale_by_target.get(
+            target_dx, self.counterfactual_classifier_scale)
 
 
 def guidance_interval_text(low: float, high: float | None) -> str | None:

@@ -95,21 +95,26 @@ def test_margin_lets_the_edit_reach_beyond_the_lesion(tiny_pipe) -> None:
     assert changes[0].max() <= 1 and changes[wide].mean() > 1
 
 
-def test_default_strength_is_the_targets_own_where_the_weights_set_one(tiny_pipe) -> None:
-    """sampling.counterfactual_strength_by_target overrides the general default for its
-    target only; an explicit strength overrides both; the settings say which was used."""
+@pytest.mark.parametrize("setting, own, given", [("strength", 0.35, 0.8),
+                                                   ("classifier_scale", 0.2, 0.05)])
+def test_default_is_the_targets_own_where_the_weights_set_one(tiny_pipe, setting, own,
+                                                              given) -> None:
+    """sampling.counterfactual_{strength,classifier_scale}_by_target overrides the general
+    default for its target only; an explicit value overrides both; the settings say which
+    was used."""
     sampling = tiny_pipe.config.sampling
     photo = lesion_photo(tiny_pipe.config.model.pixel_size)
-    sampling.counterfactual_strength_by_target = {"nv": 0.35}
+    setattr(sampling, f"counterfactual_{setting}_by_target", {"nv": own})
     try:
         to_nv = tiny_pipe.counterfactual(photo, target_dx="nv", steps=2, seed=1)
         to_mel = tiny_pipe.counterfactual(photo, target_dx="mel", steps=2, seed=1)
-        chosen = tiny_pipe.counterfactual(photo, target_dx="nv", strength=0.8, steps=2, seed=1)
+        chosen = tiny_pipe.counterfactual(photo, target_dx="nv", steps=2, seed=1,
+                                          **{setting: given})
     finally:
-        sampling.counterfactual_strength_by_target = {}
-    assert to_nv.settings["strength"] == 0.35
-    assert to_mel.settings["strength"] == sampling.counterfactual_strength != 0.35
-    assert chosen.settings["strength"] == 0.8
+        setattr(sampling, f"counterfactual_{setting}_by_target", {})
+    assert to_nv.settings[setting] == own
+    assert to_mel.settings[setting] == getattr(sampling, f"counterfactual_{setting}") != own
+    assert chosen.settings[setting] == given
 
 
 @pytest.mark.parametrize("kwargs, words", [

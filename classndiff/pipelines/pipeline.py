@@ -396,15 +396,13 @@ class ClassNDiffPipeline:
         `target_dx` None: the most likely malignant class when the prediction is benign,
         nv when it is malignant. An upload the pipeline abstains on gets no image and the
         same `reason` as `diagnose`. `classifier_scale` > 0 also steers x̂0 by the joint
-        classifier's gradient towards the target. `strength` (the target's own where
-        the weights set one), `guidance_scale` and `classifier_scale` default to the weights'
+        classifier's gradient towards the target. `strength` and `classifier_scale` (the
+        target's own where the weights set one) and `guidance_scale` default to the weights'
         own (`config.sampling.counterfactual_*`).
         Bad arguments raise ClassNDiffArgumentError."""
         sampling = self.config.sampling
         guidance_scale = (sampling.counterfactual_guidance if guidance_scale is None
                           else guidance_scale)
-        classifier_scale = (sampling.counterfactual_classifier_scale if classifier_scale is None
-                            else classifier_scale)
         if target_dx is not None and target_dx not in DX_CODES:
             raise ClassNDiffArgumentError(
                 f"unknown target_dx {target_dx!r}: choose one of {', '.join(DX_CODES)}")
@@ -416,8 +414,10 @@ class ClassNDiffPipeline:
         if not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale <= 20:
             raise ClassNDiffArgumentError(
                 f"guidance_scale must be a number between 0 and 20, got {guidance_scale!r}")
-        if isinstance(classifier_scale, bool) or not isinstance(classifier_scale, (int, float)) \
-                or not 0 <= classifier_scale <= 1:
+        if classifier_scale is not None and (
+                isinstance(classifier_scale, bool)
+                or not isinstance(classifier_scale, (int, float))
+                or not 0 <= classifier_scale <= 1):
             raise ClassNDiffArgumentError(
                 f"classifier_scale must be a number between 0 and 1, got {classifier_scale!r}")
         seed = check_int("seed", seed, 0, 2**63 - 1)
@@ -434,8 +434,11 @@ class ClassNDiffPipeline:
                 target_dx = "nv"
             else:
                 target_dx = max(MALIGNANT_DX, key=before.probabilities.get)
-        if strength is None:  # known only now: the default may differ by target
+        # Known only now: the defaults may differ by target.
+        if strength is None:
             strength = sampling.counterfactual_strength_for(target_dx)
+        if classifier_scale is None:
+            classifier_scale = sampling.counterfactual_classifier_scale_for(target_dx)
         settings = {"target_dx": target_dx, "strength": float(strength), "steps": steps,
                     "guidance_scale": float(guidance_scale),
                     "classifier_scale": float(classifier_scale),
