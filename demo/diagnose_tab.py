@@ -50,9 +50,9 @@ class DiagnoseTab:
     request that read them."""
 
     def __init__(self, holder: ModelHolder, temp: TempFiles, examples: list[Path],
-                 cf_strength: float = SamplingConfig.counterfactual_strength) -> None:
+                 sampling: SamplingConfig | None = None) -> None:
         self.holder = holder
-        self.cf_strength = cf_strength  # the weights' default (config.sampling)
+        self.sampling = sampling or SamplingConfig()  # the weights' defaults
         self.temp = temp
         self.memory = UploadMemory(ttl=temp.ttl)
         self.examples = examples
@@ -157,6 +157,16 @@ class DiagnoseTab:
         return (None, *self.diagnose(path, cam_method, cam_target, opacity, predict_anyway,
                                      None, progress))
 
+    def strength_slider(self, target: str, own: bool) -> gr.Slider:
+        """While `own` is ticked the slider shows, greyed, the strength the weights chose for
+        `target` (the general one for AUTO, whose target is known only after the diagnosis);
+        unticked it is the user's, starting where it was."""
+        if not own:
+            return gr.Slider(interactive=True)
+        value = (self.sampling.counterfactual_strength if target == AUTO
+                 else self.sampling.counterfactual_strength_for(target))
+        return gr.Slider(value=value, interactive=False)
+
     def counterfactual(self, image: str | None, target: str = AUTO,
                        strength: float | None = None, own_strength: bool = False,
                        last: str | None = None,
@@ -217,8 +227,8 @@ class DiagnoseTab:
                                         api_name="diagnose_example", api_visibility="private",
                                         concurrency_id="diagnose")
         cf_target, cf_strength, cf_own, cf_button, cf_gallery, cf_summary = cf
-        cf_own.change(lambda own: gr.Slider(interactive=not own), cf_own, cf_strength,
-                      queue=False, api_visibility="private", show_progress="hidden")
+        gr.on([cf_own.change, cf_target.change], self.strength_slider, [cf_target, cf_own],
+              cf_strength, queue=False, api_visibility="private", show_progress="hidden")
         cf_button.click(self.counterfactual, [upload, cf_target, cf_strength, cf_own, last_image],
                         [cf_gallery, cf_summary], api_name="counterfactual",
                         concurrency_id="counterfactual")
@@ -264,8 +274,9 @@ class DiagnoseTab:
                     [("the other side (benign ↔ malignant)", AUTO),
                      *((dx_label(c), c) for c in DX_CODES)], value=AUTO,
                     label="Show as", elem_id="cf-target")
-                cf_strength = gr.Slider(0.2, 1.0, value=self.cf_strength, step=0.05,
-                                        label="Strength (how much may change)",
+                cf_strength = gr.Slider(0.2, 1.0, value=self.sampling.counterfactual_strength,
+                                        step=0.05, label="Strength (how much may change)",
+                                        info=strength_note(self.sampling),
                                         interactive=False, elem_id="cf-strength")
             # The weights may carry a strength per target (turning a melanoma into a naevus
             # needs less change than the reverse): used unless the user sets their own.
@@ -289,3 +300,15 @@ class DiagnoseTab:
                 allow_preview=False, interactive=False, elem_id="examples")
         return ([probabilities, summary, overlay, details],
                 (cf_target, cf_strength, cf_own, cf_button, cf_gallery, cf_summary))
+
+
+def strength_note(sampling: SamplingConfig) -> str:
+    """The strengths the weights chose, in words: "0.5 towards Melanocytic nevi (nv), 0.9
+    towards the others"."""
+    general = f"{sampling.counterfactual_strength:g}"
+    own = [f"{v:g} towards {dx_label(t)}"
+           for t, v in sorted(sampling.counterfactual_strength_by_target.items())
+           if v != sampling.counterfactual_strength]
+    if not own:
+        return f"Chosen on validation: {general} for every target"
+    return f"Chosen on validation: {', '.join(own)}, {general} towards the others"

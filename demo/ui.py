@@ -48,8 +48,7 @@ def build_demo(holder: ModelHolder, temp: TempFiles | None = None) -> gr.Blocks:
         status = gr.Markdown("Model: loading in the background…", elem_id="model-status")
         last_image = gr.State(None, time_to_live=temp.ttl)  # a key of the uploads' memory
         with gr.Tab("Diagnose", id="diagnose"):
-            DiagnoseTab(holder, temp, example_files(),
-                        config.sampling.counterfactual_strength).build(last_image)
+            DiagnoseTab(holder, temp, example_files(), config.sampling).build(last_image)
         with gr.Tab("Generate", id="generate"):
             GenerateTab(holder, temp, config.sampling, max_steps).build()
         with gr.Tab("Model", id="model"):

@@ -81,7 +81,9 @@ def tiny_config(tiny_data: Path):
     return ClassNDiffConfig.from_dict({
         "model": TINY_MODEL,
         "train": {**TINY_TRAIN, "data_dir": str(tiny_data)},
-        "sampling": {"steps": 4, "max_images": 8, "max_steps": 100},
+        # A strength of nv's own: the app's slider must follow the target.
+        "sampling": {"steps": 4, "max_images": 8, "max_steps": 100,
+                     "counterfactual_strength_by_target": {"nv": 0.45}},
     })
 
 

@@ -544,6 +544,28 @@ def test_counterfactual_api(app_server, tmp_path: Path) -> None:  # noqa: ANN001
     assert not gallery and "abstains" in summary and "Why:" in summary
 
 
+def test_strength_slider_follows_the_target() -> None:
+    """Ticked, the greyed slider shows the strength the weights chose for the target (the
+    general one for AUTO), and its note names the targets' own; unticked it is the user's."""
+    from types import SimpleNamespace
+
+    from classndiff.config import SamplingConfig
+    from demo.diagnose_tab import DiagnoseTab, strength_note
+    from demo.settings import AUTO
+
+    sampling = SamplingConfig(counterfactual_strength=0.9,
+                              counterfactual_strength_by_target={"nv": 0.5})
+    tab = DiagnoseTab(None, SimpleNamespace(ttl=60), [], sampling)
+    assert (tab.strength_slider("nv", True).value, tab.strength_slider("nv", True).interactive) \
+        == (0.5, False)
+    assert tab.strength_slider("mel", True).value == tab.strength_slider(AUTO, True).value == 0.9
+    assert tab.strength_slider("nv", False).interactive is True
+    note = strength_note(sampling)
+    assert "0.5 towards" in note and "0.9 towards the others" in note
+    assert strength_note(SamplingConfig(counterfactual_strength=0.6)).endswith(
+        "0.6 for every target")
+
+
 def test_generate_summary_says_where_guidance_acted() -> None:
     """The Generate tab's summary names the guidance interval when the weights limit it, and
     says nothing extra when guidance acts at every step."""

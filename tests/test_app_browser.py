@@ -103,9 +103,16 @@ def test_diagnose_an_upload(page, tmp_path: Path) -> None:  # noqa: ANN001
     assert page.get_by_text("expired").count() == 0
 
 
-def test_counterfactual_panel(page, tmp_path: Path) -> None:  # noqa: ANN001
-    """Diagnose, then 'Show as …': original, counterfactual stamped SYNTHETIC, the change."""
+def test_counterfactual_panel(page, tmp_path: Path, request) -> None:  # noqa: ANN001
+    """Diagnose, then 'Show as …': original, counterfactual stamped SYNTHETIC, the change;
+    the greyed strength slider follows the target."""
+    from classndiff.config import ClassNDiffConfig
+    from demo.settings import dx_label
     from tests.test_counterfactual import lesion_photo
+
+    weights = Path(os.environ.get("CLASSNDIFF_APP_TEST_WEIGHTS")
+                   or request.getfixturevalue("tiny_weights"))
+    sampling = ClassNDiffConfig.from_json(weights / "config.json").sampling
 
     path = tmp_path / "lesion.png"
     lesion_photo(128).save(path)
@@ -116,6 +123,12 @@ def test_counterfactual_panel(page, tmp_path: Path) -> None:  # noqa: ANN001
     slider = page.locator("#cf-strength input[type=range]")
     assert page.locator("#cf-own-strength input[type=checkbox]").is_checked()
     assert slider.is_disabled()
+    assert float(slider.input_value()) == sampling.counterfactual_strength
+    page.locator("#cf-target input").click()
+    page.get_by_role("option", name=dx_label("nv")).click()
+    page.wait_for_function("v => document.querySelector('#cf-strength input[type=range]')"
+                           ".value == v", arg=str(sampling.counterfactual_strength_for("nv")),
+                           timeout=WAIT_MS)
     page.locator("#cf-own-strength input[type=checkbox]").uncheck()
     page.wait_for_function("() => !document.querySelector('#cf-strength input[type=range]')"
                            ".disabled", timeout=WAIT_MS)

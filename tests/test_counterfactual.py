@@ -104,6 +104,7 @@ def test_default_is_the_targets_own_where_the_weights_set_one(tiny_pipe, setting
     was used."""
     sampling = tiny_pipe.config.sampling
     photo = lesion_photo(tiny_pipe.config.model.pixel_size)
+    kept = getattr(sampling, f"counterfactual_{setting}_by_target")
     setattr(sampling, f"counterfactual_{setting}_by_target", {"nv": own})
     try:
         to_nv = tiny_pipe.counterfactual(photo, target_dx="nv", steps=2, seed=1)
@@ -111,7 +112,7 @@ def test_default_is_the_targets_own_where_the_weights_set_one(tiny_pipe, setting
         chosen = tiny_pipe.counterfactual(photo, target_dx="nv", steps=2, seed=1,
                                           **{setting: given})
     finally:
-        setattr(sampling, f"counterfactual_{setting}_by_target", {})
+        setattr(sampling, f"counterfactual_{setting}_by_target", kept)
     assert to_nv.settings[setting] == own
     assert to_mel.settings[setting] == getattr(sampling, f"counterfactual_{setting}") != own
     assert chosen.settings[setting] == given
