@@ -37,17 +37,25 @@ def main() -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--output", type=Path)
     p.add_argument("--figure", type=Path)
+    p.add_argument("--skin-reference", type=float, nargs=2, default=None, metavar=("ITA", "B"),
+                   help="skin-tone normalisation at inference to (ITA°, b*) instead of the "
+                   "weights' own (model.classifier_skin_reference)")
+    p.add_argument("--no-skin-reference", action="store_true",
+                   help="no skin-tone normalisation, whatever the weights say")
     args = p.parse_args()
     setup(args)
     from classndiff.trust.fairness import flip_report, skin_ita
 
     pipe = load_pipe(args)
+    if args.skin_reference or args.no_skin_reference:
+        pipe.config.model.classifier_skin_reference = args.skin_reference
     data = MaskedSplit(args.data_dir, args.split, pipe.config.model.pixel_size,
                        limit=40 if args.quick else None)
     images, masks, labels = data.images, data.masks, data.labels
 
     original = probabilities(pipe, images)
-    result = {"benchmark": "skin_tone_counterfactual", "split": args.split, "targets": {}}
+    result = {"benchmark": "skin_tone_counterfactual", "split": args.split,
+              "skin_reference": pipe.config.model.classifier_skin_reference, "targets": {}}
     for target, retinted in data.retinted.items():
         report = flip_report(original, probabilities(pipe, retinted), labels)
         report["median_skin_ita"] = float(np.median([skin_ita(im, m) for im, m in

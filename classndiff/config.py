@@ -59,6 +59,11 @@ class ModelConfig:
     # many dihedral views of the image (1, 2, 4 or 8; models/classifier.py). It is how the
     # classifier is read, not trained: the temperature is fitted for it, and a graft keeps it.
     classifier_test_views: int = 1
+    # Skin-tone normalisation at inference (never in training): the skin around the
+    # (segmented) lesion is re-tinted to this (ITA°, b*) before the classifier reads it, so
+    # the diagnosis cannot lean on the surrounding skin's colour (trust/skintone.py).
+    # None = off. Chosen on validation (benchmarks/skin_normalisation.sh).
+    classifier_skin_reference: list[float] | None = None
     tone_adversary: bool = False  # the skin-tone head of `train.lambda_adv` (fairness)
     pretrained_backbone: bool = False  # True only when the Hub is reachable
     # Latent space, two ways. `vae`: a diffusers AutoencoderKL from the Hub or a folder (the
@@ -104,7 +109,8 @@ CLASSIFIER_SETTINGS = frozenset({
     "classifier_backbone", "classifier_image_size", "classifier_drop_rate", "classifier_init",
     "classifier_output_stride", "tone_adversary", "pretrained_backbone", "pixel_size"})
 # Settings of how the classifier is read at inference: a graft keeps the target's.
-CLASSIFIER_INFERENCE_SETTINGS = frozenset({"classifier_test_views"})
+CLASSIFIER_INFERENCE_SETTINGS = frozenset({"classifier_test_views",
+                                           "classifier_skin_reference"})
 
 
 @dataclass

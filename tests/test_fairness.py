@@ -215,3 +215,38 @@ def test_training_with_tone_consistency_pairs_views_that_differ_in_tone_alone(
     header, *rows = (tmp_path / "log.csv").read_text().splitlines()
     values = dict(zip(header.split(","), rows[0].split(",")))
     assert float(values["consistency"]) > 0
+
+
+def to_pixels(image: np.ndarray):  # noqa: ANN201
+    import torch
+
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+@pytest.mark.parametrize("target", list(RETINT_TARGETS))
+def test_skin_normalisation_undoes_a_retint_and_keeps_the_lesion(target: str) -> None:
+    """normalise_skin_tone finds the lesion without a mask (also a pale one on darker skin)
+    and moves the skin to the reference: an image and its re-tint come out alike."""
+    from classndiff.trust.skintone import normalise_skin_tone, segment_by_contrast
+
+    image, lesion = photo()
+    retinted = retint_skin(image, lesion, target)
+    reference = (45.0, 18.0)
+    a, b = (normalise_skin_tone(to_pixels(x), reference) for x in (image, retinted))
+    apart_before = (to_pixels(image) - to_pixels(retinted)).abs().mean()
+    assert (a - b).abs().mean() < 0.2 * apart_before
+    back = ((a[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    assert skin_ita(back, lesion) == pytest.approx(reference[0], abs=3)
+    assert np.abs(back[lesion].astype(int) - image[lesion]).mean() < 2  # the lesion kept
+    from kornia.color import rgb_to_lab
+
+    pale = np.where(lesion[..., None], 200, retint_skin(image, lesion, "darker")).astype(np.uint8)
+    found = segment_by_contrast(rgb_to_lab(to_pixels(pale)[0:1] / 2 + 0.5)[0].numpy())
+    assert (found & lesion).sum() / (found | lesion).sum() > 0.8
+
+
+def test_skin_normalisation_leaves_an_image_without_a_lesion_alone() -> None:
+    from classndiff.trust.skintone import normalise_skin_tone
+
+    flat = np.full((32, 32, 3), 180, np.uint8)
+    assert np.array_equal(normalise_skin_tone(to_pixels(flat), (45.0, 18.0)), to_pixels(flat))

@@ -121,3 +121,25 @@ def test_bad_generate_arguments_raise_a_clear_value_error(tiny_pipe, kwargs, wor
 def test_diagnose_rejects_a_non_image_with_a_readable_message(tiny_pipe):
     with pytest.raises(ValueError, match="not an image"):
         tiny_pipe.diagnose(b"this is not an image at all")
+
+
+def test_skin_reference_normalises_what_the_classifier_reads(tiny_pipe) -> None:  # noqa: ANN001
+    """model.classifier_skin_reference: every classifier read (predict_proba, diagnose) sees
+    the skin re-tinted to the reference; None reads the image as it is."""
+    from classndiff.trust.skintone import normalise_skin_tone
+    from tests.test_counterfactual import lesion_photo
+
+    x = tiny_pipe.load(lesion_photo(tiny_pipe.config.model.pixel_size))
+    plain = tiny_pipe.predict_proba(x)
+    model = tiny_pipe.config.model
+    model.classifier_skin_reference = [-10.0, 22.0]
+    try:
+        normalised = tiny_pipe.predict_proba(x)
+        diagnosis = tiny_pipe.diagnose(lesion_photo(tiny_pipe.config.model.pixel_size),
+                                       abstain=False, skin_tone=False)
+    finally:
+        model.classifier_skin_reference = None
+    expected = tiny_pipe.predict_proba(normalise_skin_tone(x, [-10.0, 22.0]))
+    assert torch.allclose(normalised, expected) and not torch.allclose(normalised, plain)
+    mel = DX_CODES.index("mel")
+    assert diagnosis.probabilities["mel"] == pytest.approx(float(expected[0, mel]), abs=1e-5)

@@ -54,7 +54,7 @@ from classndiff.trust.abstention import (
     image_statistics,
     logits_and_features,
 )
-from classndiff.trust.skintone import estimate_skin_tone
+from classndiff.trust.skintone import estimate_skin_tone, normalise_skin_tone
 from classndiff.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,11 @@ class ClassNDiffPipeline:
         return self.config.model.classifier_test_views
 
     def _to_model_space(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels in [-1, 1] → what the classifier takes (pixels, or Hub-VAE latents)."""
+        """Pixels in [-1, 1] → what the classifier takes (pixels, or Hub-VAE latents), the
+        skin around the lesion re-tinted to the weights' reference tone where they set one."""
+        reference = self.config.model.classifier_skin_reference
+        if reference is not None:
+            pixels = normalise_skin_tone(pixels, reference)
         if not self.config.model.latent_classifier:
             return pixels
         latents = self.vae.encode(pixels.to(self.device)).latent_dist.mean

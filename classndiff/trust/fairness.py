@@ -63,7 +63,7 @@ def skin_ita(image: np.ndarray, lesion: np.ndarray) -> float:
 
 def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """How much a re-tint changes the answers: share of top-class flips, mean change of
-    P(malignant), accuracy and malignant AUC before and after."""
+    P(malignant), accuracy, malignant AUC and malignant sensitivity before and after."""
     from sklearn.metrics import roc_auc_score
 
     malignant = np.asarray(malignant_mask())
@@ -80,4 +80,9 @@ def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray) 
         "accuracy_after": float((retinted.argmax(1) == labels).mean()),
         "malignant_auc_before": auc(p_before),
         "malignant_auc_after": auc(p_after),
+        # Share of malignant lesions called malignant (P(malignant) ≥ 0.5).
+        "malignant_sensitivity_before": float((p_before[truth] >= 0.5).mean()) if truth.any()
+        else float("nan"),
+        "malignant_sensitivity_after": float((p_after[truth] >= 0.5).mean()) if truth.any()
+        else float("nan"),
     }

@@ -58,7 +58,6 @@ def tone_group(bin_name: str) -> str:
 def segment_lesion(lightness: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """A lesion mask without an expert: Otsu on smoothed L*, then the dark blob that is
     large and near the centre (dermoscopy centres the lesion), holes filled."""
-    from scipy import ndimage
     from skimage.filters import gaussian, threshold_otsu
 
     h, w = lightness.shape
@@ -68,17 +67,7 @@ def segment_lesion(lightness: np.ndarray, valid: np.ndarray | None = None) -> np
     values = smooth[valid]
     if values.size < 16 or values.max() - values.min() < 1.0:
         return np.zeros((h, w), bool)
-    dark = (smooth < threshold_otsu(values)) & valid
-    labels, count = ndimage.label(dark)
-    if count == 0:
-        return np.zeros((h, w), bool)
-    index = np.arange(1, count + 1)
-    areas = ndimage.sum_labels(dark, labels, index)
-    centres = np.array(ndimage.center_of_mass(dark, labels, index)).reshape(-1, 2)
-    distance = np.hypot((centres[:, 0] - h / 2) / h, (centres[:, 1] - w / 2) / w)
-    score = areas * np.exp(-(distance**2) / (2 * 0.25**2))
-    lesion = labels == index[int(np.argmax(score))]
-    return ndimage.binary_fill_holes(lesion)
+    return central_blob((smooth < threshold_otsu(values)) & valid)
 
 
 def estimate_skin_tone(
@@ -190,3 +179,70 @@ def retint_skin_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Ten
                        lab[:, 2:] + shift_b * weight], 1)
     rgb = lab_to_rgb(moved, clip=True)
     return torch.where(weight == 0, images, rgb)
+
+
+
+def segment_by_contrast(lab: np.ndarray) -> np.ndarray:
+    """A lesion mask from CIELAB (3, H, W) that works on any skin: the pixels far (Otsu on
+    the smoothed ΔE) from the median colour of the image's outer band, which is skin in
+    dermoscopy, then the large blob near the centre, holes filled. Unlike `segment_lesion`
+    (dark on L*) it finds a lesion paler than the skin around it, as on darker skin."""
+    from skimage.filters import gaussian, threshold_otsu
+
+    lightness = lab[0]
+    h, w = lightness.shape
+    band = max(1, int(round(0.08 * min(h, w))))
+    ring = np.ones((h, w), bool)
+    ring[band:-band, band:-band] = False
+    valid = lightness >= 20  # not the dermatoscope's dark rim
+    skin = ring & valid
+    reference = np.median(lab[:, skin if skin.sum() >= 16 else ring], axis=1)
+    distance = np.sqrt(((lab - reference[:, None, None]) ** 2).sum(0))
+    smooth = gaussian(distance, sigma=max(1.0, 1.5 * min(h, w) / REFERENCE_SIDE),
+                      preserve_range=True)
+    values = smooth[valid]
+    if values.size < 16 or values.max() - values.min() < 1.0:
+        return np.zeros((h, w), bool)
+    far = (smooth > threshold_otsu(values)) & valid
+    return central_blob(far)
+
+
+def central_blob(candidates: np.ndarray) -> np.ndarray:
+    """The connected blob of `candidates` that is large and near the centre (dermoscopy
+    centres the lesion), holes filled; all False when there is none."""
+    from scipy import ndimage
+
+    h, w = candidates.shape
+    labels, count = ndimage.label(candidates)
+    if count == 0:
+        return np.zeros((h, w), bool)
+    index = np.arange(1, count + 1)
+    areas = ndimage.sum_labels(candidates, labels, index)
+    centres = np.array(ndimage.center_of_mass(candidates, labels, index)).reshape(-1, 2)
+    distance = np.hypot((centres[:, 0] - h / 2) / h, (centres[:, 1] - w / 2) / w)
+    score = areas * np.exp(-(distance**2) / (2 * 0.25**2))
+    return ndimage.binary_fill_holes(labels == index[int(np.argmax(score))])
+
+
+def normalise_skin_tone(pixels: torch.Tensor, reference: tuple[float, float] | list[float],
+                        ) -> torch.Tensor:
+    """The skin around each lesion of `pixels` (N, 3, H, W) in [-1, 1] re-tinted to
+    `reference` (ITA°, b*) with `retint_skin_torch`, the lesion segmented here
+    (`segment_by_contrast`; there is no expert mask at inference). An image whose lesion
+    cannot be segmented, or that has too little skin, is returned as it was: nothing is
+    better than re-tinting the lesion itself."""
+    import torch
+    from kornia.color import rgb_to_lab
+
+    ita, b_star = (float(v) for v in reference)
+    rgb = ((pixels.detach().float().cpu() + 1) / 2).clamp(0, 1).double()
+    lesions = np.stack([segment_by_contrast(lab) for lab in rgb_to_lab(rgb).numpy()])
+    n = len(rgb)
+    usable = torch.from_numpy(lesions.reshape(n, -1).any(1))
+    if not usable.any():
+        return pixels
+    # An unusable image gets an all-lesion mask: no skin, left as it was.
+    lesion = torch.from_numpy(lesions)[:, None] | ~usable.view(n, 1, 1, 1)
+    moved = retint_skin_torch(rgb, lesion, torch.full((n,), ita, dtype=torch.float64),
+                              torch.full((n,), b_star, dtype=torch.float64))
+    return (moved * 2 - 1).to(pixels.dtype).to(pixels.device)
