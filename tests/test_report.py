@@ -170,3 +170,19 @@ def test_compare_with_a_denoiser_only_folder(tiny_pipe, tiny_weights: Path,  # n
     assert len(other.generate(dx="mel", num_images=1, steps=2).images) == 1
     _, info = load_compare(tiny_weights, tiny_pipe)
     assert info["own_classifier"] is False  # a full folder, but the same classifier tensors
+
+
+def test_card_names_a_targets_own_counterfactual_settings(tmp_path: Path) -> None:
+    """The card's counterfactual section says which targets have a strength or a classifier
+    guidance step of their own (read from benchmarks/counterfactuals.py's record)."""
+    from classndiff.evaluation.card_sections import _counterfactual_section
+
+    arm = {"validity": 0.8, "change_inside": 50.0, "change_outside": 5.0, "seconds_median": 1.0}
+    (tmp_path / "counterfactuals.json").write_text(json.dumps({
+        "strength": 0.9, "strength_by_target": {"mel": 0.9, "nv": 0.5},
+        "classifier_scale_by_target": {"mel": 0.1, "nv": 0.0}, "guidance_scale": 12.5,
+        "pairs": {"nv->mel": {"target": arm}}}))
+    text = _counterfactual_section(tmp_path)
+    assert "strength 0.9 (0.5 towards nv)" in text
+    assert "guidance on x̂0 with step 0.1 towards mel" in text and "towards nv" not in \
+        text.split("step")[1]

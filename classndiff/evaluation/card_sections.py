@@ -216,6 +216,10 @@ def _counterfactual_section(report: Path) -> str:
     own = {t: v for t, v in cf.get("strength_by_target", {}).items() if v != cf["strength"]}
     if own:  # targets with a strength of their own
         strength += " (" + ", ".join(f"{v} towards {t}" for t, v in own.items()) + ")"
+    steered = {t: v for t, v in cf.get("classifier_scale_by_target", {}).items() if v}
+    if steered:  # the joint classifier's guidance on x̂0, where a target uses it
+        guidance += (", the joint classifier's guidance on x̂0 with step "
+                     + ", ".join(f"{v} towards {t}" for t, v in steered.items()))
     return ("### Counterfactuals (\"what would it look like as …\")\n"
             f"Real test images, {strength}{guidance}, graded by the independent "
             "evaluator, never by the model itself; \"plain noise\" is the same edit "
