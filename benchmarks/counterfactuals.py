@@ -77,6 +77,8 @@ def main() -> None:
                         "around the lesion (≤ 0: no limit); default: the weights' own")
     p.add_argument("--sweep", type=float, nargs="*", default=list(SWEEP),
                    help="strengths for validity by strength (none: skip)")
+    p.add_argument("--pairs", nargs="*", default=None, metavar="SOURCE->TARGET",
+                   help=f"a subset of {', '.join(f'{a}->{b}' for a, b in PAIRS)}")
     p.add_argument("--evaluator", default=str(ROOT / "weights/evaluator"))
     p.add_argument("--output", type=Path)
     p.add_argument("--figure", type=Path)
@@ -89,6 +91,9 @@ def main() -> None:
     from classndiff.pipelines.inputs import to_pil
     from classndiff.training.evaluator import load_evaluator, predict
 
+    pairs = PAIRS if args.pairs is None else tuple(tuple(pair.split("->")) for pair in args.pairs)
+    if not set(pairs) <= set(PAIRS):
+        p.error(f"--pairs: choose among {', '.join(f'{a}->{b}' for a, b in PAIRS)}")
     pipe = load_pipe(args)
     sampling = pipe.config.sampling  # the weights' own defaults, as the app and API use
     if args.margin is not None:
@@ -121,12 +126,12 @@ def main() -> None:
     originals = to_pil(data.images.float() / 127.5 - 1)
     result = {"benchmark": "counterfactuals", "split": args.split,
               "strength": general,
-              "strength_by_target": {t: strength_for(t) for t in sorted({t for _, t in PAIRS})},
+              "strength_by_target": {t: strength_for(t) for t in sorted({t for _, t in pairs})},
               "guidance_scale": guidance,
               "classifier_scale": sampling.counterfactual_classifier_scale
               if args.classifier_scale is None else args.classifier_scale,
               "classifier_scale_by_target": {t: classifier_scale_for(t)
-                                             for t in sorted({t for _, t in PAIRS})},
+                                             for t in sorted({t for _, t in pairs})},
               "margin": sampling.counterfactual_margin,
               "margin_share": sampling.counterfactual_margin_share, "pairs": {},
               "sweep": {}}
@@ -139,7 +144,7 @@ def main() -> None:
         return float((predict(evaluator, pil_to_uint8(made)).argmax(1)
                       == DX_CODES.index(target)).mean())
 
-    for source, target in PAIRS:
+    for source, target in pairs:
         chosen = np.flatnonzero((data.dx.numpy() == DX_CODES.index(source))
                                 & data.has_mask.numpy())[:per_pair]
         strength, classifier_scale = strength_for(target), classifier_scale_for(target)
