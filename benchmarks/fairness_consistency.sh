@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The skin-tone consistency term again, at a middle weight, continuing the shipped classifier.
+# From the session-6 classifier for 1,500 steps, λ_c = 1 barely moved the proxy flip rate
+# (14.3 % vs 15.2 % to darker skin) and λ_c = 10 brought it under 10 % while balanced
+# accuracy collapsed (0.704 → 0.565). Generated brown/darker lesions (session 19) cost
+# melanoma sensitivity. This arm: λ_c = 3 for the 500 steps, seed, data order and re-tint of
+# fairness_synthetic.sh's 0-image arm, measured beside it by the fairness table's code.
+#
+# Rule, written before this arm ran (session 20): on validation, against the 0-image arm:
+# accuracy and malignant AUC each ≥ its − 0.01, balanced accuracy ≥ its − 0.02 (the λ_c = 10
+# collapse), malignant sensitivity (P(malignant) ≥ 0.5) ≥ its − 0.02 (the synthetic arm's
+# loss), and flips to darker skin at least 1 point under its. Only then is the arm made ready
+# as shipped (test_time_views, calibrate, evaluate) and the test split read.
+#
+#   bash benchmarks/fairness_consistency.sh [START_WEIGHTS] [RUNS_DIR] [OUT]
+#
+# RUNS_DIR/arm-0 is fairness_synthetic.sh's 0-image arm (trained here if missing).
+set -euo pipefail
+START=${1:-weights/embedded}
+RUNS=${2:-runs/fairness_synthetic}
+OUT=${3:-reports/embedded/fairness_consistency}
+DATA=${CLASSNDIFF_DATA:-../shared/data/ham10000}
+LAMBDA=${LAMBDA:-3}
+COMMON=(--config "$START/config.json" --init-from "$START" --max-steps "${STEPS:-500}"
+        --set "train.data_dir=$DATA" --set train.learning_rate=0 --set train.lambda_cls=0
+        --set train.classifier_learning_rate=0.0002 --set train.warmup_steps=50
+        --set train.time_budget_s=0 --set train.classifier_retint=0.5
+        --set train.synthetic_dir=null)
+mkdir -p "$OUT"
+run() {  # name [settings...]
+    local name=$1; shift
+    [ -f "$RUNS/$name/last/model.safetensors" ] || \
+        classndiff train "${COMMON[@]}" "$@" --output-dir "$RUNS/$name"
+}
+run arm-0
+run "consistency-$LAMBDA" --set "train.tone_consistency=$LAMBDA"
+[ -f "$OUT/table.json" ] || python benchmarks/fairness_table.py \
+    --arm "0 generated (re-tint 0.5)=$RUNS/arm-0/last" \
+    --arm "+ consistency λ_c = $LAMBDA=$RUNS/consistency-$LAMBDA/last" \
+    --output "$OUT/table.json" --markdown "$OUT/table.md" --mark "picked by the table's older rule (accuracy, malignant AUC, flips)"
+python - "$OUT/table.json" <<'PY'
+import json, sys
+arms = json.load(open(sys.argv[1]))["arms"]
+(base_name, base), (name, arm) = list(arms.items())[:2]
+def val(a, key):
+    return a["val"]["ci"]["overall"][key]["value"]
+for n, a in ((base_name, base), (name, arm)):
+    print(f"{n}: val accuracy {val(a, 'accuracy'):.3f}, balanced {val(a, 'balanced_accuracy'):.3f}, "
+          f"malignant AUC {val(a, 'malignant_auc'):.3f}, sensitivity {val(a, 'sensitivity'):.3f}, "
+          f"flips → darker {a['val']['flip_rate_darker']:.3f}")
+checks = {
+    "accuracy ≥ base − 0.01": val(arm, "accuracy") >= val(base, "accuracy") - 0.01,
+    "malignant AUC ≥ base − 0.01": val(arm, "malignant_auc") >= val(base, "malignant_auc") - 0.01,
+    "balanced accuracy ≥ base − 0.02":
+        val(arm, "balanced_accuracy") >= val(base, "balanced_accuracy") - 0.02,
+    "malignant sensitivity ≥ base − 0.02": val(arm, "sensitivity") >= val(base, "sensitivity") - 0.02,
+    "flips → darker ≥ 1 point under base":
+        arm["val"]["flip_rate_darker"] <= base["val"]["flip_rate_darker"] - 0.01,
+}
+for check, ok in checks.items():
+    print(f"  {'met' if ok else 'MISSED'}: {check}")
+print(json.dumps({"worth_shipping": all(checks.values())}))
+PY
