@@ -62,8 +62,7 @@ if write == "1":  # through the project's config type: an unknown key fails loud
     from classndiff.config import ClassNDiffConfig
 
     path = weights / "config.json"
-    config = ClassNDiffConfig.from_json(path)
-    config.sampling.counterfactual_classifier_scale_by_target = chosen
-    config.to_json(path)
+    ClassNDiffConfig.from_json(path).override(
+        {"sampling.counterfactual_classifier_scale_by_target": chosen}).to_json(path)
     print(f"written into {path}")
 PY

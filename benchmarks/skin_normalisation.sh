@@ -83,8 +83,7 @@ if chosen and write == "1":  # through the project's config type: an unknown key
     from classndiff.config import ClassNDiffConfig
 
     path = weights / "config.json"
-    config = ClassNDiffConfig.from_json(path)
-    config.model.classifier_skin_reference = on["skin_reference"]
-    config.to_json(path)
+    ClassNDiffConfig.from_json(path).override(
+        {"model.classifier_skin_reference": on["skin_reference"]}).to_json(path)
     print(f"written into {path}")
 PY
