@@ -19,19 +19,9 @@ set -euo pipefail
 START=${1:-weights/embedded}
 RUNS=${2:-runs/fairness_synthetic}
 OUT=${3:-reports/embedded/fairness_consistency}
-DATA=${CLASSNDIFF_DATA:-../shared/data/ham10000}
 LAMBDA=${LAMBDA:-3}
-COMMON=(--config "$START/config.json" --init-from "$START" --max-steps "${STEPS:-500}"
-        --set "train.data_dir=$DATA" --set train.learning_rate=0 --set train.lambda_cls=0
-        --set train.classifier_learning_rate=0.0002 --set train.warmup_steps=50
-        --set train.time_budget_s=0 --set train.classifier_retint=0.5
-        --set train.synthetic_dir=null)
+source "$(dirname "$0")/fairness_common.sh"  # COMMON and run()
 mkdir -p "$OUT"
-run() {  # name [settings...]
-    local name=$1; shift
-    [ -f "$RUNS/$name/last/model.safetensors" ] || \
-        classndiff train "${COMMON[@]}" "$@" --output-dir "$RUNS/$name"
-}
 run arm-0
 run "consistency-$LAMBDA" --set "train.tone_consistency=$LAMBDA"
 [ -f "$OUT/table.json" ] || python benchmarks/fairness_table.py \

@@ -17,13 +17,7 @@
 set -euo pipefail
 START=${1:-weights/embedded}
 RUNS=${2:-runs/fairness_synthetic}
-DATA=${CLASSNDIFF_DATA:-../shared/data/ham10000}
-STEPS=${STEPS:-500}
-COMMON=(--config "$START/config.json" --init-from "$START" --max-steps "$STEPS"
-        --set "train.data_dir=$DATA" --set train.learning_rate=0 --set train.lambda_cls=0
-        --set train.classifier_learning_rate=0.0002 --set train.warmup_steps=50
-        --set train.time_budget_s=0 --set train.classifier_retint=0.5
-        --set train.synthetic_dir=null)  # the 0-image arm has none, whatever START's config says
+source "$(dirname "$0")/fairness_common.sh"  # COMMON and run()
 [ -f "$RUNS/synthetic-120/metadata.csv" ] || python benchmarks/synthetic_set.py \
     --weights "$START" --per-class 120 --tones brown darker --output "$RUNS/synthetic-120"
 # The 40-a-class set: the first 40 of each (class, tone) cell of the 120 set, same files.
@@ -49,11 +43,6 @@ with (dst / "metadata.csv").open("w", newline="") as f:
     writer.writerows(kept)
 print(f"synthetic-40: {len(kept)} of {len(rows)} images")
 PY
-run() {  # name [settings...]
-    local name=$1; shift
-    [ -f "$RUNS/$name/last/model.safetensors" ] || \
-        classndiff train "${COMMON[@]}" "$@" --output-dir "$RUNS/$name"
-}
 run arm-0
 run arm-40 --set "train.synthetic_dir=$RUNS/synthetic-40"
 run arm-120 --set "train.synthetic_dir=$RUNS/synthetic-120"
