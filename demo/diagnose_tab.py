@@ -303,7 +303,7 @@ class DiagnoseTab:
 
 
 def strength_note(sampling: SamplingConfig) -> str:
-    """The strengths the weights chose, in words: "0.5 towards Melanocytic nevi (nv), 0.9
+    """The strengths the weights chose, in words: "0.5 towards melanocytic nevus (nv), 0.9
     towards the others"."""
     general = f"{sampling.counterfactual_strength:g}"
     own = [f"{v:g} towards {dx_label(t)}"
