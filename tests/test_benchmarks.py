@@ -18,6 +18,7 @@ EXPECTED = {
     "camera_shift": {"shifts", "worst_accuracy", "n"},
     "skin_tone_counterfactual": {"targets", "bar_flip_rate_10pct", "bar_malignant_auc_change"},
     "fairness_table": {"arms", "chosen", "rule", "bar_flip_rate_10pct", "majority_tone_rate"},
+    "operating_point": {"arms", "split"},
     "synthetic_set": {"images", "cells", "output"},
     "generator_yardstick": {"model", "real_floor", "tone_median_ita", "seconds_4_images"},
     "sampling": {"speedup", "fd_ratio", "dpm++", "ddpm", "bar_speedup_10x"},
