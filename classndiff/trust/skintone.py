@@ -58,16 +58,33 @@ def tone_group(bin_name: str) -> str:
 def segment_lesion(lightness: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """A lesion mask without an expert: Otsu on smoothed L*, then the dark blob that is
     large and near the centre (dermoscopy centres the lesion), holes filled."""
+    valid = np.ones_like(lightness, bool) if valid is None else valid
+    return otsu_blob(lightness, valid, above=False)
+
+
+def otsu_blob(values: np.ndarray, valid: np.ndarray, above: bool) -> np.ndarray:
+    """`values` (H, W) smoothed, split by Otsu over the `valid` pixels, and the central
+    blob (`central_blob`) of the side `above` (or below) the threshold; all False when the
+    valid values are too few or too flat to split."""
     from skimage.filters import gaussian, threshold_otsu
 
-    h, w = lightness.shape
-    scale = min(h, w) / REFERENCE_SIDE
-    smooth = gaussian(lightness, sigma=max(1.0, 1.5 * scale), preserve_range=True)
-    valid = np.ones_like(lightness, bool) if valid is None else valid
-    values = smooth[valid]
-    if values.size < 16 or values.max() - values.min() < 1.0:
+    h, w = values.shape
+    smooth = gaussian(values, sigma=max(1.0, 1.5 * min(h, w) / REFERENCE_SIDE),
+                      preserve_range=True)
+    inside = smooth[valid]
+    if inside.size < 16 or inside.max() - inside.min() < 1.0:
         return np.zeros((h, w), bool)
-    return central_blob((smooth < threshold_otsu(values)) & valid)
+    threshold = threshold_otsu(inside)
+    return central_blob(((smooth > threshold) if above else (smooth < threshold)) & valid)
+
+
+def border_band(h: int, w: int) -> np.ndarray:
+    """The image's outer band, 8 % of its side wide: skin in dermoscopy, the lesion being
+    centred."""
+    band = max(1, int(round(0.08 * min(h, w))))
+    ring = np.ones((h, w), bool)
+    ring[band:-band, band:-band] = False
+    return ring
 
 
 def estimate_skin_tone(
@@ -110,9 +127,7 @@ def estimate_skin_tone(
     # the blurry border.
     skin = ~(grow(lesion, 4 if method == "mask" else 8) | hair | rim | specular)
     if skin.sum() < max(200 * scale**2, 0.03 * h * w):
-        band = max(1, int(round(0.08 * min(h, w))))
-        ring = np.ones((h, w), bool)
-        ring[band:-band, band:-band] = False
+        ring = border_band(h, w)
         skin = ring & ~(rim | specular)
         if skin.sum() < 16:
             skin = ring & ~specular
@@ -181,30 +196,17 @@ def retint_skin_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Ten
     return torch.where(weight == 0, images, rgb)
 
 
-
 def segment_by_contrast(lab: np.ndarray) -> np.ndarray:
     """A lesion mask from CIELAB (3, H, W) that works on any skin: the pixels far (Otsu on
     the smoothed ΔE) from the median colour of the image's outer band, which is skin in
     dermoscopy, then the large blob near the centre, holes filled. Unlike `segment_lesion`
     (dark on L*) it finds a lesion paler than the skin around it, as on darker skin."""
-    from skimage.filters import gaussian, threshold_otsu
-
-    lightness = lab[0]
-    h, w = lightness.shape
-    band = max(1, int(round(0.08 * min(h, w))))
-    ring = np.ones((h, w), bool)
-    ring[band:-band, band:-band] = False
-    valid = lightness >= 20  # not the dermatoscope's dark rim
+    ring = border_band(*lab.shape[1:])
+    valid = lab[0] >= 20  # not the dermatoscope's dark rim
     skin = ring & valid
     reference = np.median(lab[:, skin if skin.sum() >= 16 else ring], axis=1)
     distance = np.sqrt(((lab - reference[:, None, None]) ** 2).sum(0))
-    smooth = gaussian(distance, sigma=max(1.0, 1.5 * min(h, w) / REFERENCE_SIDE),
-                      preserve_range=True)
-    values = smooth[valid]
-    if values.size < 16 or values.max() - values.min() < 1.0:
-        return np.zeros((h, w), bool)
-    far = (smooth > threshold_otsu(values)) & valid
-    return central_blob(far)
+    return otsu_blob(distance, valid, above=True)
 
 
 def central_blob(candidates: np.ndarray) -> np.ndarray:
