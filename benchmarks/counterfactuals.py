@@ -108,9 +108,12 @@ def main() -> None:
 
     guidance = sampling.counterfactual_guidance if args.guidance is None else args.guidance
 
+    general_scale = (sampling.counterfactual_classifier_scale if args.classifier_scale is None
+                     else args.classifier_scale)
+
     def classifier_scale_for(target: str) -> float:  # likewise
         return sampling.counterfactual_classifier_scale_for(target) \
-            if args.classifier_scale is None else args.classifier_scale
+            if args.classifier_scale is None else general_scale
 
     per_pair = 2 if args.quick else args.per_pair
     size = pipe.config.model.pixel_size
@@ -128,8 +131,7 @@ def main() -> None:
               "strength": general,
               "strength_by_target": {t: strength_for(t) for t in sorted({t for _, t in pairs})},
               "guidance_scale": guidance,
-              "classifier_scale": sampling.counterfactual_classifier_scale
-              if args.classifier_scale is None else args.classifier_scale,
+              "classifier_scale": general_scale,
               "classifier_scale_by_target": {t: classifier_scale_for(t)
                                              for t in sorted({t for _, t in pairs})},
               "margin": sampling.counterfactual_margin,

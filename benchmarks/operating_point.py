@@ -58,13 +58,14 @@ def main() -> None:
         # The highest threshold whose sensitivity reaches the reference's.
         matched = max(t for t in np.unique(p_malignant[truth])
                       if (p_malignant[truth] >= t).mean() >= target)
+        sensitivity_matched, specificity_matched = rates(p_malignant, truth, matched)
         result["arms"][name] = {
             "weights": weights, "n": int(len(truth)),
             "malignant_auc": float(roc_auc_score(truth, p_malignant)),
             "sensitivity_at_0.5": sensitivity, "specificity_at_0.5": specificity,
             "threshold_matching_reference": float(matched),
-            "specificity_at_matched": rates(p_malignant, truth, matched)[1],
-            "sensitivity_at_matched": rates(p_malignant, truth, matched)[0]}
+            "specificity_at_matched": specificity_matched,
+            "sensitivity_at_matched": sensitivity_matched}
     print_table(["arm", "malignant AUC", "sens. / spec. at 0.5", "threshold matching",
                  "sens. / spec. there"],
                 [[n, round(r["malignant_auc"], 3),

@@ -163,9 +163,9 @@ class DiagnoseTab:
         unticked it is the user's, starting where it was."""
         if not own:
             return gr.Slider(interactive=True)
-        value = (self.sampling.counterfactual_strength if target == AUTO
-                 else self.sampling.counterfactual_strength_for(target))
-        return gr.Slider(value=value, interactive=False)
+        # AUTO is no diagnosis, so it has no strength of its own: the general one.
+        return gr.Slider(value=self.sampling.counterfactual_strength_for(target),
+                         interactive=False)
 
     def counterfactual(self, image: str | None, target: str = AUTO,
                        strength: float | None = None, own_strength: bool = False,

@@ -71,6 +71,9 @@ def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray) 
     truth = malignant[labels]
     auc = (lambda p: float(roc_auc_score(truth, p))) if 0 < truth.sum() < len(truth) else (
         lambda p: float("nan"))
+    # Share of malignant lesions called malignant (P(malignant) ≥ 0.5).
+    sensitivity = (lambda p: float((p[truth] >= 0.5).mean())) if truth.any() else (
+        lambda p: float("nan"))
     return {
         "n": int(len(labels)),
         "flip_rate": float((original.argmax(1) != retinted.argmax(1)).mean()),
@@ -80,9 +83,6 @@ def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray) 
         "accuracy_after": float((retinted.argmax(1) == labels).mean()),
         "malignant_auc_before": auc(p_before),
         "malignant_auc_after": auc(p_after),
-        # Share of malignant lesions called malignant (P(malignant) ≥ 0.5).
-        "malignant_sensitivity_before": float((p_before[truth] >= 0.5).mean()) if truth.any()
-        else float("nan"),
-        "malignant_sensitivity_after": float((p_after[truth] >= 0.5).mean()) if truth.any()
-        else float("nan"),
+        "malignant_sensitivity_before": sensitivity(p_before),
+        "malignant_sensitivity_after": sensitivity(p_after),
     }
