@@ -75,6 +75,9 @@ def main() -> None:
     p.add_argument("--margin-share", type=float, default=None,
                    help="the margin stops before its ring covers this share of the skin "
                         "around the lesion (≤ 0: no limit); default: the weights' own")
+    p.add_argument("--detail", type=float, default=None,
+                   help="share of the upload's fine detail laid back over the redraw (0–1); "
+                        "default: the weights' own")
     p.add_argument("--sweep", type=float, nargs="*", default=list(SWEEP),
                    help="strengths for validity by strength (none: skip)")
     p.add_argument("--pairs", nargs="*", default=None, metavar="SOURCE->TARGET",
@@ -100,6 +103,8 @@ def main() -> None:
         sampling.counterfactual_margin = args.margin
     if args.margin_share is not None:
         sampling.counterfactual_margin_share = args.margin_share if args.margin_share > 0 else None
+    if args.detail is not None:
+        sampling.counterfactual_detail = args.detail
     general = sampling.counterfactual_strength if args.strength is None else args.strength
 
     def strength_for(target: str) -> float:  # the weights' own (per target) unless given
@@ -135,7 +140,8 @@ def main() -> None:
               "classifier_scale_by_target": {t: classifier_scale_for(t)
                                              for t in sorted({t for _, t in pairs})},
               "margin": sampling.counterfactual_margin,
-              "margin_share": sampling.counterfactual_margin_share, "pairs": {},
+              "margin_share": sampling.counterfactual_margin_share,
+              "detail": sampling.counterfactual_detail, "pairs": {},
               "sweep": {}}
     figure_rows = []
 

@@ -222,6 +222,10 @@ class SamplingConfig:
     # the lesion: a small naevus keeps room to grow, a lesion that fills the frame is not
     # handed the little skin left. None = the full margin everywhere.
     counterfactual_margin_share: float | None = None
+    # How much of the upload's own fine detail (what the denoiser's coarser size cannot hold:
+    # hairs, skin lines, pigment network) is laid back over the redrawn region, 0–1. 0: the
+    # redraw as the generator drew it, upsampled (soft); 1: every detail of the upload kept.
+    counterfactual_detail: float = 0.0
 
     @property
     def guidance_interval(self) -> tuple[float, float | None]:

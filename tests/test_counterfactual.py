@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from classndiff.pipelines.counterfactual import lesion_mask, toward_target
+from classndiff.pipelines.counterfactual import fine_detail, lesion_mask, toward_target
 from classndiff.pipelines.inputs import to_model_tensor
 from classndiff.pipelines.pipeline import ClassNDiffArgumentError, Diagnosis
 
@@ -93,6 +93,43 @@ def test_margin_lets_the_edit_reach_beyond_the_lesion(tiny_pipe) -> None:
         assert cf.settings["margin"] == margin
     tiny_pipe.config.sampling.counterfactual_margin = 3
     assert changes[0].max() <= 1 and changes[wide].mean() > 1
+
+
+def test_fine_detail_is_what_the_coarse_size_cannot_hold() -> None:
+    """fine_detail: zero for an image that is smooth at the coarse size, the hairline itself
+    for a thin line (which the coarse round trip smears away), nothing at or above full size."""
+    size, coarse = 64, 16
+    smooth = torch.linspace(-1, 1, size).expand(1, 3, size, size).contiguous()
+    assert fine_detail(smooth, coarse)[..., 4:-4].abs().max() < 0.02  # (edges: 0.03)
+    hair = smooth.clone()
+    hair[..., 30, :] = -1
+    detail = fine_detail(hair, coarse)
+    assert detail[..., 30, :].mean() < -0.5  # the line, darker than its coarse copy
+    assert detail[..., 10, 4:-4].abs().max() < 0.02  # far from it: nothing
+    assert fine_detail(hair, size).abs().max() == 0
+
+
+def test_detail_lays_the_uploads_fine_detail_back_inside_the_redraw(tiny_pipe) -> None:
+    """sampling.counterfactual_detail = 1: inside the redrawn region the result holds the
+    upload's fine detail on top of the redraw (the hairline crossing the lesion survives);
+    0: it does not; the skin outside is the upload's either way; settings name it."""
+    size = tiny_pipe.config.model.pixel_size  # 32; the tiny denoiser draws at 16
+    image = np.ones((size, size, 3)) * np.array([225, 185, 165])
+    yy, xx = np.mgrid[:size, :size]
+    image[((yy - 16) / 9) ** 2 + ((xx - 16) / 7) ** 2 < 1] = [90, 50, 40]
+    image[16, 10:23] = 0  # a dark hair across the lesion
+    photo = Image.fromarray(image.astype(np.uint8))
+    results = {}
+    for detail in (0.0, 1.0):
+        tiny_pipe.config.sampling.counterfactual_detail = detail
+        cf = tiny_pipe.counterfactual(photo, target_dx="mel", strength=0.8, steps=4, seed=1)
+        assert cf.settings["detail"] == detail
+        results[detail] = np.asarray(cf.image, int).mean(2)
+    tiny_pipe.config.sampling.counterfactual_detail = 0.0
+    hair_minus_beside = {d: (r[16, 12:21] - (r[13, 12:21] + r[19, 12:21]) / 2).mean()
+                         for d, r in results.items()}
+    assert hair_minus_beside[1.0] < hair_minus_beside[0.0] - 20, hair_minus_beside
+    assert np.abs(results[1.0] - results[0.0])[:, :3].max() <= 1  # the skin at the edge
 
 
 @pytest.mark.parametrize("setting, own, given", [("strength", 0.35, 0.8),

@@ -143,12 +143,13 @@ def toward_target(model: ClassNDiff, schedule: NoiseSchedule, x: torch.Tensor,
 @torch.no_grad()
 def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength: float,
                   steps: int, guidance_scale: float, seed: int, classifier_scale: float = 0.0,
-                  margin: int = 3, margin_share: float | None = None,
+                  margin: int = 3, margin_share: float | None = None, detail: float = 0.0,
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The lesion in `pixels` (1, 3, H, W) in [-1, 1] redrawn as diagnosis id `target` by
     `sdedit` at the denoiser's size, brought back to full size; outside the lesion mask
     (grown by `margin` pixels, less where the ring would cover more than `margin_share` of the
-    skin) the result is the upload itself. Returns (result, mask), both at full size."""
+    skin) the result is the upload itself. `detail` ∈ [0, 1]: the share of the upload's fine
+    detail (`fine_detail`) laid back over the redraw. Returns (result, mask), at full size."""
     config = model.config
     mask = lesion_mask(pixels, dilate=margin, max_ring_share=margin_share).to(pixels.device)
     x0 = denoiser_input(pixels, config)
@@ -165,9 +166,20 @@ def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength
     if model.vae is not None:
         drawn = model.decode(drawn)
     size = pixels.shape[-1]
-    up = F.interpolate(drawn, size=(size, size), mode="bicubic",
-                       align_corners=False).clamp(-1, 1)
-    return mask * up + (1 - mask) * pixels, mask
+    up = F.interpolate(drawn, size=(size, size), mode="bicubic", align_corners=False)
+    if detail > 0:
+        up = up + detail * fine_detail(pixels, drawn.shape[-1])
+    return mask * up.clamp(-1, 1) + (1 - mask) * pixels, mask
+
+
+def fine_detail(pixels: torch.Tensor, coarse_size: int) -> torch.Tensor:
+    """What `pixels` hold beyond `coarse_size`: the image minus itself brought down to that
+    size (area average) and back up (bicubic), the same round trip the redraw makes."""
+    size = pixels.shape[-1]
+    if coarse_size >= size:
+        return torch.zeros_like(pixels)
+    coarse = F.interpolate(pixels, size=(coarse_size, coarse_size), mode="area")
+    return pixels - F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
 
 
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:

@@ -448,6 +448,7 @@ class ClassNDiffPipeline:
                     "classifier_scale": float(classifier_scale),
                     "margin": sampling.counterfactual_margin,
                     "margin_share": sampling.counterfactual_margin_share,
+                    "detail": sampling.counterfactual_detail,
                     "seed": seed, "sampler": "ddim",
                     "weights": self.source, "classndiff_version": __version__,
                     "synthetic": True}
@@ -461,7 +462,8 @@ class ClassNDiffPipeline:
                                      guidance_scale=guidance_scale, seed=seed,
                                      classifier_scale=classifier_scale,
                                      margin=sampling.counterfactual_margin,
-                                     margin_share=sampling.counterfactual_margin_share)
+                                     margin_share=sampling.counterfactual_margin_share,
+                                     detail=sampling.counterfactual_detail)
         after = self.predict_proba(result)[0]
         settings["seconds"] = round(time.perf_counter() - started, 3)
         settings["lesion_area"] = round(float(mask.mean()), 4)
