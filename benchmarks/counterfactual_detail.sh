@@ -16,6 +16,7 @@
 # (benchmarks/counterfactuals.py), figure looked at.
 #
 #   bash benchmarks/counterfactual_detail.sh [WEIGHTS] [OUT]
+#   WRITE=1 bash benchmarks/counterfactual_detail.sh ...   # also writes the choice into WEIGHTS
 set -euo pipefail
 WEIGHTS=${1:-weights/embedded}
 OUT=${2:-reports/embedded/counterfactual_detail}
@@ -28,10 +29,11 @@ for detail in $CURRENT ${DETAILS:-0.5 1}; do
       ${THREADS:+--threads "$THREADS"} \
       --output "$OUT/$name.json" --figure "$OUT/$name.png" > "$OUT/$name.log" 2>&1
 done
-python - "$OUT" "$CURRENT" <<'PY'
+python - "$OUT" "$CURRENT" "$WEIGHTS" "${WRITE:-0}" <<'PY'
 import json, sys
 from pathlib import Path
 out, current = Path(sys.argv[1]), f"detail{sys.argv[2]}"
+weights, write = Path(sys.argv[3]), sys.argv[4]
 records = {p.stem: {pair: a["target"] for pair, a in json.loads(p.read_text())["pairs"].items()}
            for p in sorted(out.glob("detail*.json"))}
 base = records[current]
@@ -50,4 +52,11 @@ for name, arms in records.items():
         rows[name] = mean_fd
 chosen = min(rows, key=rows.get) if rows else current
 print(json.dumps({"chosen": chosen, "current": current}))
+if write == "1":  # through the project's config type: an unknown key fails loudly
+    from classndiff.config import ClassNDiffConfig
+
+    path = weights / "config.json"
+    ClassNDiffConfig.from_json(path).override(
+        {"sampling.counterfactual_detail": float(chosen.removeprefix("detail"))}).to_json(path)
+    print(f"written into {path}")
 PY
