@@ -215,7 +215,10 @@ def counterfactual_markdown(cf: Any) -> str:
         + (f"more than {cf.settings['margin']} pixels from the lesion "
            + ("(fewer around a large lesion) " if cf.settings.get("margin_share") else "")
            if cf.settings.get("margin") else "around it ")
-        + "is the upload's own. The right image shows what changed (bright = more); at high "
+        + "is the upload's own"
+        + ("; inside, the upload's own fine detail (hairs, skin lines) is laid over the redraw"
+           if cf.settings.get("detail") else "")
+        + ". The right image shows what changed (bright = more); at high "
         "strength the lesion is drawn almost anew, so read the overall look, not the detail. "
         "It is the model's idea of the class, not a prediction of how this lesion will evolve.",
         f"> {DISCLAIMER}"])

@@ -181,8 +181,22 @@ def test_card_names_a_targets_own_counterfactual_settings(tmp_path: Path) -> Non
     (tmp_path / "counterfactuals.json").write_text(json.dumps({
         "strength": 0.9, "strength_by_target": {"mel": 0.9, "nv": 0.5},
         "classifier_scale_by_target": {"mel": 0.1, "nv": 0.0}, "guidance_scale": 12.5,
-        "pairs": {"nv->mel": {"target": arm}}}))
+        "detail": 1.0, "pairs": {"nv->mel": {"target": arm}}}))
     text = _counterfactual_section(tmp_path)
     assert "strength 0.9 (0.5 towards nv)" in text
+    assert "100% of the upload's own fine detail" in text
     assert "guidance on x̂0 with step 0.1 towards mel" in text and "towards nv" not in \
         text.split("step")[1]
+
+
+def test_app_summary_says_when_the_uploads_fine_detail_is_kept() -> None:
+    from types import SimpleNamespace
+
+    from demo.render import counterfactual_markdown
+
+    settings = {"strength": 0.9, "seconds": 1.2, "margin": 32, "margin_share": 0.3}
+    cf = SimpleNamespace(reason=None, target="mel", probabilities_before={"mel": 0.1},
+                         probabilities_after={"mel": 0.8}, settings=settings)
+    assert "fine detail" not in counterfactual_markdown(cf)
+    settings["detail"] = 1.0
+    assert "the upload's own fine detail (hairs, skin lines)" in counterfactual_markdown(cf)

@@ -212,6 +212,9 @@ def _counterfactual_section(report: Path) -> str:
         if cf.get("margin_share"):
             guidance += (f" (less where that ring would cover more than "
                          f"{cf['margin_share']:.0%} of the skin around it)")
+    if cf.get("detail"):
+        guidance += (f", {cf['detail']:.0%} of the upload's own fine detail (finer than the "
+                     "generator draws) laid back over the redraw")
     strength = f"strength {cf['strength']}"
     own = {t: v for t, v in cf.get("strength_by_target", {}).items() if v != cf["strength"]}
     if own:  # targets with a strength of their own
