@@ -11,6 +11,8 @@
 #        # prints what would travel
 #   device run, carry [".device"], timeout_s 560:
 #        bash benchmarks/gpu_generator.sh train            # there: BUDGET s (360) of training
+#        # (BUDGET: the lease's budget_left_s less ~150 s for the start, the ~45 s of loading and
+#        # export, and the return; the command must also end within the call's timeout_s)
 #        # for each of three arms side by side (below), then under $OUT: each arm's denoiser
 #        # in < 16 MiB parts (ARM.part00, ...), runs.tar.gz (each arm's config,
 #        # log.csv, sha256) and train.log (every arm's output, prefixed): 8 files, the most the
