@@ -20,7 +20,7 @@
 set -euo pipefail
 WEIGHTS=${1:-weights/embedded}
 OUT=${2:-reports/embedded/counterfactual_detail}
-CURRENT=${CURRENT:-0}  # the weights' own
+CURRENT=${CURRENT:-0}  # the weights' own before this study (since then they carry its choice)
 mkdir -p "$OUT"
 for detail in $CURRENT ${DETAILS:-0.5 1}; do
   name="detail$detail"

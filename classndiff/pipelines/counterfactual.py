@@ -174,7 +174,9 @@ def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength
 
 def fine_detail(pixels: torch.Tensor, coarse_size: int) -> torch.Tensor:
     """What `pixels` hold beyond `coarse_size`: the image minus itself brought down to that
-    size (area average) and back up (bicubic), the same round trip the redraw makes."""
+    size (area average) and back up (bicubic). Close to, not the same as, the redraw's own
+    round trip (`denoiser_input` goes down by antialiased bilinear); this is the version
+    measured and chosen on validation (benchmarks/counterfactual_detail.sh)."""
     size = pixels.shape[-1]
     if coarse_size >= size:
         return torch.zeros_like(pixels)
