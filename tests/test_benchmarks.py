@@ -43,3 +43,34 @@ def test_benchmark_quick_ends_with_json(name: str) -> None:
     assert figures["benchmark"] == name
     assert figures["quick"] is True
     assert EXPECTED[name] <= set(figures)
+
+
+def test_weight_average_is_the_weighted_mean_of_floats(tmp_path: Path) -> None:
+    """benchmarks/weight_average.py: floats averaged by share, integers from the first, the
+    first's config copied; ingredients of another shape refused with a message."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    for name, value in (("a", 1.0), ("b", 4.0)):
+        (tmp_path / name).mkdir()
+        save_file({"w": torch.full((2, 3), value, dtype=torch.float16),
+                   "steps": torch.tensor(7 if name == "a" else 9)},
+                  str(tmp_path / name / "model.safetensors"))
+        (tmp_path / name / "config.json").write_text(json.dumps({"name": name}))
+    script = str(ROOT / "benchmarks" / "weight_average.py")
+    done = subprocess.run([sys.executable, script, "--output", str(tmp_path / "soup"),
+                           "--ingredient", f"{tmp_path / 'a'}=2", "--ingredient",
+                           f"{tmp_path / 'b'}=1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    soup = load_file(str(tmp_path / "soup" / "model.safetensors"))
+    assert soup["w"].dtype == torch.float16
+    assert torch.equal(soup["w"], torch.full((2, 3), 2.0, dtype=torch.float16))  # ⅔·1 + ⅓·4
+    assert int(soup["steps"]) == 7
+    assert json.loads((tmp_path / "soup" / "config.json").read_text()) == {"name": "a"}
+
+    save_file({"w": torch.zeros(3, 2), "steps": torch.tensor(1)},
+              str(tmp_path / "b" / "model.safetensors"))
+    refused = subprocess.run([sys.executable, script, "--output", str(tmp_path / "bad"),
+                              "--ingredient", str(tmp_path / "a"), "--ingredient",
+                              str(tmp_path / "b")], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "same tensors" in refused.stderr
