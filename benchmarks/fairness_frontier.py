@@ -1,10 +1,11 @@
 """Where the fairness arms sit between tone invariance and the rare classes, and whether a
 post-hoc class-prior shift (logit adjustment, Menon et al. 2021: p(c) ÷ prior(c)^τ with the
-training split's class frequencies) moves an arm off that line. Per arm, on one split (validation by default), for τ in a fixed list:
-accuracy, balanced accuracy, malignant AUC, malignant sensitivity at P(malignant) ≥ 0.5 and
-the proxy flip rate to darker skin; and, at τ = 0, which classes the flips go between and how
-the flips fall by the quartile of the top-two margin. One view per image, as the fairness
-table reads it. A diagnosis of the arms, not a selection rule: nothing here ships.
+training split's class frequencies) moves an arm off that line. Per arm, on one split
+(validation by default), for τ in a fixed list: accuracy, balanced accuracy, malignant AUC,
+malignant sensitivity at P(malignant) ≥ 0.5 and the proxy flip rate to darker skin; and, at
+τ = 0, which classes the flips go between and how the flips fall by the quartile of the
+top-two margin. One view per image, as the fairness table reads it. A diagnosis of the arms,
+not a selection rule: nothing here ships.
 
     python benchmarks/fairness_frontier.py --arm base=RUNS/arm-0/last \\
         --arm "λ_c 3=RUNS/consistency-3/last" --output reports/.../frontier.json
