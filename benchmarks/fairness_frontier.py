@@ -13,6 +13,7 @@ not a selection rule: nothing here ships.
 Ends with ONE JSON line."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +22,17 @@ import torch
 from _bench import MaskedSplit, emit, environment, load_pipe, parser, print_table, probabilities
 
 TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
+METRICS = ("accuracy", "balanced_accuracy", "malignant_auc", "sensitivity")
 
 
 def figures(probs: np.ndarray, darker: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    """The fairness rule's figures: the evaluation's metrics and the flip test's flip rate."""
+    from classndiff.evaluation.bootstrap import fast_metrics
+    from classndiff.trust.fairness import flip_report
 
-    from classndiff.labels import malignant_mask
-
-    top = probs.argmax(1)
-    mask = np.array(malignant_mask())
-    malignant = probs[:, mask].sum(1)
-    is_malignant = mask[labels]
-    return {"accuracy": float((top == labels).mean()),
-            "balanced_accuracy": float(balanced_accuracy_score(labels, top)),
-            "malignant_auc": float(roc_auc_score(is_malignant, malignant)),
-            "sensitivity": float((malignant[is_malignant] >= 0.5).mean()),
-            "flip_rate_darker": float((top != darker.argmax(1)).mean())}
+    found = fast_metrics(probs, labels)
+    return {**{key: found[key] for key in METRICS},
+            "flip_rate_darker": flip_report(probs, darker, labels)["flip_rate"]}
 
 
 def adjusted(probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
@@ -48,16 +44,12 @@ def flip_anatomy(probs: np.ndarray, darker: np.ndarray) -> dict[str, Any]:
     from classndiff.labels import DX_CODES
 
     before, after = probs.argmax(1), darker.argmax(1)
-    pairs: dict[str, int] = {}
-    for i, j in zip(before, after):
-        if i != j:
-            key = f"{DX_CODES[i]}→{DX_CODES[j]}"
-            pairs[key] = pairs.get(key, 0) + 1
+    pairs = Counter(f"{DX_CODES[i]}→{DX_CODES[j]}" for i, j in zip(before, after) if i != j)
     ranked = np.sort(probs, 1)
     margin = ranked[:, -1] - ranked[:, -2]
     quartile = np.searchsorted(np.quantile(margin, [0.25, 0.5, 0.75]), margin, side="right")
     flipped = before != after
-    return {"pairs": dict(sorted(pairs.items(), key=lambda kv: -kv[1])),
+    return {"pairs": dict(pairs.most_common()),
             "flip_rate_by_margin_quartile": [float(flipped[quartile == q].mean())
                                              for q in range(4)]}
 

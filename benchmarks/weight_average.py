@@ -65,9 +65,9 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ingredients[0][0] / "config.json", args.output / "config.json")
     save_file(averaged, str(args.output / "model.safetensors"))
+    total = sum(w for _, w in ingredients)
     (args.output / "ingredients.json").write_text(json.dumps(
-        [{"weights": str(f), "share": w / sum(w for _, w in ingredients)}
-         for f, w in ingredients], indent=1) + "\n")
+        [{"weights": str(f), "share": w / total} for f, w in ingredients], indent=1) + "\n")
     print(f"{args.output}: average of {len(states)} ingredients")
 
 
