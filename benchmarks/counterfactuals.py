@@ -13,8 +13,9 @@ smallest strength at which it reaches 50 %.
     python benchmarks/counterfactuals.py --split val ...   # choosing defaults: never the test split
     python benchmarks/counterfactuals.py --quick
 
-Defaults: the weights' own (`config.sampling.counterfactual_strength`, `_guidance` and
-`_classifier_scale`; `--classifier-scale S` tries the joint classifier's guidance on x̂0).
+Defaults: the weights' own (`config.sampling.counterfactual_strength`, `_guidance`,
+`_classifier_scale` and `_candidates`; `--classifier-scale S` tries the joint classifier's
+guidance on x̂0, `--candidates K` shows the model's pick of K redraws).
 Bars: validity ≥ 0.70 for benign → mel and mel → nv; change outside ≤ 1/3 of inside; ≤ 5 s
 each. Ends with ONE JSON line."""
 
@@ -32,7 +33,8 @@ SWEEP = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def edit_stats(pipe, originals, data, chosen, target: str, strength: float,  # noqa: ANN001
-               guidance: float, classifier_scale: float | None = None) -> tuple[dict, list]:
+               guidance: float, classifier_scale: float | None = None,
+               candidates: int | None = None) -> tuple[dict, list]:
     """Counterfactuals of the images `chosen`: change inside / outside the mask, seconds,
     abstentions; and the counterfactuals (None where the upload was refused)."""
     edits, inside, outside, seconds, abstained = [], [], [], [], 0
@@ -40,7 +42,7 @@ def edit_stats(pipe, originals, data, chosen, target: str, strength: float,  # n
         start = time.perf_counter()
         cf = pipe.counterfactual(originals[i], target_dx=target, strength=strength,
                                  guidance_scale=guidance, seed=int(i),
-                                 classifier_scale=classifier_scale)
+                                 classifier_scale=classifier_scale, candidates=candidates)
         seconds.append(time.perf_counter() - start)
         if cf.image is None:
             abstained += 1
@@ -78,6 +80,9 @@ def main() -> None:
     p.add_argument("--detail", type=float, default=None,
                    help="share of the upload's fine detail laid back over the redraw (0–1); "
                         "default: the weights' own")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="redraws per counterfactual, the model's pick shown (default: the "
+                        "weights' own; the plain-noise arm always draws one)")
     p.add_argument("--sweep", type=float, nargs="*", default=list(SWEEP),
                    help="strengths for validity by strength (none: skip)")
     p.add_argument("--pairs", nargs="*", default=None, metavar="SOURCE->TARGET",
@@ -105,6 +110,8 @@ def main() -> None:
         sampling.counterfactual_margin_share = args.margin_share if args.margin_share > 0 else None
     if args.detail is not None:
         sampling.counterfactual_detail = args.detail
+    if args.candidates is not None:
+        sampling.counterfactual_candidates = args.candidates
     general = sampling.counterfactual_strength if args.strength is None else args.strength
 
     def strength_for(target: str) -> float:  # the weights' own (per target) unless given
@@ -141,7 +148,8 @@ def main() -> None:
                                              for t in sorted({t for _, t in pairs})},
               "margin": sampling.counterfactual_margin,
               "margin_share": sampling.counterfactual_margin_share,
-              "detail": sampling.counterfactual_detail, "pairs": {},
+              "detail": sampling.counterfactual_detail,
+              "candidates": sampling.counterfactual_candidates, "pairs": {},
               "sweep": {}}
     figure_rows = []
 
@@ -158,10 +166,11 @@ def main() -> None:
         strength, classifier_scale = strength_for(target), classifier_scale_for(target)
         row = {}
         real = before = None  # features of the real target-class images, of the originals
-        for arm, arm_guidance, arm_classifier in (("target", guidance, classifier_scale),
-                                                  ("plain noise", 0.0, 0.0)):
+        # The plain-noise arm knows nothing of the target: no guidance, one redraw, no pick.
+        for arm, arm_guidance, arm_classifier, arm_candidates in (
+                ("target", guidance, classifier_scale, None), ("plain noise", 0.0, 0.0, 1)):
             stats, edits = edit_stats(pipe, originals, data, chosen, target, strength,
-                                      arm_guidance, arm_classifier)
+                                      arm_guidance, arm_classifier, arm_candidates)
             stats["validity"] = validity(edits, target)
             stats["strength"] = strength
             stats["classifier_scale"] = arm_classifier

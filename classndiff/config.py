@@ -226,6 +226,9 @@ class SamplingConfig:
     # hairs, skin lines, pigment network) is laid back over the redrawn region, 0–1. 0: the
     # redraw as the generator drew it, upsampled (soft); 1: every detail of the upload kept.
     counterfactual_detail: float = 0.0
+    # Redraws made per counterfactual (one batch); the one the model's own classifier finds
+    # most like the target is shown. 1 = the single redraw of the seed.
+    counterfactual_candidates: int = 1
 
     @property
     def guidance_interval(self) -> tuple[float, float | None]:

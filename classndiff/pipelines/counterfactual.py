@@ -144,19 +144,22 @@ def toward_target(model: ClassNDiff, schedule: NoiseSchedule, x: torch.Tensor,
 def redraw_lesion(model: ClassNDiff, pixels: torch.Tensor, target: int, strength: float,
                   steps: int, guidance_scale: float, seed: int, classifier_scale: float = 0.0,
                   margin: int = 3, margin_share: float | None = None, detail: float = 0.0,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  candidates: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """The lesion in `pixels` (1, 3, H, W) in [-1, 1] redrawn as diagnosis id `target` by
     `sdedit` at the denoiser's size, brought back to full size; outside the lesion mask
     (grown by `margin` pixels, less where the ring would cover more than `margin_share` of the
     skin) the result is the upload itself. `detail` ∈ [0, 1]: the share of the upload's fine
-    detail (`fine_detail`) laid back over the redraw. Returns (result, mask), at full size."""
+    detail (`fine_detail`) laid back over the redraw. `candidates` redraws are made in one
+    batch from one seeded noise draw (the first is the redraw `candidates=1` gives).
+    Returns (results (candidates, 3, H, W), mask (1, 1, H, W)), at full size."""
     config = model.config
     mask = lesion_mask(pixels, dilate=margin, max_ring_share=margin_share).to(pixels.device)
     x0 = denoiser_input(pixels, config)
     if model.vae is not None:  # the bundled autoencoder's latents
         x0 = model.encode(x0)
     keep = 1 - resize_mask(mask, x0.shape[-1])
-    labels = [torch.full((1,), i, dtype=torch.long, device=pixels.device)
+    x0, keep = x0.expand(candidates, -1, -1, -1), keep.expand(candidates, -1, -1, -1)
+    labels = [torch.full((candidates,), i, dtype=torch.long, device=pixels.device)
               for i in (target, TONE_NULL, SEX_NULL)]
     drawn = sdedit(model, make_scheduler("ddim", config),
                    x0.to(next(model.parameters()).dtype), keep, *labels,

@@ -394,6 +394,7 @@ class ClassNDiffPipeline:
         guidance_scale: float | None = None,
         seed: int = 0,
         classifier_scale: float | None = None,
+        candidates: int | None = None,
     ) -> Counterfactual:
         """What this lesion would have to look like to be called `target_dx`: SDEdit from
         noise level `strength` (0–1] towards the target, skin outside the lesion kept.
@@ -402,7 +403,10 @@ class ClassNDiffPipeline:
         same `reason` as `diagnose`. `classifier_scale` > 0 also steers x̂0 by the joint
         classifier's gradient towards the target. `strength` and `classifier_scale` (the
         target's own where the weights set one) and `guidance_scale` default to the weights'
-        own (`config.sampling.counterfactual_*`).
+        own (`config.sampling.counterfactual_*`). `candidates` > 1: that many redraws from
+        one seed, and the one the model's own classifier finds most like the target is shown
+        (selection among the generator's drawings, not a nudge of pixels towards the
+        classifier; the pick is recorded in the settings).
         Bad arguments raise ClassNDiffArgumentError."""
         sampling = self.config.sampling
         guidance_scale = (sampling.counterfactual_guidance if guidance_scale is None
@@ -425,6 +429,8 @@ class ClassNDiffPipeline:
             raise ClassNDiffArgumentError(
                 f"classifier_scale must be a number between 0 and 1, got {classifier_scale!r}")
         seed = check_int("seed", seed, 0, 2**63 - 1)
+        candidates = check_int("candidates", sampling.counterfactual_candidates
+                               if candidates is None else candidates, 1, 16)
         if self.config.model.latent_classifier:
             raise ClassNDiffArgumentError("counterfactuals need a model whose classifier reads "
                                           "pixels")
@@ -449,6 +455,7 @@ class ClassNDiffPipeline:
                     "margin": sampling.counterfactual_margin,
                     "margin_share": sampling.counterfactual_margin_share,
                     "detail": sampling.counterfactual_detail,
+                    "candidates": candidates,
                     "seed": seed, "sampler": "ddim",
                     "weights": self.source, "classndiff_version": __version__,
                     "synthetic": True}
@@ -463,8 +470,12 @@ class ClassNDiffPipeline:
                                      classifier_scale=classifier_scale,
                                      margin=sampling.counterfactual_margin,
                                      margin_share=sampling.counterfactual_margin_share,
-                                     detail=sampling.counterfactual_detail)
-        after = self.predict_proba(result)[0]
+                                     detail=sampling.counterfactual_detail,
+                                     candidates=candidates)
+        scores = self.predict_proba(result)
+        pick = int(scores[:, DX_CODES.index(target_dx)].argmax())
+        result, after = result[pick:pick + 1], scores[pick]
+        settings["chosen_candidate"] = pick
         settings["seconds"] = round(time.perf_counter() - started, 3)
         settings["lesion_area"] = round(float(mask.mean()), 4)
         return Counterfactual(
