@@ -211,7 +211,11 @@ def counterfactual_markdown(cf: Any) -> str:
         f"The model's P({cf.target}): **{percent(before)} → {percent(after)}** "
         f"(strength {cf.settings['strength']:g}, {cf.settings['seconds']:.1f} s).",
         "How to read it: the middle image is the lesion redrawn by the generator as the model "
-        "pictures this diagnosis; the skin "
+        "pictures this diagnosis"
+        + (f" (of {cf.settings['candidates']} redraws, the one the model's own classifier "
+           "finds most like it: the P after is the best of those, not a typical redraw)"
+           if cf.settings.get("candidates", 1) > 1 else "")
+        + "; the skin "
         + (f"more than {cf.settings['margin']} pixels from the lesion "
            + ("(fewer around a large lesion) " if cf.settings.get("margin_share") else "")
            if cf.settings.get("margin") else "around it ")

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
     "denoiser_candidates": {"candidates", "size"},
     "counterfactuals": {"pairs", "strength"},
+    "counterfactual_blockiness": {"pairs", "split"},
     "camera_shift": {"shifts", "worst_accuracy", "n"},
     "skin_tone_counterfactual": {"targets", "bar_flip_rate_10pct", "bar_malignant_auc_change"},
     "fairness_frontier": {"arms", "taus", "split"},

@@ -164,10 +164,38 @@ def test_default_is_the_targets_own_where_the_weights_set_one(tiny_pipe, setting
     ({"classifier_scale": 2}, "classifier_scale"),
     ({"classifier_scale": True}, "classifier_scale"),
     ({"seed": -3}, "seed"),
+    ({"candidates": 0}, "candidates"),
+    ({"candidates": 17}, "candidates"),
+    ({"candidates": 2.5}, "candidates"),
 ])
 def test_bad_counterfactual_arguments_raise_clear_errors(tiny_pipe, kwargs, words) -> None:
     with pytest.raises(ClassNDiffArgumentError, match=words):
         tiny_pipe.counterfactual(lesion_photo(), **kwargs)
+
+
+def test_candidates_are_redraws_of_one_seed_and_the_model_shows_its_pick(tiny_pipe) -> None:
+    """candidates = K: K redraws in one batch, the first the redraw K = 1 gives, the others
+    different; the result is the one the model's own classifier gives the highest P(target),
+    with that P reported after; the settings say how many and which."""
+    from classndiff.labels import DX_CODES
+    from classndiff.pipelines.counterfactual import redraw_lesion
+
+    size = tiny_pipe.config.model.pixel_size
+    photo = lesion_photo(size)
+    pixels = to_model_tensor(photo, size)
+    redraw = {"target": DX_CODES.index("mel"), "strength": 0.8, "steps": 4,
+              "guidance_scale": 3.0, "seed": 1}
+    one, _ = redraw_lesion(tiny_pipe.model, pixels, **redraw)
+    four, mask = redraw_lesion(tiny_pipe.model, pixels, candidates=4, **redraw)
+    assert one.shape[0] == 1 and four.shape[0] == 4 and mask.shape[0] == 1
+    assert torch.allclose(four[:1], one, atol=1e-5)
+    assert (four[1:] - four[:1]).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+    scores = tiny_pipe.predict_proba(four)[:, DX_CODES.index("mel")]
+    cf = tiny_pipe.counterfactual(photo, target_dx="mel", strength=0.8, steps=4, seed=1,
+                                  guidance_scale=3.0, candidates=4)  # margin 3 as above
+    assert cf.settings["candidates"] == 4
+    assert cf.settings["chosen_candidate"] == int(scores.argmax())
+    assert cf.probabilities_after["mel"] == pytest.approx(float(scores.max()), abs=1e-5)
 
 
 def test_abstained_upload_gets_the_diagnose_reason_and_no_image(tiny_pipe) -> None:

@@ -181,9 +181,10 @@ def test_card_names_a_targets_own_counterfactual_settings(tmp_path: Path) -> Non
     (tmp_path / "counterfactuals.json").write_text(json.dumps({
         "strength": 0.9, "strength_by_target": {"mel": 0.9, "nv": 0.5},
         "classifier_scale_by_target": {"mel": 0.1, "nv": 0.0}, "guidance_scale": 12.5,
-        "detail": 1.0, "pairs": {"nv->mel": {"target": arm}}}))
+        "detail": 1.0, "candidates": 4, "pairs": {"nv->mel": {"target": arm}}}))
     text = _counterfactual_section(tmp_path)
     assert "strength 0.9 (0.5 towards nv)" in text
+    assert "4 redraws of which the model's own classifier picks" in text
     assert "100% of the upload's own fine detail" in text
     assert "guidance on x̂0 with step 0.1 towards mel" in text and "towards nv" not in \
         text.split("step")[1]
@@ -200,3 +201,6 @@ def test_app_summary_says_when_the_uploads_fine_detail_is_kept() -> None:
     assert "fine detail" not in counterfactual_markdown(cf)
     settings["detail"] = 1.0
     assert "the upload's own fine detail (hairs, skin lines)" in counterfactual_markdown(cf)
+    assert "redraws" not in counterfactual_markdown(cf)
+    settings["candidates"] = 4
+    assert "of 4 redraws, the one the model's own classifier" in counterfactual_markdown(cf)

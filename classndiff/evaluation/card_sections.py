@@ -212,6 +212,9 @@ def _counterfactual_section(report: Path) -> str:
         if cf.get("margin_share"):
             guidance += (f" (less where that ring would cover more than "
                          f"{cf['margin_share']:.0%} of the skin around it)")
+    if cf.get("candidates", 1) > 1:
+        guidance += (f", {cf['candidates']} redraws of which the model's own classifier picks "
+                     "the one most like the target")
     if cf.get("detail"):
         guidance += (f", {cf['detail']:.0%} of the upload's own fine detail (finer than the "
                      "generator draws) laid back over the redraw")
