@@ -19,6 +19,7 @@ EXPECTED = {
     "camera_shift": {"shifts", "worst_accuracy", "n"},
     "skin_tone_counterfactual": {"targets", "bar_flip_rate_10pct", "bar_malignant_auc_change"},
     "fairness_frontier": {"arms", "taus", "split"},
+    "lesion_crop": {"inputs", "split", "segmented"},
     "fairness_table": {"arms", "chosen", "rule", "bar_flip_rate_10pct", "majority_tone_rate"},
     "operating_point": {"arms", "split"},
     "synthetic_set": {"images", "cells", "output"},
