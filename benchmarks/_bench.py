@@ -110,6 +110,15 @@ def probabilities(pipe: Any, images: np.ndarray, batch_size: int = 128) -> np.nd
                            for i in range(0, len(x), batch_size)])
 
 
+def first_masked_of_class(data: Any, dx: str, count: int) -> np.ndarray:
+    """Indices of the first `count` images of diagnosis `dx` that have an expert mask in a
+    `LesionDataset` loaded with masks: the images the counterfactual benchmarks edit."""
+    from classndiff.labels import DX_CODES
+
+    return np.flatnonzero((data.dx.numpy() == DX_CODES.index(dx))
+                          & data.has_mask.numpy())[:count]
+
+
 class MaskedSplit:
     """A split's images that have an expert mask, uint8 (N, H, W, 3), with their masks,
     labels, lesion ids and skin-tone groups, and their skin re-tinted to each group of

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bench import emit, environment, load_pipe, parser, print_table, setup
+from _bench import emit, environment, first_masked_of_class, load_pipe, parser, print_table, setup
 
 
 def main() -> None:
@@ -28,7 +28,6 @@ def main() -> None:
     setup(args)
     from classndiff.data import LesionDataset
     from classndiff.evaluation.yardstick import blockiness
-    from classndiff.labels import DX_CODES
     from classndiff.pipelines.inputs import to_pil
 
     pipe = load_pipe(args)
@@ -38,14 +37,13 @@ def main() -> None:
     originals = to_pil(data.images.float() / 127.5 - 1)
     rows = {}
     for source in ("nv", "bkl"):
-        chosen = np.flatnonzero((data.dx.numpy() == DX_CODES.index(source))
-                                & data.has_mask.numpy())[:per_pair]
+        chosen = first_masked_of_class(data, source, per_pair)
         row = {"n": len(chosen),
                "original": blockiness(np.stack([np.asarray(originals[i]) for i in chosen]))}
         for k in (1, args.candidates):
             edits = [pipe.counterfactual(originals[i], target_dx="mel", seed=int(i),
                                          candidates=k).image for i in chosen]
-            row[f"K={k}"] = blockiness(np.stack([np.asarray(e) for e in edits if e]))
+            row[f"K={k}"] = blockiness(np.stack([np.asarray(e) for e in edits if e is not None]))
         rows[f"{source}->mel"] = row
     print_table(["pair", *next(iter(rows.values()))],
                 [[pair, *(round(v, 3) for v in r.values())] for pair, r in rows.items()])

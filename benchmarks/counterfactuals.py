@@ -26,7 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bench import ROOT, emit, environment, load_pipe, parser, print_table, save_rows, setup
+from _bench import (
+    ROOT,
+    emit,
+    environment,
+    first_masked_of_class,
+    load_pipe,
+    parser,
+    print_table,
+    save_rows,
+    setup,
+)
 
 PAIRS = (("nv", "mel"), ("bkl", "mel"), ("mel", "nv"))
 SWEEP = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -161,8 +171,7 @@ def main() -> None:
                       == DX_CODES.index(target)).mean())
 
     for source, target in pairs:
-        chosen = np.flatnonzero((data.dx.numpy() == DX_CODES.index(source))
-                                & data.has_mask.numpy())[:per_pair]
+        chosen = first_masked_of_class(data, source, per_pair)
         strength, classifier_scale = strength_for(target), classifier_scale_for(target)
         row = {}
         real = before = None  # features of the real target-class images, of the originals
