@@ -168,6 +168,11 @@ class TrainConfig:
     # held fixed. Re-tint augmentation alone teaches the diagnosis under each tone; this asks
     # for the SAME answer across tones, which is what the counterfactual flip rate counts.
     tone_consistency: float = 0.0
+    # A weights folder whose classifier, frozen, gives that term its target: both views are
+    # then pulled towards ITS reading of the original (distillation), so the model cannot buy
+    # the invariance by flattening its own answers, which is how λ_c 10 lost the rare classes.
+    # None: the model's own reading of the original, held fixed.
+    tone_consistency_teacher: str | None = None
     # A folder laid out like the data whose "train" images (generated ones: see
     # benchmarks/synthetic_set.py) join the classifier's training pool. The denoiser must
     # not learn from its own samples, so this needs learning_rate 0. None = off.

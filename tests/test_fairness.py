@@ -217,6 +217,46 @@ def test_training_with_tone_consistency_pairs_views_that_differ_in_tone_alone(
     assert float(values["consistency"]) > 0
 
 
+def test_tone_distillation_pulls_both_views_to_the_teachers_reading() -> None:
+    """With a frozen teacher, the term is zero only where BOTH views give the teacher's
+    answer (agreeing with each other on some flatter answer is not enough), and no gradient
+    reaches the teacher."""
+    import torch
+
+    from classndiff.training.losses import tone_distillation_loss
+
+    teacher = torch.tensor([[4.0, 0, 0, 0, 0, 0, -1]]).repeat(3, 1).requires_grad_()
+    assert float(tone_distillation_loss(teacher, teacher.clone(), teacher.clone())) == \
+        pytest.approx(0, abs=1e-6)
+    flat = torch.zeros(3, 7, requires_grad=True)  # the views agree, but flatter than the teacher
+    retinted = torch.zeros(3, 7, requires_grad=True)
+    loss = tone_distillation_loss(teacher, flat, retinted)
+    assert float(loss.detach()) > 0.5
+    loss.backward()
+    assert teacher.grad is None or not teacher.grad.any()
+    assert flat.grad.abs().sum() > 0 and retinted.grad.abs().sum() > 0
+
+
+def test_training_with_a_tone_teacher_keeps_the_teacher_frozen(
+        tiny_config, tiny_weights, tmp_path) -> None:
+    """train.tone_consistency_teacher: the named folder's classifier gives the target; it stays
+    unchanged (weights and batch-norm statistics) while the model trains; the term is logged."""
+    import torch
+
+    from classndiff.training.trainer import Trainer
+
+    config = tiny_config.override({"train.tone_consistency": 1.0,
+                                   "train.tone_consistency_teacher": str(tiny_weights)})
+    trainer = Trainer(config, tmp_path)
+    teacher = trainer.accelerator.unwrap_model(trainer.model).tone_teacher
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    trainer.train()
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    header, *rows = (tmp_path / "log.csv").read_text().splitlines()
+    values = dict(zip(header.split(","), rows[0].split(",")))
+    assert float(values["consistency"]) > 0
+
+
 def to_pixels(image: np.ndarray):  # noqa: ANN201
     import torch
 

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
@@ -158,11 +159,11 @@ def _denoising_pass(
 
 
 def _real_image_loss(
-    model: ClassNDiff, batch: Batch, train: TrainConfig
+    model: ClassNDiff, batch: Batch, train: TrainConfig, tone_teacher: nn.Module | None = None
 ) -> dict[str, torch.Tensor]:
-    """The classifier on the real images: logits, CE, the lesion-focus loss and the
-    adversarial tone terms (zeros where off); all skipped when the classifier is frozen
-    (learning rate 0, fine-tuning the denoiser alone)."""
+    """The classifier on the real images: logits, CE, the lesion-focus loss, the
+    adversarial tone terms and the tone consistency (zeros where off); all skipped when the
+    classifier is frozen (learning rate 0, fine-tuning the denoiser alone)."""
     n = batch.dx.shape[0]
     device = batch.dx.device
     zero = torch.zeros((), device=device)
@@ -189,8 +190,30 @@ def _real_image_loss(
     if train.tone_consistency > 0:
         if batch.cls_retinted is None:
             raise ValueError("train.tone_consistency needs the re-tinted images in the batch")
-        out["consistency"] = tone_consistency_loss(logits, model.classifier(batch.cls_retinted))
+        retinted_logits = model.classifier(batch.cls_retinted)
+        if tone_teacher is None:
+            out["consistency"] = tone_consistency_loss(logits, retinted_logits)
+        else:
+            out["consistency"] = tone_distillation_loss(
+                teacher_reading(tone_teacher, batch.cls_input), logits, retinted_logits)
     return out
+
+
+def teacher_reading(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """A frozen classifier's logits, in eval mode whatever mode the training put it in
+    (its batch-norm statistics must not follow the batch)."""
+    teacher.eval()
+    with torch.no_grad():
+        return teacher(images)
+
+
+def tone_distillation_loss(teacher_logits: torch.Tensor, logits: torch.Tensor,
+                           logits_retinted: torch.Tensor) -> torch.Tensor:
+    """½ [KL(p_teacher(original) ‖ p(original)) + KL(p_teacher(original) ‖ p(re-tinted))],
+    batch mean: both views give the frozen teacher's answer on the original skin, so the pair
+    agrees AND keeps the teacher's confidence in the rare classes."""
+    return 0.5 * (kl_from_fixed(teacher_logits, logits)
+                  + kl_from_fixed(teacher_logits, logits_retinted)).mean()
 
 
 def kl_from_fixed(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -228,6 +251,7 @@ def joint_loss(
     schedule: NoiseSchedule,
     train: TrainConfig,
     generator: torch.Generator | None = None,
+    tone_teacher: nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """The Class-N-Diff objective from ONE denoiser pass.
 
@@ -238,7 +262,8 @@ def joint_loss(
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
     adv      = CE(tone_head(GRL(features(x_real))), tone)   (optional, λ_adv = train.lambda_adv)
     focus    = soft Dice(Grad-CAM map, lesion mask) (optional, λ_s = train.lambda_saliency)
-    consist  = KL(p(x_real) ‖ p(x_real, skin re-tinted))  (optional, λ_c = train.tone_consistency)
+    consist  = KL(p(x_real) ‖ p(x_real, skin re-tinted))  (optional, λ_c = train.tone_consistency;
+               with `tone_teacher`, both views pulled towards the teacher's p(x_real))
     loss     = mse + λ · cls_x0 + cls_real + λ_s · focus + λ_adv · adv + λ_c · consist
 
     With λ = 0 the x̂0 branch is not computed at all: a plain DiT beside an independently
@@ -254,7 +279,7 @@ def joint_loss(
     else:
         with torch.set_grad_enabled(torch.is_grad_enabled() and train.learning_rate > 0):
             t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
-    real = _real_image_loss(model, batch, train)
+    real = _real_image_loss(model, batch, train, tone_teacher)
     cls_real, focus = real["cls_real"], real["focus"]
 
     cls_x0 = torch.zeros((), device=x0.device)

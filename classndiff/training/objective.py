@@ -21,16 +21,22 @@ class TrainingObjective(nn.Module):
     loss; "upstream": the published code's step, for the ablation and benchmarks)."""
 
     def __init__(self, model: ClassNDiff, schedule: NoiseSchedule, train: TrainConfig,
-                 step_kind: str = "joint"):
+                 step_kind: str = "joint", tone_teacher: nn.Module | None = None):
         super().__init__()
         if step_kind not in STEP_KINDS:
             raise ValueError(f"unknown step kind {step_kind!r}: {', '.join(STEP_KINDS)}")
+        if tone_teacher is not None and step_kind != "joint":
+            raise ValueError("a tone-consistency teacher needs the joint step")
         self.model = model
         self.schedule = schedule
         self.train_config = train
         self.step_kind = step_kind
+        # A frozen classifier (train.tone_consistency_teacher); a submodule so that it moves
+        # with the objective to the device, never trained (no gradient, not in the optimiser).
+        self.tone_teacher = None if tone_teacher is None else tone_teacher.requires_grad_(False)
 
     def forward(self, batch: Batch,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        extra = {} if self.tone_teacher is None else {"tone_teacher": self.tone_teacher}
         return STEP_KINDS[self.step_kind](self.model, batch, self.schedule, self.train_config,
-                                          generator=generator)
+                                          generator=generator, **extra)

@@ -22,6 +22,7 @@ from classndiff.models.classifier import LesionClassifier, scale_like_grad_cam
 from classndiff.models.diffusion import NoiseSchedule, denoiser_input
 from classndiff.models.joint import ClassNDiff
 from classndiff.training.augment import augment, retint_augment, strong_augment
+from classndiff.training.autoencoder import load_class_teacher
 from classndiff.training.evaluator import as_float
 from classndiff.training.loop import LoopSettings, TrainingLoop
 from classndiff.training.losses import Batch, draw_step_noise, energy_in_mask
@@ -194,7 +195,9 @@ class Trainer(TrainingLoop):
         if t.lambda_saliency > 0:
             check_cam_head(model.classifier)
         self.schedule = NoiseSchedule(m)
-        self.prepare(TrainingObjective(model, self.schedule, t, step_kind),
+        teacher = (load_class_teacher(t.tone_consistency_teacher)
+                   if t.tone_consistency_teacher else None)
+        self.prepare(TrainingObjective(model, self.schedule, t, step_kind, teacher),
                      build_optimizer(model, config))
         if resume:
             self.load_checkpoint()
