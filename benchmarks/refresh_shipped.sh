@@ -33,5 +33,10 @@ python benchmarks/generator_yardstick.py --weights "$W" --output "$OUT/generator
     --grid "$OUT/generator_grid.png" | tee "$OUT/benchmarks/generator_yardstick.txt"
 python benchmarks/counterfactuals.py --weights "$W" --output "$OUT/counterfactuals.json" \
     --figure "$OUT/counterfactuals.png" | tee "$OUT/benchmarks/counterfactuals.txt"
+# The evaluation report the model card points to: per-group (skin tone, sex) results with
+# lesion-bootstrap intervals, and the generated images graded by the independent evaluator.
+# (Its metrics.json goes beside the report, not over the weights' own.)
+classndiff evaluate "$W" --report "$OUT" --generate-per-cell 6 \
+    --cas-steps 100 --saliency-limit 600 | tee "$OUT/benchmarks/evaluate_report.txt"
 classndiff examples "$W" --output-dir examples | tee "$OUT/benchmarks/examples.txt"
 classndiff figures "$W" ${1:+--log "$@"} | tee "$OUT/benchmarks/figures.txt"
