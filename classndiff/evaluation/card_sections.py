@@ -295,12 +295,13 @@ def generation_rows(generation: dict[str, Any] | None) -> list[str]:
     fd_ci = generation.get("fd_macro_ci") or []
     cas = generation.get("cas", {})
 
-    def ci(values: list) -> str:
-        return f" [{_fmt(values[0])}, {_fmt(values[1])}]" if len(values) == 2 else ""
+    def ci(values: list, digits: int = 3) -> str:
+        return (f" [{_fmt(values[0], digits)}, {_fmt(values[1], digits)}]"
+                if len(values) == 2 else "")
 
     return [
         f"| Fréchet distance per class, macro (lower is better) | "
-        f"{_fmt(generation.get('fd_macro_over_classes'), 1)}{ci(fd_ci)} | reported |",
+        f"{_fmt(generation.get('fd_macro_over_classes'), 1)}{ci(fd_ci, 1)} | reported |",
         f"| class fidelity (evaluator agrees with the requested class), macro | "
         f"{_fmt(fid.get('macro') if isinstance(fid, dict) else None)}{ci(fid_ci)} | ≥ 0.70 |",
         f"| classification accuracy score (trained on {cas.get('train_images', '—')} "
