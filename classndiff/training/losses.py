@@ -200,9 +200,8 @@ def _real_image_loss(
 
 
 def teacher_reading(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """A frozen classifier's logits, in eval mode whatever mode the training put it in
-    (its batch-norm statistics must not follow the batch)."""
-    teacher.eval()
+    """A frozen classifier's logits, without a graph (TrainingObjective keeps it in eval
+    mode)."""
     with torch.no_grad():
         return teacher(images)
 

@@ -33,7 +33,16 @@ class TrainingObjective(nn.Module):
         self.step_kind = step_kind
         # A frozen classifier (train.tone_consistency_teacher); a submodule so that it moves
         # with the objective to the device, never trained (no gradient, not in the optimiser).
-        self.tone_teacher = None if tone_teacher is None else tone_teacher.requires_grad_(False)
+        self.tone_teacher = (None if tone_teacher is None
+                             else tone_teacher.eval().requires_grad_(False))
+
+    def train(self, mode: bool = True) -> TrainingObjective:
+        # The teacher stays in eval mode (as autoencoder.ClassConsistency's classifier does):
+        # its batch-norm statistics must not follow the batch.
+        super().train(mode)
+        if self.tone_teacher is not None:
+            self.tone_teacher.eval()
+        return self
 
     def forward(self, batch: Batch,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

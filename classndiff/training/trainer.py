@@ -195,6 +195,9 @@ class Trainer(TrainingLoop):
         if t.lambda_saliency > 0:
             check_cam_head(model.classifier)
         self.schedule = NoiseSchedule(m)
+        if t.tone_consistency_teacher and t.tone_consistency <= 0:
+            raise ValueError("train.tone_consistency_teacher is the target of the consistency "
+                             "term: set train.tone_consistency > 0 too")
         teacher = (load_class_teacher(t.tone_consistency_teacher)
                    if t.tone_consistency_teacher else None)
         self.prepare(TrainingObjective(model, self.schedule, t, step_kind, teacher),
