@@ -88,10 +88,14 @@ class DiagnoseTab:
         """The upload's bytes: from disk the first time (then deleted), later from memory."""
         data = self.memory.get(key) if key else None  # uploads are stored by content hash
         if data is None and key and Path(key).is_file():
-            data = Path(key).read_bytes()
-            self.memory.put(key, data)
-            self.temp.discard_upload(key)  # nothing uploaded is kept on disk after the request
-            return data
+            try:
+                data = Path(key).read_bytes()
+            except OSError:  # another request with the same upload read and deleted it
+                data = self.memory.get(key)
+            else:
+                self.memory.put(key, data)
+                self.temp.discard_upload(key)  # nothing uploaded is kept on disk after reading
+                return data
         if data is None:
             raise gr.Error("Upload a dermoscopic image (JPEG, PNG, …) first." if not key else
                            "This upload has expired; please upload the image again.",
@@ -117,7 +121,7 @@ class DiagnoseTab:
                 if self.memory.get(key) is None:
                     message = str(error)
                     self.temp.discard_upload(key)  # not kept either
-        else:
+        elif self.memory.get(key) is None:  # (read by another request since the first look)
             message = "This upload has expired; please upload the image again."
         return [gr.validate(message is None, message or ""), *(gr.validate(True, "")
                                                               for _ in range(5))]

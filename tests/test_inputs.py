@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -190,6 +191,22 @@ def test_files_on_disk_and_size_limit(tmp_path, monkeypatch: pytest.MonkeyPatch)
     for source in (path, path.read_bytes(), io.BytesIO(path.read_bytes())):
         with pytest.raises(ImageInputError, match="larger than"):
             load_image(source)
+
+
+def test_a_file_deleted_after_the_check_gives_a_readable_error(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's uploads are shared by content hash: another request may delete the file
+    between the existence check and the read. That is a message, not a FileNotFoundError."""
+    path = tmp_path / "lesion.png"
+    Image.fromarray(lesion()).save(path)
+
+    def deleted_meanwhile(self):  # noqa: ANN001, ANN202
+        raise FileNotFoundError(2, "No such file or directory", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", deleted_meanwhile)
+    with pytest.raises(ImageInputError) as caught:
+        load_image(path)
+    check_message(caught.value, "could not be read")
 
 
 def test_a_huge_header_is_rejected_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,9 +78,12 @@ def _read_source(source: Any) -> io.BytesIO:
             raise ImageInputError(f"{path} is a folder, not an image file")
         if not is_file:
             raise ImageInputError(f"no such file: {path}")
-        if path.stat().st_size > MAX_BYTES:
-            raise _too_big()
-        return io.BytesIO(path.read_bytes())
+        try:
+            if path.stat().st_size > MAX_BYTES:
+                raise _too_big()
+            return io.BytesIO(path.read_bytes())
+        except OSError:  # deleted or unreadable since the check above (e.g. a shared upload)
+            raise ImageInputError(f"the file could not be read: {path}") from None
     if hasattr(source, "read"):
         data = source.read(MAX_BYTES + 1)
         if not isinstance(data, (bytes, bytearray)):
