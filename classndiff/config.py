@@ -173,6 +173,11 @@ class TrainConfig:
     # the invariance by flattening its own answers, which is how λ_c 10 lost the rare classes.
     # None: the model's own reading of the original, held fixed.
     tone_consistency_teacher: str | None = None
+    # Temperature of that teacher's target (its logits ÷ T before the softmax). Below 1 the
+    # target is sharpened (as UDA's consistency training does), so a borderline lesion is
+    # pulled off the class boundary towards the TEACHER's top class, which keeps its rare-class
+    # calls, where the model's own flattened target pulled it towards the common classes.
+    tone_consistency_temperature: float = 1.0
     # A folder laid out like the data whose "train" images (generated ones: see
     # benchmarks/synthetic_set.py) join the classifier's training pool. The denoiser must
     # not learn from its own samples, so this needs learning_rate 0. None = off.

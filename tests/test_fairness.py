@@ -257,6 +257,34 @@ def test_training_with_a_tone_teacher_keeps_the_teacher_frozen(
     assert float(values["consistency"]) > 0
 
 
+def test_a_tone_teachers_target_is_sharpened_by_its_temperature(
+        tiny_config, tiny_weights, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.tone_consistency_temperature T: the target is the teacher's logits ÷ T; a
+    temperature without a teacher, or T ≤ 0, is refused before training."""
+    import torch
+
+    from classndiff.training import losses
+    from classndiff.training.trainer import Trainer
+
+    readings, targets = [], []
+    read, distil = losses.teacher_reading, losses.tone_distillation_loss
+    monkeypatch.setattr(losses, "teacher_reading",
+                        lambda *a: readings.append(read(*a)) or readings[-1])
+    monkeypatch.setattr(losses, "tone_distillation_loss",
+                        lambda target, *a: targets.append(target) or distil(target, *a))
+    config = tiny_config.override({"train.tone_consistency": 1.0,
+                                   "train.tone_consistency_teacher": str(tiny_weights),
+                                   "train.tone_consistency_temperature": 0.5,
+                                   "train.max_steps": 1})
+    Trainer(config, tmp_path / "run").train()
+    assert readings and len(readings) == len(targets)
+    assert torch.allclose(targets[0], readings[0] / 0.5)
+    for bad in ({"train.tone_consistency_temperature": 0.0},
+                {"train.tone_consistency_teacher": None}):
+        with pytest.raises(ValueError, match="tone_consistency_te"):
+            Trainer(config.override(bad), tmp_path / "refused")
+
+
 def to_pixels(image: np.ndarray):  # noqa: ANN201
     import torch
 

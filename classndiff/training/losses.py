@@ -194,8 +194,9 @@ def _real_image_loss(
         if tone_teacher is None:
             out["consistency"] = tone_consistency_loss(logits, retinted_logits)
         else:
+            target = teacher_reading(tone_teacher, batch.cls_input)
             out["consistency"] = tone_distillation_loss(
-                teacher_reading(tone_teacher, batch.cls_input), logits, retinted_logits)
+                target / train.tone_consistency_temperature, logits, retinted_logits)
     return out
 
 

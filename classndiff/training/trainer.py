@@ -195,6 +195,12 @@ class Trainer(TrainingLoop):
         if t.lambda_saliency > 0:
             check_cam_head(model.classifier)
         self.schedule = NoiseSchedule(m)
+        if t.tone_consistency_temperature <= 0:
+            raise ValueError("train.tone_consistency_temperature must be > 0 (1 = the "
+                             "teacher's own reading, below 1 sharpened)")
+        if t.tone_consistency_temperature != 1 and not t.tone_consistency_teacher:
+            raise ValueError("train.tone_consistency_temperature applies to a teacher's "
+                             "target: set train.tone_consistency_teacher too")
         if t.tone_consistency_teacher and t.tone_consistency <= 0:
             raise ValueError("train.tone_consistency_teacher is the target of the consistency "
                              "term: set train.tone_consistency > 0 too")
