@@ -39,6 +39,11 @@ def best_fidelity(points: dict[float, dict], fd_cap: float) -> tuple[float | Non
     return guidance, fidelity
 
 
+def reading(guidance: float | None, fidelity: float) -> str:
+    return ("no guidance tried reaches FD ≤ F*" if guidance is None
+            else f"{fidelity:.3f} (guidance {guidance:g})")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", type=Path)
@@ -59,8 +64,8 @@ def main() -> None:
     plain_g, plain_fidelity = best_fidelity(arms["plain"], fd_cap)
     met = joint_g is not None and joint_fidelity > plain_fidelity + NOISE
     print(f"\nF* (λ = 0 at guidance {SHIPPED_GUIDANCE:g}) = {fd_cap:.1f}; best fidelity with "
-          f"FD ≤ F*: joint {joint_fidelity:.3f} (guidance {joint_g}), λ = 0 "
-          f"{plain_fidelity:.3f} (guidance {plain_g}); claim {'met' if met else 'not met'}")
+          f"FD ≤ F*: joint {reading(joint_g, joint_fidelity)}, λ = 0 "
+          f"{reading(plain_g, plain_fidelity)}; claim {'met' if met else 'not met'}")
     print(json.dumps({"fd_cap": fd_cap, "joint": [joint_g, joint_fidelity],
                       "plain": [plain_g, plain_fidelity], "claim_met": met}))
 
