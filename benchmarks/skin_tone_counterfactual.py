@@ -74,6 +74,12 @@ def main() -> None:
                   f"{r['accuracy_before']:.3f} → {r['accuracy_after']:.3f}",
                   f"{r['malignant_auc_before']:.3f} → {r['malignant_auc_after']:.3f}",
                   round(r["median_skin_ita"], 1)] for t, r in result["targets"].items()])
+    bands = [b["top_probability"] for b in darker["flip_rate_by_confidence"]]
+    print_table(["re-tint to", *(f"flips, top P in [{lo:g}, {hi:g}{']' if hi >= 1 else ')'}"
+                                 for lo, hi in bands)],
+                [[t, *(f"{100 * b['flip_rate']:.1f} % of {b['n']}" if b["n"] else "—"
+                       for b in r["flip_rate_by_confidence"])]
+                 for t, r in result["targets"].items()])
     if args.figure:
         shown = range(min(6, len(images)))
         save_rows(args.figure, [np.concatenate([images[i], *(retinted[i] for retinted in

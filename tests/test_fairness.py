@@ -51,6 +51,9 @@ def test_flip_report_arithmetic() -> None:
     assert report["accuracy_before"] == 1.0 and report["accuracy_after"] == 0.75
     assert report["malignant_auc_before"] == 1.0
     assert report["malignant_auc_after"] == pytest.approx(0.75)
+    # top probabilities 0.9, 0.8, 0.6, 0.9: the one flip (0.8) is in the confident band
+    assert [(b["n"], b["flip_rate"]) for b in report["flip_rate_by_confidence"]] == \
+        [(0, None), (1, 0.0), (3, pytest.approx(1 / 3))]
 
 
 def test_gradient_reversal_flips_and_scales_the_gradient() -> None:

@@ -61,9 +61,15 @@ def skin_ita(image: np.ndarray, lesion: np.ndarray) -> float:
     return float(np.median(ita_degrees(lab[..., 0][skin], lab[..., 2][skin], floor=1e-3)))
 
 
+# Bands of the original top-class probability in which the flips are also counted: where a
+# change of skin moves the top class tells a reader how far to trust a confident answer.
+CONFIDENCE_BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.5), (0.5, 0.8), (0.8, 1.0))
+
+
 def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """How much a re-tint changes the answers: share of top-class flips, mean change of
-    P(malignant), accuracy, malignant AUC and malignant sensitivity before and after."""
+    """How much a re-tint changes the answers: share of top-class flips (overall and per band
+    of the original's top-class probability), mean change of P(malignant), accuracy,
+    malignant AUC and malignant sensitivity before and after."""
     from sklearn.metrics import roc_auc_score
 
     malignant = np.asarray(malignant_mask())
@@ -74,9 +80,17 @@ def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray) 
     # Share of malignant lesions called malignant (P(malignant) ≥ 0.5).
     sensitivity = (lambda p: float((p[truth] >= 0.5).mean())) if truth.any() else (
         lambda p: float("nan"))
+    flipped = original.argmax(1) != retinted.argmax(1)
+    confidence = original.max(1)
+    bands = []
+    for low, high in CONFIDENCE_BANDS:
+        inside = (confidence >= low) & ((confidence < high) | (high >= 1.0))
+        bands.append({"top_probability": [low, high], "n": int(inside.sum()),
+                      "flip_rate": float(flipped[inside].mean()) if inside.any() else None})
     return {
         "n": int(len(labels)),
-        "flip_rate": float((original.argmax(1) != retinted.argmax(1)).mean()),
+        "flip_rate": float(flipped.mean()),
+        "flip_rate_by_confidence": bands,
         "malignant_change_mean": float((p_after - p_before).mean()),
         "malignant_change_abs_mean": float(np.abs(p_after - p_before).mean()),
         "accuracy_before": float((original.argmax(1) == labels).mean()),
