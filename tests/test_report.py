@@ -190,6 +190,28 @@ def test_card_names_a_targets_own_counterfactual_settings(tmp_path: Path) -> Non
         text.split("step")[1]
 
 
+def test_card_gives_the_darker_flips_by_the_originals_confidence(tmp_path: Path) -> None:
+    """The skin-tone section adds the flips per confidence band when the record has them
+    (empty bands left out), and reads as before when it has not."""
+    from classndiff.evaluation.card_sections import _skin_tone_section
+
+    target = {"median_skin_ita": -15.0, "n": 10, "flip_rate": 0.2,
+              "malignant_change_mean": 0.01, "accuracy_before": 0.8, "accuracy_after": 0.7,
+              "malignant_auc_before": 0.9, "malignant_auc_after": 0.88}
+    record = {"targets": {"brown": target, "darker": {**target, "flip_rate_by_confidence": [
+        {"top_probability": [0.0, 0.5], "n": 0, "flip_rate": None},
+        {"top_probability": [0.5, 0.8], "n": 4, "flip_rate": 0.5},
+        {"top_probability": [0.8, 1.0], "n": 6, "flip_rate": 0.0}]}}}
+    (tmp_path / "skin_tone_counterfactual.json").write_text(json.dumps(record))
+    text = _skin_tone_section(tmp_path)
+    assert ("50.0 % of the 4 images read with a top-class probability in [0.5, 0.8); "
+            "0.0 % of the 6 images read with a top-class probability in [0.8, 1]") in text
+    assert "[0, 0.5)" not in text
+    del record["targets"]["darker"]["flip_rate_by_confidence"]
+    (tmp_path / "skin_tone_counterfactual.json").write_text(json.dumps(record))
+    assert "by how sure" not in _skin_tone_section(tmp_path)
+
+
 def test_app_summary_says_when_the_uploads_fine_detail_is_kept() -> None:
     from types import SimpleNamespace
 

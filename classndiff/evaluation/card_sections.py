@@ -154,7 +154,20 @@ def _skin_tone_section(report: Path) -> str:
             "reports/embedded/skin_tone_counterfactual.json`). Bars: flips ≤ 10 % and "
             "malignant AUC change ≥ −0.02 under the darker re-tint. What it does not "
             "show: HAM10000 has almost no darker-skin lesions, so a re-tinted lesion "
-            "is a proxy, not evidence on patients with dark skin.\n\n" + "\n".join(rows))
+            "is a proxy, not evidence on patients with dark skin.\n\n" + "\n".join(rows)
+            + _flips_by_confidence(tone["targets"].get("darker", {})))
+
+
+def _flips_by_confidence(darker: dict) -> str:
+    """Where the darker re-tint moves the top class, by the original's top probability."""
+    bands = [b for b in darker.get("flip_rate_by_confidence", []) if b["n"]]
+    if not bands:
+        return ""
+    parts = [f"{100 * b['flip_rate']:.1f} % of the {b['n']} images read with a top-class "
+             f"probability in [{b['top_probability'][0]:g}, {b['top_probability'][1]:g}"
+             f"{']' if b['top_probability'][1] >= 1 else ')'}" for b in bands]
+    return ("\n\nFlips to darker skin by how sure the model was of the original: "
+            + "; ".join(parts) + ".")
 
 
 def _fairness_section(report: Path) -> str:
