@@ -44,7 +44,7 @@ def main() -> None:
                    help="no skin-tone normalisation, whatever the weights say")
     args = p.parse_args()
     setup(args)
-    from classndiff.trust.fairness import flip_report, skin_ita
+    from classndiff.trust.fairness import band_label, flip_report, skin_ita
 
     pipe = load_pipe(args)
     if args.skin_reference or args.no_skin_reference:
@@ -75,8 +75,7 @@ def main() -> None:
                   f"{r['malignant_auc_before']:.3f} → {r['malignant_auc_after']:.3f}",
                   round(r["median_skin_ita"], 1)] for t, r in result["targets"].items()])
     bands = [b["top_probability"] for b in darker["flip_rate_by_confidence"]]
-    print_table(["re-tint to", *(f"flips, top P in [{lo:g}, {hi:g}{']' if hi >= 1 else ')'}"
-                                 for lo, hi in bands)],
+    print_table(["re-tint to", *(f"flips, top P in {band_label(*band)}" for band in bands)],
                 [[t, *(f"{100 * b['flip_rate']:.1f} % of {b['n']}" if b["n"] else "—"
                        for b in r["flip_rate_by_confidence"])]
                  for t, r in result["targets"].items()])

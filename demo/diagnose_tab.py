@@ -95,7 +95,6 @@ class DiagnoseTab:
             else:
                 self.memory.put(key, data)
                 self.temp.discard_upload(key)  # nothing uploaded is kept on disk after reading
-                return data
         if data is None:
             raise gr.Error("Upload a dermoscopic image (JPEG, PNG, …) first." if not key else
                            "This upload has expired; please upload the image again.",

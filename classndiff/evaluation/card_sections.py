@@ -14,6 +14,7 @@ import numpy as np
 from classndiff.config import Abstention, TrainingStage
 from classndiff.explain.saliency import CAM_NAMES
 from classndiff.labels import DX_CODES, DX_NAMES
+from classndiff.trust.fairness import band_label
 
 BARS = {  # the project's quality bars (DESIGN.md); the measured values come from JSON files
     "accuracy": 0.82, "macro_auc": 0.95, "malignant_auc": 0.93, "balanced_accuracy": 0.70,
@@ -164,8 +165,7 @@ def _flips_by_confidence(darker: dict) -> str:
     if not bands:
         return ""
     parts = [f"{100 * b['flip_rate']:.1f} % of the {b['n']} images read with a top-class "
-             f"probability in [{b['top_probability'][0]:g}, {b['top_probability'][1]:g}"
-             f"{']' if b['top_probability'][1] >= 1 else ')'}" for b in bands]
+             f"probability in {band_label(*b['top_probability'])}" for b in bands]
     return ("\n\nFlips to darker skin by how sure the model was of the original: "
             + "; ".join(parts) + ".")
 

@@ -189,12 +189,6 @@ class Trainer(TrainingLoop):
                 setattr(config.model, key, self.previous_model[key])
         elif t.autoencoder_dir:
             adopt_autoencoder(config, t.autoencoder_dir)
-        m = config.model
-        self._load_data(config, step_kind)
-        model = self._build_model(config, init_from if not resume else None)
-        if t.lambda_saliency > 0:
-            check_cam_head(model.classifier)
-        self.schedule = NoiseSchedule(m)
         if t.tone_consistency_temperature <= 0:
             raise ValueError("train.tone_consistency_temperature must be > 0 (1 = the "
                              "teacher's own reading, below 1 sharpened)")
@@ -204,6 +198,12 @@ class Trainer(TrainingLoop):
         if t.tone_consistency_teacher and t.tone_consistency <= 0:
             raise ValueError("train.tone_consistency_teacher is the target of the consistency "
                              "term: set train.tone_consistency > 0 too")
+        m = config.model
+        self._load_data(config, step_kind)
+        model = self._build_model(config, init_from if not resume else None)
+        if t.lambda_saliency > 0:
+            check_cam_head(model.classifier)
+        self.schedule = NoiseSchedule(m)
         teacher = (load_class_teacher(t.tone_consistency_teacher)
                    if t.tone_consistency_teacher else None)
         self.prepare(TrainingObjective(model, self.schedule, t, step_kind, teacher),

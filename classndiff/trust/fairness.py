@@ -66,6 +66,11 @@ def skin_ita(image: np.ndarray, lesion: np.ndarray) -> float:
 CONFIDENCE_BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.5), (0.5, 0.8), (0.8, 1.0))
 
 
+def band_label(low: float, high: float) -> str:
+    """"[0.5, 0.8)"; the top band closed at 1, as `flip_report` counts it."""
+    return f"[{low:g}, {high:g}{']' if high >= 1 else ')'}"
+
+
 def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """How much a re-tint changes the answers: share of top-class flips (overall and per band
     of the original's top-class probability), mean change of P(malignant), accuracy,
