@@ -1,7 +1,11 @@
 """The skin-tone counterfactual test on a weights folder: every test image with an expert
 mask, its skin re-tinted (CIELAB, lesion untouched: classndiff/trust/fairness.py) to the brown and
 the darker group's ITA; how often the diagnosis flips, the change in P(malignant), accuracy
-and malignant AUC before and after.
+and malignant AUC before and after. The flips are also counted apart for the lesions the
+re-tint made paler than their new skin (a faint lesion on light skin; its contrast inverted),
+and the same targets are measured with the whole field re-tinted, lesion included, its
+contrast with the skin kept (`whole_field`: skintone.retint_field_torch). The figure's
+columns: original, brown, darker, darker with the whole field.
 
     python benchmarks/skin_tone_counterfactual.py --weights weights/embedded \\
         --output reports/embedded/skin_tone_counterfactual.json \\
@@ -44,7 +48,14 @@ def main() -> None:
                    help="no skin-tone normalisation, whatever the weights say")
     args = p.parse_args()
     setup(args)
-    from classndiff.trust.fairness import band_label, flip_report, skin_ita
+    from classndiff.trust.fairness import (
+        RETINT_TARGETS,
+        band_label,
+        flip_report,
+        lesion_paler_than_skin,
+        retint_many,
+        skin_ita,
+    )
 
     pipe = load_pipe(args)
     if args.skin_reference or args.no_skin_reference:
@@ -55,34 +66,46 @@ def main() -> None:
 
     original = probabilities(pipe, images)
     result = {"benchmark": "skin_tone_counterfactual", "split": args.split,
-              "skin_reference": pipe.config.model.classifier_skin_reference, "targets": {}}
-    for target, retinted in data.retinted.items():
-        report = flip_report(original, probabilities(pipe, retinted), labels)
-        report["median_skin_ita"] = float(np.median([skin_ita(im, m) for im, m in
-                                                     zip(retinted[:200], masks[:200])]))
-        result["targets"][target] = report
+              "skin_reference": pipe.config.model.classifier_skin_reference, "targets": {},
+              "whole_field": {}}
+    paler_before = np.array([lesion_paler_than_skin(im, m) for im, m in zip(images, masks)])
+    whole_field = {t: retint_many(images, masks, t, whole_field=True) for t in RETINT_TARGETS}
+    for key, tinted in (("targets", data.retinted), ("whole_field", whole_field)):
+        for target, retinted in tinted.items():
+            inverted = ~paler_before & np.array([lesion_paler_than_skin(im, m)
+                                                 for im, m in zip(retinted, masks)])
+            report = flip_report(original, probabilities(pipe, retinted), labels, inverted)
+            report["median_skin_ita"] = float(np.median([skin_ita(im, m) for im, m in
+                                                         zip(retinted[:200], masks[:200])]))
+            result[key][target] = report
     result["median_skin_ita_original"] = float(np.median([skin_ita(im, m) for im, m in
                                                           zip(images[:200], masks[:200])]))
     darker = result["targets"]["darker"]
     result["bar_flip_rate_10pct"] = bool(darker["flip_rate"] <= 0.10)
     result["bar_malignant_auc_change"] = bool(
         darker["malignant_auc_after"] - darker["malignant_auc_before"] >= -0.02)
+    reports = [(t, r) for t, r in result["targets"].items()] + [
+        (f"{t}, whole field", r) for t, r in result["whole_field"].items()]
     print_table(["re-tint to", "n", "flip rate", "ΔP(malignant)", "accuracy", "malignant AUC",
                  "median ITA"],
                 [[t, r["n"], f"{100 * r['flip_rate']:.1f} %",
                   f"{r['malignant_change_mean']:+.3f}",
                   f"{r['accuracy_before']:.3f} → {r['accuracy_after']:.3f}",
                   f"{r['malignant_auc_before']:.3f} → {r['malignant_auc_after']:.3f}",
-                  round(r["median_skin_ita"], 1)] for t, r in result["targets"].items()])
+                  round(r["median_skin_ita"], 1)] for t, r in reports])
+    print_table(["re-tint to", "flips, lesion contrast kept", "flips, lesion made paler"],
+                [[t, *(f"{100 * c['flip_rate']:.1f} % of {c['n']}" if c["n"] else "—"
+                       for c in r["flip_rate_by_contrast"].values())] for t, r in reports])
     bands = [b["top_probability"] for b in darker["flip_rate_by_confidence"]]
     print_table(["re-tint to", *(f"flips, top P in {band_label(*band)}" for band in bands)],
                 [[t, *(f"{100 * b['flip_rate']:.1f} % of {b['n']}" if b["n"] else "—"
                        for b in r["flip_rate_by_confidence"])]
-                 for t, r in result["targets"].items()])
+                 for t, r in reports])
     if args.figure:
         shown = range(min(6, len(images)))
         save_rows(args.figure, [np.concatenate([images[i], *(retinted[i] for retinted in
-                                                             data.retinted.values())], 1)
+                                                             data.retinted.values()),
+                                                whole_field["darker"][i]], 1)
                                 for i in shown])
     result.update(environment(args, pipe))
     emit(result, args.output)

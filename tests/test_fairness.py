@@ -321,3 +321,41 @@ def test_skin_normalisation_leaves_an_image_without_a_lesion_alone() -> None:
 
     flat = np.full((32, 32, 3), 180, np.uint8)
     assert np.array_equal(normalise_skin_tone(to_pixels(flat), (45.0, 18.0)), to_pixels(flat))
+
+
+@pytest.mark.parametrize("target", list(RETINT_TARGETS))
+def test_whole_field_retint_reaches_the_tone_and_keeps_the_lesion_contrast(target: str) -> None:
+    """The whole-field re-tint darkens the lesion with its skin: the skin reaches the target
+    ITA, the lesion stays darker than the skin (a skin-only re-tint of a faint lesion makes
+    it paler), and each pixel keeps its ratio to the skin in linear light."""
+    from classndiff.trust.fairness import lesion_paler_than_skin, retint_many
+
+    image, lesion = photo(5)
+    faint = image.copy()
+    faint[lesion] = (0.75 * image[~lesion].mean(0) + 0.25 * image[lesion]).astype(np.uint8)
+    field = retint_many(faint[None], lesion[None], target, whole_field=True)[0]
+    assert skin_ita(field, lesion) == pytest.approx(RETINT_TARGETS[target][0], abs=3)
+    assert not lesion_paler_than_skin(faint, lesion)
+    assert not lesion_paler_than_skin(field, lesion)
+    assert field[lesion].mean() < faint[lesion].mean()  # the lesion darkened too
+    if target == "darker":
+        assert lesion_paler_than_skin(retint_skin(faint, lesion, target), lesion)
+
+    def linear(x: np.ndarray) -> np.ndarray:
+        c = x.astype(float) / 255
+        return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+    skin = ~lesion
+    ratio_before = linear(faint)[lesion].mean(0) / linear(faint)[skin].mean(0)
+    ratio_after = linear(field)[lesion].mean(0) / linear(field)[skin].mean(0)
+    assert ratio_after == pytest.approx(ratio_before, rel=0.08)
+
+
+def test_flip_report_counts_flips_apart_for_inverted_lesions() -> None:
+    before = np.eye(7)[[4, 5, 5, 1]] * 0.9 + 0.1 / 7
+    after = np.eye(7)[[5, 5, 4, 1]] * 0.9 + 0.1 / 7
+    report = flip_report(before, after, np.array([4, 5, 5, 1]),
+                         inverted=np.array([True, False, False, True]))
+    assert report["flip_rate_by_contrast"] == {"kept": {"n": 2, "flip_rate": 0.5},
+                                               "inverted": {"n": 2, "flip_rate": 0.5}}
+    assert "flip_rate_by_contrast" not in flip_report(before, after, np.array([4, 5, 5, 1]))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from classndiff.labels import malignant_mask
-from classndiff.trust.skintone import ita_degrees, retint_skin_torch
+from classndiff.trust.skintone import ita_degrees, retint_field_torch, retint_skin_torch
 
 # Target skin of each group: (ITA in degrees, b*), inside the group's Del Bino range
 # (brown group = intermediate + tan, 10° < ITA ≤ 41°; darker group = ITA ≤ 10°); L* follows
@@ -33,23 +33,39 @@ def retint_skin(image: np.ndarray, lesion: np.ndarray,
 
 
 def retint_many(images: np.ndarray, lesions: np.ndarray, target: str | tuple[float, float],
-                batch_size: int = 64) -> np.ndarray:
-    """`retint_skin` for uint8 (N, H, W, 3) images and (N, H, W) masks, in batches."""
+                batch_size: int = 64, whole_field: bool = False) -> np.ndarray:
+    """`retint_skin` for uint8 (N, H, W, 3) images and (N, H, W) masks, in batches; with
+    `whole_field` the lesion is darkened with its skin, its contrast kept
+    (`skintone.retint_field_torch`)."""
     import torch
 
     ita, b_target = RETINT_TARGETS[target] if isinstance(target, str) else target
+    retint = retint_field_torch if whole_field else retint_skin_torch
     out = np.array(images, np.uint8)
     for start in range(0, len(out), batch_size):
         chunk = slice(start, start + batch_size)
         pixels = torch.from_numpy(out[chunk]).permute(0, 3, 1, 2).double() / 255
         mask = torch.from_numpy(np.asarray(lesions[chunk], bool))[:, None]
         n = len(pixels)
-        moved = retint_skin_torch(pixels, mask, torch.full((n,), float(ita), dtype=torch.float64),
-                                  torch.full((n,), float(b_target), dtype=torch.float64))
+        moved = retint(pixels, mask, torch.full((n,), float(ita), dtype=torch.float64),
+                       torch.full((n,), float(b_target), dtype=torch.float64))
         rgb = (moved.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         changed = (moved != pixels).any(1).numpy()  # untouched pixels keep their exact bytes
         out[chunk][changed] = rgb[changed]
     return out
+
+
+def lesion_paler_than_skin(image: np.ndarray, lesion: np.ndarray) -> bool:
+    """Whether the lesion (median L* inside the mask) is paler than the skin around it
+    (median L* outside): after a re-tint of the skin alone, a faint lesion on light skin
+    becomes a pale patch on dark skin, which no pigmented lesion is."""
+    from skimage.color import rgb2lab
+
+    lightness = rgb2lab(image.astype(np.float64) / 255)[..., 0]
+    inside = np.asarray(lesion, bool)
+    if not inside.any() or inside.all():
+        return False
+    return bool(np.median(lightness[inside]) > np.median(lightness[~inside]))
 
 
 def skin_ita(image: np.ndarray, lesion: np.ndarray) -> float:
@@ -71,10 +87,13 @@ def band_label(low: float, high: float) -> str:
     return f"[{low:g}, {high:g}{']' if high >= 1 else ')'}"
 
 
-def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray,
+                inverted: np.ndarray | None = None) -> dict[str, Any]:
     """How much a re-tint changes the answers: share of top-class flips (overall and per band
     of the original's top-class probability), mean change of P(malignant), accuracy,
-    malignant AUC and malignant sensitivity before and after."""
+    malignant AUC and malignant sensitivity before and after. With `inverted` (bool per image:
+    the re-tint made a lesion darker than its skin paler than it, `lesion_paler_than_skin`
+    before and after) the flips are also counted apart for those lesions."""
     from sklearn.metrics import roc_auc_score
 
     malignant = np.asarray(malignant_mask())
@@ -92,10 +111,17 @@ def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray) 
         inside = (confidence >= low) & ((confidence < high) | (high >= 1.0))
         bands.append({"top_probability": [low, high], "n": int(inside.sum()),
                       "flip_rate": float(flipped[inside].mean()) if inside.any() else None})
+    by_contrast = {}
+    if inverted is not None:
+        inverted = np.asarray(inverted, bool)
+        for name, group in (("kept", ~inverted), ("inverted", inverted)):
+            by_contrast[name] = {"n": int(group.sum()), "flip_rate": (
+                float(flipped[group].mean()) if group.any() else None)}
     return {
         "n": int(len(labels)),
         "flip_rate": float(flipped.mean()),
         "flip_rate_by_confidence": bands,
+        **({"flip_rate_by_contrast": by_contrast} if by_contrast else {}),
         "malignant_change_mean": float((p_after - p_before).mean()),
         "malignant_change_abs_mean": float(np.abs(p_after - p_before).mean()),
         "accuracy_before": float((original.argmax(1) == labels).mean()),

@@ -196,6 +196,36 @@ def retint_skin_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Ten
     return torch.where(weight == 0, images, rgb)
 
 
+def retint_field_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Tensor,
+                       b_star: torch.Tensor) -> torch.Tensor:
+    """The whole field re-tinted, lesion included, so that the skin reaches the target
+    (ITA, b*) and the lesion keeps its contrast with it: one gain per colour channel in
+    linear RGB, the ratio of the target skin colour to the skin's median colour (a* kept).
+
+    Melanin in the epidermis filters light over the lesion as over the skin around it, so a
+    lesion seen on darker skin is darker too; a gain in linear light keeps each pixel's
+    optical density above the skin (its contrast, texture and colour ratios). The companion
+    of `retint_skin_torch`, whose untouched lesion can end up paler than its new skin — a
+    contrast no pigmented lesion has. Same arguments; images without 16 skin pixels
+    unchanged."""
+    import torch
+    from kornia.color import lab_to_rgb, linear_rgb_to_rgb, rgb_to_lab, rgb_to_linear_rgb
+
+    n = images.shape[0]
+    lesion = lesion.bool()
+    lab = rgb_to_lab(images)
+    skin = (~lesion).flatten(2).expand_as(lab.flatten(2))
+    median = torch.where(skin, lab.flatten(2), torch.nan).nanmedian(dim=2).values.nan_to_num(0.0)
+    enough = (~lesion).flatten(1).sum(1) >= 16
+    l_target = (50 + b_star * torch.tan(torch.deg2rad(ita))).to(median.dtype)
+    target = torch.stack([l_target, median[:, 1], b_star.to(median.dtype)], 1)
+    colours = torch.stack([median, target], 2)[..., None]  # (N, 3, 2, 1): from, to
+    linear = rgb_to_linear_rgb(lab_to_rgb(colours, clip=True)).clamp(min=1e-4)
+    gain = (linear[:, :, 1] / linear[:, :, 0]).view(n, 3, 1, 1)
+    moved = linear_rgb_to_rgb((rgb_to_linear_rgb(images) * gain).clamp(0, 1))
+    return torch.where(enough.view(n, 1, 1, 1), moved, images)
+
+
 def segment_by_contrast(lab: np.ndarray) -> np.ndarray:
     """A lesion mask from CIELAB (3, H, W) that works on any skin: the pixels far (Otsu on
     the smoothed ΔE) from the median colour of the image's outer band, which is skin in
