@@ -5,6 +5,7 @@ line every benchmark ends with."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -136,6 +137,15 @@ class MaskedSplit:
         self.lesion_ids = [data.lesion_ids[i] for i in keep]
         self.tone = np.array([data.rows[i].get("skin_tone_group") or "unknown" for i in keep])
         self.retinted = {t: retint_many(self.images, self.masks, t) for t in RETINT_TARGETS}
+
+    @functools.cached_property
+    def whole_field(self) -> dict[str, np.ndarray]:
+        """The images re-tinted to each target over the whole field, lesion included, its
+        contrast with the skin kept (`skintone.retint_field_torch`)."""
+        from classndiff.trust.fairness import RETINT_TARGETS, retint_many
+
+        return {t: retint_many(self.images, self.masks, t, whole_field=True)
+                for t in RETINT_TARGETS}
 
 
 def save_rows(path: Path, rows: list[np.ndarray]) -> None:

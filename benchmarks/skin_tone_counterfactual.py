@@ -48,14 +48,7 @@ def main() -> None:
                    help="no skin-tone normalisation, whatever the weights say")
     args = p.parse_args()
     setup(args)
-    from classndiff.trust.fairness import (
-        RETINT_TARGETS,
-        band_label,
-        flip_report,
-        lesion_paler_than_skin,
-        retint_many,
-        skin_ita,
-    )
+    from classndiff.trust.fairness import band_label, flip_report, lesion_paler_than_skin, skin_ita
 
     pipe = load_pipe(args)
     if args.skin_reference or args.no_skin_reference:
@@ -69,8 +62,7 @@ def main() -> None:
               "skin_reference": pipe.config.model.classifier_skin_reference, "targets": {},
               "whole_field": {}}
     paler_before = np.array([lesion_paler_than_skin(im, m) for im, m in zip(images, masks)])
-    whole_field = {t: retint_many(images, masks, t, whole_field=True) for t in RETINT_TARGETS}
-    for key, tinted in (("targets", data.retinted), ("whole_field", whole_field)):
+    for key, tinted in (("targets", data.retinted), ("whole_field", data.whole_field)):
         for target, retinted in tinted.items():
             inverted = ~paler_before & np.array([lesion_paler_than_skin(im, m)
                                                  for im, m in zip(retinted, masks)])
@@ -105,7 +97,7 @@ def main() -> None:
         shown = range(min(6, len(images)))
         save_rows(args.figure, [np.concatenate([images[i], *(retinted[i] for retinted in
                                                              data.retinted.values()),
-                                                whole_field["darker"][i]], 1)
+                                                data.whole_field["darker"][i]], 1)
                                 for i in shown])
     result.update(environment(args, pipe))
     emit(result, args.output)

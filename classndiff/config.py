@@ -162,6 +162,10 @@ class TrainConfig:
     # re-tinted to a random skin tone, ITA −30°…55° (fairness: the diagnosis should not lean
     # on the colour of the surrounding skin). 0 = off.
     classifier_retint: float = 0.0
+    # Of those, the share re-tinted over the whole field instead, the lesion darkened or
+    # lightened with its skin, its contrast kept (skintone.retint_field_torch): the skin-only
+    # re-tint leaves a faint lesion paler than darker skin, which no real lesion is.
+    classifier_retint_whole_field: float = 0.0
     # λ of a skin-tone consistency term: every real image is also shown with its skin
     # re-tinted to a random tone (the same flips, turns and camera jitter), and the prediction
     # on it is pulled towards the original's by KL(p(original) ‖ p(re-tinted)), the original

@@ -359,3 +359,48 @@ def test_flip_report_counts_flips_apart_for_inverted_lesions() -> None:
     assert report["flip_rate_by_contrast"] == {"kept": {"n": 2, "flip_rate": 0.5},
                                                "inverted": {"n": 2, "flip_rate": 0.5}}
     assert "flip_rate_by_contrast" not in flip_report(before, after, np.array([4, 5, 5, 1]))
+
+
+def test_retint_augmentation_can_tint_the_whole_field() -> None:
+    """whole_field = 1: every re-tinted image gets the whole-field re-tint (the lesion
+    darkened with its skin); 0 draws exactly as before (same images, same generator state)."""
+    import torch
+
+    from classndiff.training.augment import retint_augment
+
+    image, lesion = photo(6)
+    rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
+    batch = torch.cat([rgb, torch.from_numpy(lesion)[None].float()])[None].repeat(4, 1, 1, 1)
+    plain = retint_augment(batch, 1.0, torch.Generator().manual_seed(2))
+    zero = torch.Generator().manual_seed(2)
+    assert torch.equal(retint_augment(batch, 1.0, zero, whole_field=0.0), plain)
+    field = retint_augment(batch, 1.0, torch.Generator().manual_seed(2), whole_field=1.0)
+    inside = torch.from_numpy(lesion).expand(4, 3, -1, -1)
+    assert torch.equal(plain[:, :3][inside], batch[:, :3][inside])  # skin only: lesion kept
+    assert not torch.equal(field[:, :3][inside], batch[:, :3][inside])  # whole field: moved
+    assert torch.equal(field[:, 3], batch[:, 3])
+
+
+def test_whole_field_share_is_refused_out_of_range_or_without_retint(
+        tiny_config, tmp_path) -> None:
+    from classndiff.training.trainer import Trainer
+
+    for bad in ({"train.classifier_retint_whole_field": 1.5},
+                {"train.classifier_retint_whole_field": 0.5, "train.classifier_retint": 0.0}):
+        with pytest.raises(ValueError, match="classifier_retint_whole_field"):
+            Trainer(tiny_config.override(bad), tmp_path / "refused")
+
+
+def test_the_trainer_passes_the_whole_field_share_to_the_augmentation(
+        tiny_config, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from classndiff.training import trainer as trainer_module
+
+    shares = []
+    real = trainer_module.retint_augment
+    monkeypatch.setattr(trainer_module, "retint_augment",
+                        lambda *a: shares.append(a[3]) or real(*a))
+    config = tiny_config.override({"train.classifier_retint": 0.5,
+                                   "train.classifier_retint_whole_field": 0.25,
+                                   "train.max_steps": 1})
+    trainer_module.Trainer(config, tmp_path / "run").train()
+    assert shares and set(shares) == {0.25}

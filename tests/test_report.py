@@ -212,6 +212,22 @@ def test_card_gives_the_darker_flips_by_the_originals_confidence(tmp_path: Path)
     assert "by how sure" not in _skin_tone_section(tmp_path)
 
 
+def test_card_gives_the_whole_field_rows_and_the_flips_of_inverted_lesions(tmp_path: Path) -> None:
+    from classndiff.evaluation.card_sections import _skin_tone_section
+
+    target = {"median_skin_ita": -15.0, "n": 10, "flip_rate": 0.2,
+              "malignant_change_mean": 0.01, "accuracy_before": 0.8, "accuracy_after": 0.7,
+              "malignant_auc_before": 0.9, "malignant_auc_after": 0.88}
+    record = {"targets": {"darker": {**target, "flip_rate_by_contrast": {
+        "kept": {"n": 6, "flip_rate": 1 / 6}, "inverted": {"n": 4, "flip_rate": 0.25}}}},
+        "whole_field": {"darker": {**target, "flip_rate": 0.05}}}
+    (tmp_path / "skin_tone_counterfactual.json").write_text(json.dumps(record))
+    text = _skin_tone_section(tmp_path)
+    assert "| darker, whole field (median skin ITA -15.0°) | 10 | 5.0 % |" in text
+    assert "leaves 4 of the 10 lesions paler than their new skin" in text
+    assert "25.0 % of those flip, against 16.7 % of the 6" in text
+
+
 def test_app_summary_says_when_the_uploads_fine_detail_is_kept() -> None:
     from types import SimpleNamespace
 

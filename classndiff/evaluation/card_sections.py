@@ -143,11 +143,13 @@ def _skin_tone_section(report: Path) -> str:
     rows = ["| skin re-tinted to | images | diagnosis flips | mean ΔP(malignant) | "
             "accuracy before → after | malignant AUC before → after |",
             "|---|---|---|---|---|---|"]
+    reports = [(k, v) for k, v in tone["targets"].items()] + [
+        (f"{k}, whole field", v) for k, v in tone.get("whole_field", {}).items()]
     rows += [f"| {k} (median skin ITA {_fmt(v['median_skin_ita'], 1)}°) | {v['n']} | "
              f"{100 * v['flip_rate']:.1f} % | {v['malignant_change_mean']:+.3f} | "
              f"{_fmt(v['accuracy_before'])} → {_fmt(v['accuracy_after'])} | "
              f"{_fmt(v['malignant_auc_before'])} → {_fmt(v['malignant_auc_after'])} |"
-             for k, v in tone["targets"].items()]
+             for k, v in reports]
     return ("### Skin-tone counterfactual\nEvery test image with an expert mask, its "
             "skin re-tinted in CIELAB to the brown or darker group's ITA, the lesion's "
             "pixels untouched (`python benchmarks/skin_tone_counterfactual.py "
@@ -155,8 +157,11 @@ def _skin_tone_section(report: Path) -> str:
             "reports/embedded/skin_tone_counterfactual.json`). Bars: flips ≤ 10 % and "
             "malignant AUC change ≥ −0.02 under the darker re-tint. What it does not "
             "show: HAM10000 has almost no darker-skin lesions, so a re-tinted lesion "
-            "is a proxy, not evidence on patients with dark skin.\n\n" + "\n".join(rows)
-            + _flips_by_confidence(tone["targets"].get("darker", {})))
+            "is a proxy, not evidence on patients with dark skin. \"Whole field\": the "
+            "lesion darkened with its skin, its contrast with the skin kept (one gain per "
+            "colour channel in linear light), a second proxy beside the bar's.\n\n"
+            + "\n".join(rows) + _flips_by_confidence(tone["targets"].get("darker", {}))
+            + _flips_by_contrast(tone["targets"].get("darker", {})))
 
 
 def _flips_by_confidence(darker: dict) -> str:
@@ -168,6 +173,20 @@ def _flips_by_confidence(darker: dict) -> str:
              f"probability in {band_label(*b['top_probability'])}" for b in bands]
     return ("\n\nFlips to darker skin by how sure the model was of the original: "
             + "; ".join(parts) + ".")
+
+
+def _flips_by_contrast(darker: dict) -> str:
+    """The darker flips apart for the lesions the skin-only re-tint made paler than their
+    new skin (their contrast inverted) and the rest."""
+    groups = darker.get("flip_rate_by_contrast", {})
+    kept, inverted = groups.get("kept", {}), groups.get("inverted", {})
+    if not (kept.get("n") and inverted.get("n")):
+        return ""
+    return (f" The skin-only re-tint to darker skin leaves {inverted['n']} of the "
+            f"{darker['n']} lesions paler than their new skin (a faint lesion on light skin; "
+            f"no pigmented lesion looks so): {100 * inverted['flip_rate']:.1f} % of those "
+            f"flip, against {100 * kept['flip_rate']:.1f} % of the {kept['n']} that stay "
+            "darker than their skin.")
 
 
 def _fairness_section(report: Path) -> str:

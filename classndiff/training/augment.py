@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from classndiff.trust.skintone import retint_skin_torch
+from classndiff.trust.skintone import retint_field_torch, retint_skin_torch
 
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -76,15 +76,21 @@ RETINT_B_RANGE = (12.0, 26.0)
 
 
 def retint_augment(images: torch.Tensor, probability: float,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None,
+                   whole_field: float = 0.0) -> torch.Tensor:
     """Re-tint the skin around the lesion of a random `probability` share of the images to a
-    random skin tone (`skintone.retint_skin_torch`). `images` (N, 4, H, W): RGB in [-1, 1]
-    and the expert mask as the fourth channel (all ones, i.e. no skin: left as is). Every
-    draw is made for every image, so the generator advances the same whatever happens."""
+    random skin tone (`skintone.retint_skin_torch`); a `whole_field` share of those instead
+    over the whole field, lesion included (`skintone.retint_field_torch`). `images`
+    (N, 4, H, W): RGB in [-1, 1] and the expert mask as the fourth channel (all ones, i.e.
+    no skin: left as is). Every draw is made for every image, so the generator advances the
+    same whatever happens (the whole-field draw only when `whole_field` > 0, so runs without
+    it draw as before)."""
     n = images.shape[0]
     chosen = torch.rand(n, generator=generator) < probability
     ita = torch.empty(n).uniform_(*RETINT_ITA_RANGE, generator=generator)
     b_star = torch.empty(n).uniform_(*RETINT_B_RANGE, generator=generator)
+    field = (torch.rand(n, generator=generator) < whole_field if whole_field > 0
+             else torch.zeros(n, dtype=torch.bool))
     if images.shape[1] < 4:
         raise ValueError("retint_augment needs the lesion mask as a fourth channel")
     if not chosen.any():
@@ -93,7 +99,12 @@ def retint_augment(images: torch.Tensor, probability: float,
     picked = chosen.nonzero().squeeze(1).to(device)
     rgb = (images[picked, :3] + 1) / 2
     lesion = images[picked, 3:4] > 0.5
-    moved = retint_skin_torch(rgb, lesion, ita[chosen].to(device), b_star[chosen].to(device))
+    ita, b_star = ita[chosen].to(device), b_star[chosen].to(device)
+    moved = retint_skin_torch(rgb, lesion, ita, b_star)
+    on_field = field[chosen].to(device)
+    if on_field.any():
+        moved[on_field] = retint_field_torch(rgb[on_field], lesion[on_field], ita[on_field],
+                                             b_star[on_field]).to(moved.dtype)
     out = images.clone()
     out[picked, :3] = moved.to(images.dtype) * 2 - 1
     return out

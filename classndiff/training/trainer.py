@@ -198,6 +198,12 @@ class Trainer(TrainingLoop):
         if t.tone_consistency_teacher and t.tone_consistency <= 0:
             raise ValueError("train.tone_consistency_teacher is the target of the consistency "
                              "term: set train.tone_consistency > 0 too")
+        if not 0 <= t.classifier_retint_whole_field <= 1:
+            raise ValueError("train.classifier_retint_whole_field is a share of the re-tinted "
+                             "images: between 0 and 1")
+        if t.classifier_retint_whole_field > 0 and t.classifier_retint <= 0:
+            raise ValueError("train.classifier_retint_whole_field chooses among the re-tinted "
+                             "images: set train.classifier_retint > 0 too")
         m = config.model
         self._load_data(config, step_kind)
         model = self._build_model(config, init_from if not resume else None)
@@ -343,7 +349,8 @@ class Trainer(TrainingLoop):
         retinted = (retint_augment(images, 1.0, self.generator) if t.tone_consistency > 0
                     else None)
         if t.classifier_retint > 0:  # before the camera jitter, as a real skin would be
-            images = retint_augment(images, t.classifier_retint, self.generator)
+            images = retint_augment(images, t.classifier_retint, self.generator,
+                                    t.classifier_retint_whole_field)
         images, retinted = self.classifier_views(images, retinted)
         mask = images[mine, 3:] if images.shape[1] > 3 else None
         return Batch(x0[mine], images[mine, :3], *labels, mask=mask,
