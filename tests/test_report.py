@@ -224,6 +224,7 @@ def test_card_gives_the_whole_field_rows_and_the_flips_of_inverted_lesions(tmp_p
     (tmp_path / "skin_tone_counterfactual.json").write_text(json.dumps(record))
     text = _skin_tone_section(tmp_path)
     assert "| darker, whole field (median skin ITA -15.0°) | 10 | 5.0 % |" in text
+    assert text.count("| — → — |") == 2  # no sensitivity in this record: dashes
     assert "leaves 4 of the 10 lesions paler than their new skin" in text
     assert "25.0 % of those flip, against 16.7 % of the 6" in text
 

@@ -141,14 +141,16 @@ def _skin_tone_section(report: Path) -> str:
     if not tone:
         return ""
     rows = ["| skin re-tinted to | images | diagnosis flips | mean ΔP(malignant) | "
-            "accuracy before → after | malignant AUC before → after |",
-            "|---|---|---|---|---|---|"]
+            "accuracy before → after | malignant AUC before → after | malignant sensitivity "
+            "(P ≥ 0.5) before → after |", "|---|---|---|---|---|---|---|"]
     reports = [(k, v) for k, v in tone["targets"].items()] + [
         (f"{k}, whole field", v) for k, v in tone.get("whole_field", {}).items()]
     rows += [f"| {k} (median skin ITA {_fmt(v['median_skin_ita'], 1)}°) | {v['n']} | "
              f"{100 * v['flip_rate']:.1f} % | {v['malignant_change_mean']:+.3f} | "
              f"{_fmt(v['accuracy_before'])} → {_fmt(v['accuracy_after'])} | "
-             f"{_fmt(v['malignant_auc_before'])} → {_fmt(v['malignant_auc_after'])} |"
+             f"{_fmt(v['malignant_auc_before'])} → {_fmt(v['malignant_auc_after'])} | "
+             f"{_fmt(v.get('malignant_sensitivity_before'))} → "
+             f"{_fmt(v.get('malignant_sensitivity_after'))} |"
              for k, v in reports]
     return ("### Skin-tone counterfactual\nEvery test image with an expert mask, its "
             "skin re-tinted in CIELAB to the brown or darker group's ITA, the lesion's "
