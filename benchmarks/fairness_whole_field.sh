@@ -19,7 +19,15 @@
 # darker skin (the bar's skin-only re-tint) ≤ 10 % and ≥ 1 point under its, change of
 # malignant AUC under the darker re-tint ≥ −0.02. If the arm meets every condition it is made
 # ready as shipped (test_time_views, calibrate, evaluate; then the test split is read).
-# Otherwise nothing ships. The whole-field flips are reported beside, not part of the rule.
+# Otherwise nothing ships under it. The whole-field flips are reported beside.
+#
+# A second rule, for robustness rather than #13's bar (added before the table was read, once
+# the whole-field test had shown the shipped model's malignant sensitivity falling 0.646 →
+# 0.371 on darker images): `fairness_rule.py --whole-field` — the same four quality checks
+# against the 0-image arm, skin-only flips to darker skin not above its + 0.5 point, and on
+# the whole-field darker re-tint flips ≥ 3 points under its and the change of malignant AUC
+# ≥ its + 0.02. If the arm meets it, it is made ready as shipped as above: a model that keeps
+# its answers when the whole image is darker is the safer one to serve, bar or no bar.
 #
 #   bash benchmarks/fairness_whole_field.sh [START_WEIGHTS] [RUNS_DIR] [OUT]
 #
@@ -41,3 +49,4 @@ run whole-field --set train.classifier_retint=0.75 \
     --mark "picked by the table's older rule (accuracy, malignant AUC, flips)"
 python benchmarks/fairness_rule.py "$OUT/table.json" --flip-bar 0.10 --auc-change-bar -0.02 \
     | tee "$OUT/choice.txt"
+python benchmarks/fairness_rule.py "$OUT/table.json" --whole-field | tee "$OUT/choice_whole_field.txt"

@@ -108,3 +108,38 @@ def test_matched_fd_rule_compares_fidelity_under_the_plain_arms_fd(
     assert verdict["fd_cap"] == 63.8
     assert verdict["plain"] == [4.5, 0.893]  # g 6 is above F*, so the plain arm keeps 4.5
     assert verdict["claim_met"] is met
+
+
+def _fairness_arm(accuracy: float, flips: float, field_flips: float,
+                  field_auc_change: float) -> dict:
+    def value(v: float) -> dict:
+        return {"value": v}
+
+    return {"val": {"ci": {"overall": {"accuracy": value(accuracy), "malignant_auc": value(0.9),
+                                       "balanced_accuracy": value(0.68),
+                                       "sensitivity": value(0.65)}},
+                    "flip_rate_darker": flips, "malignant_auc_change_darker": -0.01,
+                    "flip_rate_darker_whole_field": field_flips,
+                    "malignant_auc_change_darker_whole_field": field_auc_change}}
+
+
+@pytest.mark.parametrize(("arm", "flips_rule", "field_rule"), [
+    (_fairness_arm(0.80, 0.14, 0.12, -0.02), None, "arm"),  # robust over the whole field
+    (_fairness_arm(0.80, 0.16, 0.12, -0.02), None, None),  # but more skin-only flips
+    (_fairness_arm(0.78, 0.14, 0.12, -0.02), None, None),  # less accurate
+    (_fairness_arm(0.80, 0.13, 0.18, -0.05), "arm", None),  # fewer skin-only flips only
+    (_fairness_arm(0.80, 0.15, 0.17, -0.02), None, None),  # whole-field flips 1 point fewer
+])
+def test_fairness_rules_read_the_table(tmp_path: Path, arm: dict, flips_rule: str | None,
+                                       field_rule: str | None) -> None:
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"arms": {"base": _fairness_arm(0.80, 0.15, 0.18, -0.05),
+                                          "arm": arm}}))
+
+    def ship(*extra: str) -> str | None:
+        out = subprocess.run([sys.executable, str(ROOT / "benchmarks/fairness_rule.py"),
+                              str(table), *extra], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])["ship"]
+
+    assert ship() == flips_rule
+    assert ship("--whole-field") == field_rule
