@@ -12,6 +12,9 @@ columns: original, brown, darker, darker with the whole field.
         --figure reports/embedded/skin_tone_counterfactual.png
     python benchmarks/skin_tone_counterfactual.py --quick
 
+--apply writes the whole-field figures into WEIGHTS/config.json (`extra.skin_tone_check`), so
+a diagnosis on brown or darker skin carries what this test says about answers like it.
+
 Bars: flip rate lighter → darker ≤ 10 %; malignant AUC change under the darker re-tint
 ≥ −0.02. A re-tinted lesion is a proxy, not evidence on patients with dark skin. Ends with
 ONE JSON line."""
@@ -44,11 +47,19 @@ def main() -> None:
     p.add_argument("--skin-reference", type=float, nargs=2, default=None, metavar=("ITA", "B"),
                    help="skin-tone normalisation at inference to (ITA°, b*) instead of the "
                    "weights' own (model.classifier_skin_reference)")
+    p.add_argument("--apply", action="store_true",
+                   help="write the whole-field figures into the weights' config.json")
     p.add_argument("--no-skin-reference", action="store_true",
                    help="no skin-tone normalisation, whatever the weights say")
     args = p.parse_args()
     setup(args)
-    from classndiff.trust.fairness import band_label, flip_report, lesion_paler_than_skin, skin_ita
+    from classndiff.trust.fairness import (
+        band_label,
+        flip_report,
+        lesion_paler_than_skin,
+        skin_ita,
+        skin_tone_check_record,
+    )
 
     pipe = load_pipe(args)
     if args.skin_reference or args.no_skin_reference:
@@ -100,7 +111,25 @@ def main() -> None:
                                                 data.whole_field["darker"][i]], 1)
                                 for i in shown])
     result.update(environment(args, pipe))
+    if args.apply:
+        apply(pipe, skin_tone_check_record(result["whole_field"], args.split))
     emit(result, args.output)
+
+
+def apply(pipe, record) -> None:  # noqa: ANN001
+    """Write `record` into the weights folder's config.json (as written, not as loaded)."""
+    from classndiff.config import ClassNDiffConfig
+    from classndiff.hub import CONFIG_NAME
+
+    if getattr(pipe, "weights_path", None) is None:
+        print("--apply: no weights folder (a tiny model): nothing written", flush=True)
+        return
+    path = Path(pipe.weights_path) / CONFIG_NAME
+    config = ClassNDiffConfig.from_json(path)
+    config.skin_tone_check = record
+    config.to_json(path)
+    print(f"{path}: extra.skin_tone_check written ({record.split}, {record.n} images)",
+          flush=True)
 
 
 if __name__ == "__main__":

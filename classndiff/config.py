@@ -280,6 +280,20 @@ class Calibration:
 
 
 @dataclass
+class SkinToneCheck:
+    """What `benchmarks/skin_tone_counterfactual.py --apply` measured with the whole field
+    re-tinted (the lesion darkened with its skin): per tone group ("brown", "darker"), the
+    share of answers that changed (`flip_rate`), the same per band of the original's
+    top-class probability (`bands`: [low, high, flip rate, images]), and the malignant
+    sensitivity (P ≥ 0.5) on the originals and on the re-tints. A diagnosis on skin of that
+    group carries them (`Diagnosis.extras["skin_tone_check"]`)."""
+
+    split: str = "test"
+    n: int = 0
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class Abstention:
     """The abstention rule `classndiff calibrate` fitted (its statistics are tensors in
     model.safetensors): thresholds on two distances, set at a percentile of validation."""
@@ -394,6 +408,14 @@ class ClassNDiffConfig:
     @abstention.setter
     def abstention(self, value: Abstention) -> None:
         self.extra["abstention"] = asdict(value)
+
+    @property
+    def skin_tone_check(self) -> SkinToneCheck | None:
+        return _record(SkinToneCheck, self.extra.get("skin_tone_check"))
+
+    @skin_tone_check.setter
+    def skin_tone_check(self, value: SkinToneCheck) -> None:
+        self.extra["skin_tone_check"] = asdict(value)
 
     @property
     def training(self) -> TrainingRecord | None:

@@ -155,6 +155,25 @@ def png_metadata(settings: dict[str, Any]) -> Any:
     return info
 
 
+def skin_tone_caution_markdown(check: dict[str, Any] | None) -> str | None:
+    """The weights' whole-field re-tint figures for skin of the estimated group, said
+    beside the answer they qualify (`Diagnosis.extras["skin_tone_check"]`)."""
+    if not check:
+        return None
+    band = check.get("band")
+    sure = ""
+    if band and check.get("band_flip_rate") is not None:
+        low, high = (f"{100 * v:.0f}" for v in band)
+        sure = (f", and {percent(check['band_flip_rate'])} of those as sure as this one (top "
+                f"class {low}–{high} %)")
+    return (f"⚠ **Skin like this ({check['group']}) is rare in the training data.** In a proxy "
+            f"test ({check['n']:,} {check['split']} images darkened over the whole field to "
+            f"{check['group']} skin) the model changed {percent(check['flip_rate'])} of its "
+            f"answers{sure}; it called {percent(check['sensitivity_after'])} of the malignant "
+            f"lesions malignant, against {percent(check['sensitivity_before'])} on the "
+            "originals. A low malignant probability reassures less here.")
+
+
 def percent(p: float) -> str:
     return f"{100 * p:.1f} %"
 
@@ -184,6 +203,10 @@ def diagnosis_markdown(d: Any, saliency_caption: str | None) -> str:
                  "**Skin-tone estimate:** not estimated (the model abstained)"
                  if d.prediction is None else
                  "**Skin-tone estimate:** not available for this model version")
+    caution = skin_tone_caution_markdown((getattr(d, "extras", None) or {}).get(
+        "skin_tone_check")) if d.prediction is not None else None
+    if caution:
+        lines.append(caution)
     calibrated = getattr(d, "calibrated", False)
     lines.append("Probabilities are temperature-calibrated." if calibrated else
                  "Probabilities are *not* calibrated (no fitted temperature in these weights).")

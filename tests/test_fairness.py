@@ -404,3 +404,42 @@ def test_the_trainer_passes_the_whole_field_share_to_the_augmentation(
                                    "train.max_steps": 1})
     trainer_module.Trainer(config, tmp_path / "run").train()
     assert shares and set(shares) == {0.25}
+
+
+def test_a_diagnosis_on_darker_skin_carries_the_weights_whole_field_figures(tiny_pipe) -> None:
+    """skin_tone_counterfactual --apply's record → Diagnosis.extras["skin_tone_check"] for
+    an upload whose skin is estimated darker, with the answer's own confidence band; none
+    for lighter skin or weights without the record."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from classndiff.pipelines.pipeline import ClassNDiffPipeline
+    from classndiff.trust.fairness import skin_tone_check_record
+
+    report = {"n": 10, "flip_rate": 0.2, "malignant_sensitivity_before": 0.6,
+              "malignant_sensitivity_after": 0.4, "flip_rate_by_confidence": [
+                  {"top_probability": [0.0, 0.5], "n": 4, "flip_rate": 0.5},
+                  {"top_probability": [0.5, 0.8], "n": 3, "flip_rate": 0.0},
+                  {"top_probability": [0.8, 1.0], "n": 3, "flip_rate": 0.0}]}
+    config = replace(tiny_pipe.config)
+    config.extra = {**tiny_pipe.config.extra}
+    config.skin_tone_check = skin_tone_check_record({"darker": report}, "test")
+    pipe = ClassNDiffPipeline(tiny_pipe.model, config, tiny_pipe.device, tiny_pipe.vae)
+    dark = np.ones((64, 64, 3)) * np.array([112, 78, 55])  # skin L* ≈ 36, b* ≈ 20: ITA < 10°
+    yy, xx = np.mgrid[:64, :64]
+    dark[(yy - 32) ** 2 + (xx - 32) ** 2 < 12 ** 2] = [45, 28, 20]
+    image = Image.fromarray(dark.astype(np.uint8))
+    d = pipe.diagnose(image, abstain=False)
+    assert d.skin_tone["group"] == "darker"
+    check = d.extras["skin_tone_check"]
+    low, high = check["band"]
+    assert low <= d.confidence < high or (high == 1.0 and d.confidence >= low)
+    expected = {0.0: 0.5, 0.5: 0.0, 0.8: 0.0}[low]
+    assert (check["flip_rate"], check["band_flip_rate"], check["sensitivity_after"]) == (
+        0.2, expected, 0.4)
+    light = Image.fromarray(np.where(dark == [112, 78, 55], [236, 200, 186], dark)
+                            .astype(np.uint8))
+    assert pipe.diagnose(light, abstain=False).skin_tone["group"] == "lighter"
+    assert "skin_tone_check" not in pipe.diagnose(light, abstain=False).extras
+    assert "skin_tone_check" not in tiny_pipe.diagnose(image, abstain=False).extras

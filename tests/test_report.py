@@ -243,3 +243,27 @@ def test_app_summary_says_when_the_uploads_fine_detail_is_kept() -> None:
     assert "redraws" not in counterfactual_markdown(cf)
     settings["candidates"] = 4
     assert "of 4 redraws, the one the model's own classifier" in counterfactual_markdown(cf)
+
+
+def test_app_says_what_the_whole_field_test_found_for_this_skin() -> None:
+    """A diagnosis on darker skin carries the weights' whole-field figures: the app says them
+    beside the answer, and nothing when the record is absent or the model abstained."""
+    from types import SimpleNamespace
+
+    from demo.render import diagnosis_markdown
+
+    check = {"group": "darker", "split": "test", "n": 1497, "flip_rate": 0.185,
+             "band": [0.5, 0.8], "band_flip_rate": 0.372, "sensitivity_before": 0.646,
+             "sensitivity_after": 0.371}
+    d = SimpleNamespace(prediction="nv", confidence=0.7, reason=None, malignant=0.1,
+                        calibrated=True, skin_tone={"group": "darker", "ita": -20.0},
+                        extras={"skin_tone_check": check})
+    text = diagnosis_markdown(d, None)
+    assert ("the model changed 18.5 % of its answers, and 37.2 % of those as sure as this one "
+            "(top class 50–80 %); it called 37.1 % of the malignant lesions malignant, against "
+            "64.6 % on the originals") in text
+    assert "1,497 test images" in text
+    d.extras = {}
+    assert "Skin like this" not in diagnosis_markdown(d, None)
+    d.extras, d.prediction = {"skin_tone_check": check}, None
+    assert "Skin like this" not in diagnosis_markdown(d, None)

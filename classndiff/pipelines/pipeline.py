@@ -54,6 +54,7 @@ from classndiff.trust.abstention import (
     image_statistics,
     logits_and_features,
 )
+from classndiff.trust.fairness import skin_tone_caution
 from classndiff.trust.skintone import estimate_skin_tone, normalise_skin_tone
 from classndiff.version import __version__
 
@@ -254,6 +255,10 @@ class ClassNDiffPipeline:
             extras["warning"], reason = reason, None
 
         tone = estimate_skin_tone(upload) if skin_tone and not abstained else None
+        caution = skin_tone_caution(self.config.skin_tone_check, tone and tone["group"],
+                                    float(probs[top]))
+        if caution is not None:
+            extras["skin_tone_check"] = caution
         cam = None
         if saliency and not abstained:
             cam = self.explainer(model_input, target=cam_target, method=cam_method,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from classndiff.config import SkinToneCheck
 from classndiff.labels import malignant_mask
 from classndiff.trust.skintone import ita_degrees, retint_field_torch, retint_skin_torch
 
@@ -131,3 +132,38 @@ def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray,
         "malignant_sensitivity_before": sensitivity(p_before),
         "malignant_sensitivity_after": sensitivity(p_after),
     }
+
+
+def skin_tone_check_record(whole_field: dict[str, dict[str, Any]], split: str) -> SkinToneCheck:
+    """The weights' `SkinToneCheck` from the counterfactual benchmark's whole-field reports
+    ({group: `flip_report` output})."""
+    groups = {}
+    for group, report in whole_field.items():
+        groups[group] = {
+            "flip_rate": report["flip_rate"],
+            "bands": [[*b["top_probability"], b["flip_rate"], b["n"]]
+                      for b in report["flip_rate_by_confidence"]],
+            "sensitivity_before": report["malignant_sensitivity_before"],
+            "sensitivity_after": report["malignant_sensitivity_after"],
+        }
+    n = next(iter(whole_field.values()))["n"] if whole_field else 0
+    return SkinToneCheck(split=split, n=n, groups=groups)
+
+
+def skin_tone_caution(check: SkinToneCheck | None, group: str | None,
+                      confidence: float) -> dict[str, Any] | None:
+    """What the weights' whole-field re-tint test says about an answer of this `confidence`
+    on skin of this `group`: the group's flips overall and in the answer's confidence band,
+    and the malignant sensitivity before and after. None for a group it did not measure
+    (lighter skin, unknown) or weights without the record."""
+    if check is None or group not in check.groups:
+        return None
+    measured = check.groups[group]
+    band = next(((low, high, rate, n) for low, high, rate, n in measured["bands"]
+                 if low <= confidence < high or (high >= 1 and confidence >= low)), None)
+    return {"group": group, "split": check.split, "n": check.n,
+            "flip_rate": measured["flip_rate"],
+            "band": None if band is None else [band[0], band[1]],
+            "band_flip_rate": None if band is None or not band[3] else band[2],
+            "sensitivity_before": measured["sensitivity_before"],
+            "sensitivity_after": measured["sensitivity_after"]}
