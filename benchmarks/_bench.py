@@ -148,6 +148,23 @@ class MaskedSplit:
                 for t in RETINT_TARGETS}
 
 
+def edit_weights_config(pipe: Any, edit: Callable[[Any], str]) -> None:
+    """`edit` a weights folder's config.json in place (as written, not as loaded: nothing the
+    loader fills in is saved) for a benchmark's --apply; `edit` returns what it changed, in
+    words, which is printed. A tiny --quick model has no folder: nothing is written."""
+    from classndiff.config import ClassNDiffConfig
+    from classndiff.hub import CONFIG_NAME
+
+    if getattr(pipe, "weights_path", None) is None:
+        print("--apply: no weights folder (a tiny model): nothing written", flush=True)
+        return
+    path = Path(pipe.weights_path) / CONFIG_NAME
+    config = ClassNDiffConfig.from_json(path)
+    changed = edit(config)
+    config.to_json(path)
+    print(f"{path}: {changed}", flush=True)
+
+
 def save_rows(path: Path, rows: list[np.ndarray]) -> None:
     """A figure of image rows (uint8 H×W×3 each, equal widths), stacked top to bottom."""
     from PIL import Image

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from _bench import (
     MaskedSplit,
+    edit_weights_config,
     emit,
     environment,
     load_pipe,
@@ -117,19 +118,12 @@ def main() -> None:
 
 
 def apply(pipe, record) -> None:  # noqa: ANN001
-    """Write `record` into the weights folder's config.json (as written, not as loaded)."""
-    from classndiff.config import ClassNDiffConfig
-    from classndiff.hub import CONFIG_NAME
+    """Write `record` (a SkinToneCheck) into the weights folder's config.json."""
+    def edit(config) -> str:  # noqa: ANN001
+        config.skin_tone_check = record
+        return f"extra.skin_tone_check written ({record.split}, {record.n} images)"
 
-    if getattr(pipe, "weights_path", None) is None:
-        print("--apply: no weights folder (a tiny model): nothing written", flush=True)
-        return
-    path = Path(pipe.weights_path) / CONFIG_NAME
-    config = ClassNDiffConfig.from_json(path)
-    config.skin_tone_check = record
-    config.to_json(path)
-    print(f"{path}: extra.skin_tone_check written ({record.split}, {record.n} images)",
-          flush=True)
+    edit_weights_config(pipe, edit)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _bench import emit, environment, load_pipe, parser, percentiles, print_table, setup, timed
+from _bench import (
+    edit_weights_config,
+    emit,
+    environment,
+    load_pipe,
+    parser,
+    percentiles,
+    print_table,
+    setup,
+    timed,
+)
 from _bench import synthetic_lesion as lesion
 
 COUNTS = (1, 2, 4, 8)
@@ -54,19 +64,13 @@ def read_with(pipe, views: int):  # noqa: ANN001, ANN201
 
 
 def apply(pipe, views: int) -> None:  # noqa: ANN001
-    """Write `views` into the weights folder's config.json (as written, not as loaded)."""
-    from classndiff.config import ClassNDiffConfig
-    from classndiff.hub import CONFIG_NAME
+    """Write `views` into the weights folder's config.json."""
+    def edit(config) -> str:  # noqa: ANN001
+        config.model.classifier_test_views = views
+        return (f"model.classifier_test_views = {views}; re-fit the temperature next "
+                "(classndiff calibrate)")
 
-    if getattr(pipe, "weights_path", None) is None:
-        print("--apply: no weights folder (a tiny model): nothing written", flush=True)
-        return
-    path = Path(pipe.weights_path) / CONFIG_NAME
-    config = ClassNDiffConfig.from_json(path)
-    config.model.classifier_test_views = views
-    config.to_json(path)
-    print(f"{path}: model.classifier_test_views = {views}; re-fit the temperature next "
-          "(classndiff calibrate)", flush=True)
+    edit_weights_config(pipe, edit)
 
 
 def main() -> None:

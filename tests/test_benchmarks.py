@@ -143,3 +143,25 @@ def test_fairness_rules_read_the_table(tmp_path: Path, arm: dict, flips_rule: st
 
     assert ship() == flips_rule
     assert ship("--whole-field") == field_rule
+
+
+def test_skin_tone_counterfactual_apply_writes_the_record_into_the_weights(
+        tiny_weights: Path, tiny_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from classndiff.config import ClassNDiffConfig
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights, weights)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/skin_tone_counterfactual.py"),
+                          "--weights", str(weights), "--data-dir", str(tiny_data),
+                          "--split", "test", "--apply"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    check = ClassNDiffConfig.from_json(weights / "config.json").skin_tone_check
+    assert check is not None and check.split == "test"
+    assert set(check.groups) == {"brown", "darker"}
+    assert check.groups["darker"]["flip_rate"] == result["whole_field"]["darker"]["flip_rate"]
+    assert check.n == result["whole_field"]["darker"]["n"] > 0
