@@ -164,8 +164,8 @@ def skin_tone_caution_markdown(check: dict[str, Any] | None) -> str | None:
     sure = ""
     if band and check.get("band_flip_rate") is not None:
         low, high = (f"{100 * v:.0f}" for v in band)
-        sure = (f", and {percent(check['band_flip_rate'])} of those as sure as this one (top "
-                f"class {low}–{high} %)")
+        sure = (f" overall and {percent(check['band_flip_rate'])} of the answers it was as "
+                f"sure of as this one (top class {low}–{high} %)")
     return (f"⚠ **Skin like this ({check['group']}) is rare in the training data.** In a proxy "
             f"test ({check['n']:,} {check['split']} images darkened over the whole field to "
             f"{check['group']} skin) the model changed {percent(check['flip_rate'])} of its "

@@ -259,9 +259,9 @@ def test_app_says_what_the_whole_field_test_found_for_this_skin() -> None:
                         calibrated=True, skin_tone={"group": "darker", "ita": -20.0},
                         extras={"skin_tone_check": check})
     text = diagnosis_markdown(d, None)
-    assert ("the model changed 18.5 % of its answers, and 37.2 % of those as sure as this one "
-            "(top class 50–80 %); it called 37.1 % of the malignant lesions malignant, against "
-            "64.6 % on the originals") in text
+    assert ("the model changed 18.5 % of its answers overall and 37.2 % of the answers it was "
+            "as sure of as this one (top class 50–80 %); it called 37.1 % of the malignant "
+            "lesions malignant, against 64.6 % on the originals") in text
     assert "1,497 test images" in text
     d.extras = {}
     assert "Skin like this" not in diagnosis_markdown(d, None)
