@@ -53,6 +53,9 @@ def main() -> None:
     p.add_argument("--no-skin-reference", action="store_true",
                    help="no skin-tone normalisation, whatever the weights say")
     args = p.parse_args()
+    if args.apply and (args.skin_reference or args.no_skin_reference or args.quick):
+        p.error("--apply records the weights as they ship: not with --skin-reference, "
+                "--no-skin-reference or --quick")
     setup(args)
     from classndiff.trust.fairness import (
         band_label,
@@ -113,7 +116,8 @@ def main() -> None:
                                 for i in shown])
     result.update(environment(args, pipe))
     if args.apply:
-        apply(pipe, skin_tone_check_record(result["whole_field"], args.split))
+        apply(pipe, skin_tone_check_record(result["whole_field"], args.split,
+                                           pipe.temperature, pipe.test_views))
     emit(result, args.output)
 
 

@@ -291,6 +291,10 @@ class SkinToneCheck:
     split: str = "test"
     n: int = 0
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The reading it was measured with: a later re-calibration or change of test-time views
+    # makes the figures another model's, and they are then not shown.
+    temperature: float | None = None
+    test_views: int | None = None
 
 
 @dataclass

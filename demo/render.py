@@ -166,12 +166,15 @@ def skin_tone_caution_markdown(check: dict[str, Any] | None) -> str | None:
         low, high = (f"{100 * v:.0f}" for v in band)
         sure = (f" overall and {percent(check['band_flip_rate'])} of the answers it was as "
                 f"sure of as this one (top class {low}–{high} %)")
+    before, after = check.get("sensitivity_before"), check.get("sensitivity_after")
+    sensitivity = (f"; it called {percent(after)} of the malignant lesions malignant, against "
+                   f"{percent(before)} on the originals" if all(
+                       isinstance(v, (int, float)) and math.isfinite(v)
+                       for v in (before, after)) else "")
     return (f"⚠ **Skin like this ({check['group']}) is rare in the training data.** In a proxy "
             f"test ({check['n']:,} {check['split']} images darkened over the whole field to "
             f"{check['group']} skin) the model changed {percent(check['flip_rate'])} of its "
-            f"answers{sure}; it called {percent(check['sensitivity_after'])} of the malignant "
-            f"lesions malignant, against {percent(check['sensitivity_before'])} on the "
-            "originals. A low malignant probability reassures less here.")
+            f"answers{sure}{sensitivity}. A low malignant probability reassures less here.")
 
 
 def percent(p: float) -> str:

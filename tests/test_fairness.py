@@ -371,9 +371,11 @@ def test_retint_augmentation_can_tint_the_whole_field() -> None:
     image, lesion = photo(6)
     rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
     batch = torch.cat([rgb, torch.from_numpy(lesion)[None].float()])[None].repeat(4, 1, 1, 1)
-    plain = retint_augment(batch, 1.0, torch.Generator().manual_seed(2))
+    drawn = torch.Generator().manual_seed(2)
+    plain = retint_augment(batch, 1.0, drawn)
     zero = torch.Generator().manual_seed(2)
     assert torch.equal(retint_augment(batch, 1.0, zero, whole_field=0.0), plain)
+    assert torch.equal(zero.get_state(), drawn.get_state())
     field = retint_augment(batch, 1.0, torch.Generator().manual_seed(2), whole_field=1.0)
     inside = torch.from_numpy(lesion).expand(4, 3, -1, -1)
     assert torch.equal(plain[:, :3][inside], batch[:, :3][inside])  # skin only: lesion kept
@@ -424,7 +426,8 @@ def test_a_diagnosis_on_darker_skin_carries_the_weights_whole_field_figures(tiny
                   {"top_probability": [0.8, 1.0], "n": 3, "flip_rate": 0.0}]}
     config = replace(tiny_pipe.config)
     config.extra = {**tiny_pipe.config.extra}
-    config.skin_tone_check = skin_tone_check_record({"darker": report}, "test")
+    config.skin_tone_check = skin_tone_check_record({"darker": report}, "test",
+                                                    tiny_pipe.temperature, tiny_pipe.test_views)
     pipe = ClassNDiffPipeline(tiny_pipe.model, config, tiny_pipe.device, tiny_pipe.vae)
     dark = np.ones((64, 64, 3)) * np.array([112, 78, 55])  # skin L* ≈ 36, b* ≈ 20: ITA < 10°
     yy, xx = np.mgrid[:64, :64]
@@ -443,3 +446,17 @@ def test_a_diagnosis_on_darker_skin_carries_the_weights_whole_field_figures(tiny
     assert pipe.diagnose(light, abstain=False).skin_tone["group"] == "lighter"
     assert "skin_tone_check" not in pipe.diagnose(light, abstain=False).extras
     assert "skin_tone_check" not in tiny_pipe.diagnose(image, abstain=False).extras
+    # Measured with another temperature (re-calibrated since): another model's figures.
+    config.extra["skin_tone_check"]["temperature"] = pipe.temperature + 0.5
+    assert "skin_tone_check" not in pipe.diagnose(image, abstain=False).extras
+    config.extra["skin_tone_check"]["temperature"] = pipe.temperature
+    assert "skin_tone_check" in pipe.diagnose(image, abstain=False).extras
+
+
+def test_a_split_without_malignant_lesions_records_no_sensitivity() -> None:
+    from classndiff.trust.fairness import skin_tone_check_record
+
+    report = {"n": 3, "flip_rate": 0.0, "malignant_sensitivity_before": float("nan"),
+              "malignant_sensitivity_after": float("nan"), "flip_rate_by_confidence": []}
+    record = skin_tone_check_record({"darker": report}, "test")
+    assert record.groups["darker"]["sensitivity_before"] is None

@@ -263,6 +263,9 @@ def test_app_says_what_the_whole_field_test_found_for_this_skin() -> None:
             "as sure of as this one (top class 50–80 %); it called 37.1 % of the malignant "
             "lesions malignant, against 64.6 % on the originals") in text
     assert "1,497 test images" in text
+    d.extras = {"skin_tone_check": {**check, "sensitivity_before": None}}
+    assert "called" not in diagnosis_markdown(d, None)  # no malignant lesion measured
+    assert "Skin like this" in diagnosis_markdown(d, None)
     d.extras = {}
     assert "Skin like this" not in diagnosis_markdown(d, None)
     d.extras, d.prediction = {"skin_tone_check": check}, None

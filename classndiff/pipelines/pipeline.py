@@ -255,8 +255,10 @@ class ClassNDiffPipeline:
             extras["warning"], reason = reason, None
 
         tone = estimate_skin_tone(upload) if skin_tone and not abstained else None
-        caution = skin_tone_caution(self.config.skin_tone_check, tone and tone["group"],
-                                    float(probs[top]))
+        # Only on a reliable estimate: a ring fallback or a colour cast can read "darker".
+        group = tone.get("group") if tone and tone.get("reliable") else None
+        caution = skin_tone_caution(self.config.skin_tone_check, group, float(probs[top]),
+                                    self.temperature, self.test_views)
         if caution is not None:
             extras["skin_tone_check"] = caution
         cam = None

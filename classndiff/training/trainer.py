@@ -415,6 +415,8 @@ class Trainer(TrainingLoop):
             model.classifier.load_state_dict(self.best_classifier)
             classifier_step = self.best_step
         config.training = self.training_record(classifier_step)
+        # Measured on the classifier this run started from, not on the one it exports.
+        config.extra.pop("skin_tone_check", None)
         dtype = getattr(torch, self.config.train.export_dtype)
         return save_pretrained(model, config, directory, dtype=dtype)
 

@@ -134,29 +134,44 @@ def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray,
     }
 
 
-def skin_tone_check_record(whole_field: dict[str, dict[str, Any]], split: str) -> SkinToneCheck:
+def _finite(value: Any) -> float | None:
+    """A float, or None for NaN / None (no malignant lesion in the split: JSON has no NaN)."""
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def skin_tone_check_record(whole_field: dict[str, dict[str, Any]], split: str,
+                           temperature: float | None = None,
+                           test_views: int | None = None) -> SkinToneCheck:
     """The weights' `SkinToneCheck` from the counterfactual benchmark's whole-field reports
-    ({group: `flip_report` output})."""
+    ({group: `flip_report` output}), measured with this `temperature` and `test_views`."""
     groups = {}
     for group, report in whole_field.items():
         groups[group] = {
             "flip_rate": report["flip_rate"],
             "bands": [[*b["top_probability"], b["flip_rate"], b["n"]]
                       for b in report["flip_rate_by_confidence"]],
-            "sensitivity_before": report["malignant_sensitivity_before"],
-            "sensitivity_after": report["malignant_sensitivity_after"],
+            "sensitivity_before": _finite(report["malignant_sensitivity_before"]),
+            "sensitivity_after": _finite(report["malignant_sensitivity_after"]),
         }
     n = next(iter(whole_field.values()))["n"] if whole_field else 0
-    return SkinToneCheck(split=split, n=n, groups=groups)
+    return SkinToneCheck(split=split, n=n, groups=groups, temperature=temperature,
+                         test_views=test_views)
 
 
-def skin_tone_caution(check: SkinToneCheck | None, group: str | None,
-                      confidence: float) -> dict[str, Any] | None:
+def skin_tone_caution(check: SkinToneCheck | None, group: str | None, confidence: float,
+                      temperature: float | None = None,
+                      test_views: int | None = None) -> dict[str, Any] | None:
     """What the weights' whole-field re-tint test says about an answer of this `confidence`
     on skin of this `group`: the group's flips overall and in the answer's confidence band,
     and the malignant sensitivity before and after. None for a group it did not measure
-    (lighter skin, unknown) or weights without the record."""
+    (lighter skin, unknown), weights without the record, or a record measured with another
+    `temperature` or count of `test_views` than the answer was read with."""
     if check is None or group not in check.groups:
+        return None
+    if (check.temperature is not None and temperature is not None
+            and abs(check.temperature - temperature) > 1e-6) or (
+            check.test_views is not None and test_views is not None
+            and check.test_views != test_views):
         return None
     measured = check.groups[group]
     band = next(((low, high, rate, n) for low, high, rate, n in measured["bands"]
