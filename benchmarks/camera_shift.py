@@ -1,6 +1,10 @@
 """The camera-shift test on a weights folder: the test images under the photometric shifts
-other dermatoscopes produce (classndiff/shifts.py), accuracy, balanced accuracy and
-malignant AUC under each.
+other dermatoscopes produce (classndiff/evaluation/shifts.py), accuracy, balanced accuracy,
+malignant AUC and sensitivity under each, and the share of answers (top class) each shift
+changes. A quarter turn, which no camera makes but a hand holding one does, is read beside
+them: it is not one of the four test-time views, so it gives the churn of the model's
+answers under a change that carries no information at all — the scale against which the skin
+re-tint's flips (benchmarks/skin_tone_counterfactual.py) can be read.
 
     python benchmarks/camera_shift.py --weights weights/embedded \\
         --output reports/embedded/camera_shift.json
@@ -17,6 +21,9 @@ import numpy as np
 import torch
 from _bench import emit, environment, load_pipe, parser, print_table, probabilities, setup
 
+# Not a camera shift: the control for the answers a shift changes (see the docstring).
+QUARTER_TURN = "quarter turn (control: no camera shift)"
+
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
@@ -28,6 +35,7 @@ def main() -> None:
     from classndiff.data import LesionDataset
     from classndiff.evaluation.shifts import SHIFTS
     from classndiff.metrics import classification_metrics
+    from classndiff.trust.fairness import flip_report
 
     pipe = load_pipe(args)
     data = LesionDataset(args.data_dir, args.split, image_size=pipe.config.model.pixel_size,
@@ -36,15 +44,26 @@ def main() -> None:
     labels = data.dx.numpy()
     result = {"benchmark": "camera_shift", "split": args.split, "n": int(len(labels)),
               "shifts": {}}
-    for name, shift in SHIFTS.items():
-        m = classification_metrics(probabilities(pipe, np.stack([shift(im) for im in images])),
-                                   labels)
-        result["shifts"][name] = {k: m.get(k) for k in ("accuracy", "balanced_accuracy",
-                                                         "macro_auc", "malignant_auc")}
-    print_table(["shift", "accuracy", "balanced acc.", "malignant AUC"],
+    shifts = {**SHIFTS, QUARTER_TURN: np.rot90}
+    unshifted = None
+    for name, shift in shifts.items():
+        probs = probabilities(pipe, np.stack([shift(im) for im in images]))
+        unshifted = probs if unshifted is None else unshifted
+        m = classification_metrics(probs, labels)
+        changed = flip_report(unshifted, probs, labels)
+        result["shifts"][name] = {
+            **{k: m.get(k) for k in ("accuracy", "balanced_accuracy", "macro_auc",
+                                     "malignant_auc")},
+            "malignant_sensitivity": changed["malignant_sensitivity_after"],
+            "answers_changed": changed["flip_rate"],
+            "answers_changed_by_confidence": changed["flip_rate_by_confidence"]}
+    print_table(["shift", "accuracy", "balanced acc.", "malignant AUC", "mal. sensitivity",
+                 "answers changed"],
                 [[name, f"{r['accuracy']:.3f}", f"{r['balanced_accuracy']:.3f}",
-                  f"{r['malignant_auc']:.3f}"] for name, r in result["shifts"].items()])
-    worst = min(r["accuracy"] for r in result["shifts"].values())
+                  f"{r['malignant_auc']:.3f}", f"{r['malignant_sensitivity']:.3f}",
+                  f"{100 * r['answers_changed']:.1f} %"]
+                 for name, r in result["shifts"].items()])
+    worst = min(r["accuracy"] for name, r in result["shifts"].items() if name != QUARTER_TURN)
     result["worst_accuracy"] = worst
     result.update(environment(args, pipe))
     emit(result, args.output)

@@ -126,13 +126,22 @@ def _camera_shift_section(report: Path) -> str:
     shift = _load_json(report / "camera_shift.json")
     if not shift:
         return ""
-    rows = ["| shift | accuracy | balanced accuracy | malignant AUC |", "|---|---|---|---|"]
+    rows = ["| shift | accuracy | balanced accuracy | malignant AUC | malignant sensitivity "
+            "(P ≥ 0.5) | answers changed |", "|---|---|---|---|---|---|"]
     rows += [f"| {k} | {_fmt(v['accuracy'])} | {_fmt(v['balanced_accuracy'])} | "
-             f"{_fmt(v['malignant_auc'])} |" for k, v in shift["shifts"].items()]
+             f"{_fmt(v['malignant_auc'])} | {_fmt(v.get('malignant_sensitivity'))} | "
+             f"{_percent(v.get('answers_changed'))} |" for k, v in shift["shifts"].items()]
     return ("### Camera-shift test\nThe test images under photometric shifts other "
             "dermatoscopes produce (`python benchmarks/camera_shift.py --weights "
             "weights/embedded --output reports/embedded/camera_shift.json`). A proxy: "
-            "real images from other devices differ in more ways.\n\n" + "\n".join(rows))
+            "real images from other devices differ in more ways. \"Answers changed\": the share "
+            "of images whose top class differs from the unshifted reading; the quarter turn "
+            "carries no information at all, so its figure is the churn any change of input "
+            "causes, the scale for the skin-tone flips below.\n\n" + "\n".join(rows))
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
 
 
 def _skin_tone_section(report: Path) -> str:
