@@ -35,18 +35,35 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_benchmark_quick_ends_with_json(name: str) -> None:
+def _quick(name: str) -> dict:
+    """Runs benchmarks/NAME.py --quick and returns the JSON line it ends with."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick",
                            "--threads", "1"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    last = done.stdout.strip().splitlines()[-1]
-    figures = json.loads(last)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_benchmark_quick_ends_with_json(name: str) -> None:
+    figures = _quick(name)
     assert figures["benchmark"] == name
     assert figures["quick"] is True
     assert EXPECTED[name] <= set(figures)
+
+
+def test_camera_shift_counts_changed_answers_against_a_quarter_turn() -> None:
+    """Each shift's share of changed answers is against the unshifted reading (0 for
+    "none"), and the quarter-turn control is read beside the shifts but not counted as one."""
+    figures = _quick("camera_shift")
+    shifts = figures["shifts"]
+    assert shifts["none"]["answers_changed"] == 0.0
+    assert any(v["answers_changed"] > 0 for v in shifts.values())  # the tiny model is moved
+    control = [k for k in shifts if k.startswith("quarter turn")]
+    assert len(control) == 1 and 0.0 <= shifts[control[0]]["answers_changed"] <= 1.0
+    assert figures["worst_accuracy"] == min(v["accuracy"] for k, v in shifts.items()
+                                            if k != control[0])
 
 
 def test_weight_average_is_the_weighted_mean_of_floats(tmp_path: Path) -> None:

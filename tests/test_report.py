@@ -229,6 +229,21 @@ def test_card_gives_the_whole_field_rows_and_the_flips_of_inverted_lesions(tmp_p
     assert "25.0 % of those flip, against 16.7 % of the 6" in text
 
 
+def test_card_gives_the_answers_each_camera_shift_changes(tmp_path: Path) -> None:
+    from classndiff.evaluation.card_sections import _camera_shift_section
+
+    row = {"accuracy": 0.8, "balanced_accuracy": 0.7, "macro_auc": 0.9, "malignant_auc": 0.9}
+    record = {"shifts": {"none": {**row, "malignant_sensitivity": 0.6, "answers_changed": 0.0},
+                         "quarter turn (control: no camera shift)": {
+                             **row, "malignant_sensitivity": 0.5, "answers_changed": 0.071},
+                         "blur (older record)": row}}
+    (tmp_path / "camera_shift.json").write_text(json.dumps(record))
+    text = _camera_shift_section(tmp_path)
+    assert "| quarter turn (control: no camera shift) | 0.800 | 0.700 | 0.900 | 0.500 | 7.1 % |" \
+        in text
+    assert "| blur (older record) | 0.800 | 0.700 | 0.900 | — | — |" in text
+
+
 def test_app_summary_says_when_the_uploads_fine_detail_is_kept() -> None:
     from types import SimpleNamespace
 
