@@ -64,6 +64,12 @@ class ModelConfig:
     # the diagnosis cannot lean on the surrounding skin's colour (trust/skintone.py).
     # None = off. Chosen on validation (benchmarks/skin_normalisation.sh).
     classifier_skin_reference: list[float] | None = None
+    # Colour constancy before the classifier, in training and at inference alike: each image's
+    # colour channels, in linear light, scaled so that their Minkowski p-norm means (shades of
+    # grey, Finlayson & Trezzi 2004; the usual dermoscopy preprocessing since Barata et al.
+    # 2015) are equal and fixed. A change of illuminant, exposure or a whole-field tint is then
+    # undone before the network reads the image. The p; None = off.
+    classifier_colour_constancy: float | None = None
     tone_adversary: bool = False  # the skin-tone head of `train.lambda_adv` (fairness)
     pretrained_backbone: bool = False  # True only when the Hub is reachable
     # Latent space, two ways. `vae`: a diffusers AutoencoderKL from the Hub or a folder (the
@@ -107,7 +113,8 @@ class ModelConfig:
 # swapped under a classifier (`classndiff graft`) only when these match.
 CLASSIFIER_SETTINGS = frozenset({
     "classifier_backbone", "classifier_image_size", "classifier_drop_rate", "classifier_init",
-    "classifier_output_stride", "tone_adversary", "pretrained_backbone", "pixel_size"})
+    "classifier_output_stride", "classifier_colour_constancy", "tone_adversary",
+    "pretrained_backbone", "pixel_size"})
 # Settings of how the classifier is read at inference: a graft keeps the target's.
 CLASSIFIER_INFERENCE_SETTINGS = frozenset({"classifier_test_views",
                                            "classifier_skin_reference"})

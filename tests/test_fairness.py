@@ -460,3 +460,30 @@ def test_a_split_without_malignant_lesions_records_no_sensitivity() -> None:
               "malignant_sensitivity_after": float("nan"), "flip_rate_by_confidence": []}
     record = skin_tone_check_record({"darker": report}, "test")
     assert record.groups["darker"]["sensitivity_before"] is None
+
+
+def test_colour_constancy_reads_a_whole_field_retint_as_the_original(tiny_config) -> None:
+    """With `model.classifier_colour_constancy` the classifier's answer is the same for an
+    image and its whole-field re-tint (one gain per channel in linear light, the test's second
+    proxy; also a change of illuminant), where without it the answer moves; a p < 1 is
+    refused."""
+    import torch
+
+    from classndiff.models.classifier import LesionClassifier
+    from classndiff.trust.fairness import retint_many
+
+    image, lesion = photo(7)
+    darker = retint_many(image[None], lesion[None], "darker", whole_field=True)[0]
+    x = torch.from_numpy(np.stack([image, darker])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    torch.manual_seed(0)
+    plain = LesionClassifier(tiny_config.model).eval()
+    constant = LesionClassifier(tiny_config.override(
+        {"model.classifier_colour_constancy": 6.0}).model).eval()
+    constant.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        moved, kept = plain(x), constant(x)
+    assert not torch.allclose(moved[0], moved[1], atol=1e-3)
+    # uint8 rounding and the few clipped pixels of the re-tint are all that differ.
+    assert torch.allclose(kept[0], kept[1], atol=0.05 * kept[0].abs().max().item())
+    with pytest.raises(ValueError, match="Minkowski"):
+        LesionClassifier(tiny_config.override({"model.classifier_colour_constancy": 0.5}).model)

@@ -22,6 +22,21 @@ DIHEDRAL_VIEWS = ((0, False), (0, True), (2, False), (2, True),
 TEST_VIEW_COUNTS = (1, 2, 4, 8)
 
 
+# The p-norm mean every channel is brought to by colour constancy (linear light): mid-grey.
+COLOUR_CONSTANCY_TARGET = 0.5
+
+
+def shades_of_grey(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Images in [0, 1] (N, 3, H, W) with each channel's Minkowski p-norm mean, in linear
+    light, brought to COLOUR_CONSTANCY_TARGET: one gain per image and channel, so a whole-field
+    gain (illuminant, exposure) is undone exactly, up to clipping. Differentiable."""
+    from kornia.color import linear_rgb_to_rgb, rgb_to_linear_rgb
+
+    linear = rgb_to_linear_rgb(x.float().clamp(0, 1))
+    norm = linear.pow(p).mean((-2, -1), keepdim=True).pow(1 / p).clamp(min=1e-3)
+    return linear_rgb_to_rgb((linear * (COLOUR_CONSTANCY_TARGET / norm)).clamp(0, 1)).to(x.dtype)
+
+
 def dihedral_view(x: torch.Tensor, index: int) -> torch.Tensor:
     """View `index` of DIHEDRAL_VIEWS of (..., H, W) images: turned, then mirrored."""
     turns, mirrored = DIHEDRAL_VIEWS[index]
@@ -46,6 +61,10 @@ class LesionClassifier(nn.Module):
         the ImageNet wheel is needed to train, not to run)."""
         super().__init__()
         self.pixel_space = not config.latent_classifier
+        self.colour_constancy = config.classifier_colour_constancy if self.pixel_space else None
+        if self.colour_constancy is not None and not self.colour_constancy >= 1:
+            raise ValueError("classifier_colour_constancy is a Minkowski p ≥ 1 (6 is usual) or "
+                             f"None, got {self.colour_constancy!r}")
         self.input_size = config.classifier_image_size if self.pixel_space else config.image_size
         self.backbone = timm.create_model(
             config.classifier_backbone,
@@ -75,7 +94,10 @@ class LesionClassifier(nn.Module):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False, antialias=x.shape[-1] > self.input_size)
         if self.pixel_space:
-            x = ((x + 1) / 2 - self.mean) / self.std
+            x = (x + 1) / 2
+            if self.colour_constancy is not None:
+                x = shades_of_grey(x, self.colour_constancy)
+            x = (x - self.mean) / self.std
         return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
