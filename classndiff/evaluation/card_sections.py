@@ -195,8 +195,8 @@ def _flips_by_contrast(darker: dict) -> str:
         return ""
     return (f" The skin-only re-tint to darker skin leaves {inverted['n']} of the "
             f"{darker['n']} lesions paler than their new skin (a faint lesion on light skin; "
-            f"no pigmented lesion looks so): {100 * inverted['flip_rate']:.1f} % of those "
-            f"flip, against {100 * kept['flip_rate']:.1f} % of the {kept['n']} that stay "
+            f"no pigmented lesion looks so): {_percent(inverted['flip_rate'])} of those "
+            f"flip, against {_percent(kept['flip_rate'])} of the {kept['n']} that stay "
             "darker than their skin.")
 
 

@@ -100,11 +100,13 @@ def retint_augment(images: torch.Tensor, probability: float,
     rgb = (images[picked, :3] + 1) / 2
     lesion = images[picked, 3:4] > 0.5
     ita, b_star = ita[chosen].to(device), b_star[chosen].to(device)
-    moved = retint_skin_torch(rgb, lesion, ita, b_star)
     on_field = field[chosen].to(device)
-    if on_field.any():
-        moved[on_field] = retint_field_torch(rgb[on_field], lesion[on_field], ita[on_field],
-                                             b_star[on_field]).to(moved.dtype)
+    moved = torch.empty_like(rgb)
+    # Each picked image re-tinted once, by the one re-tint drawn for it.
+    for retint, which in ((retint_skin_torch, ~on_field), (retint_field_torch, on_field)):
+        if which.any():
+            moved[which] = retint(rgb[which], lesion[which], ita[which],
+                                  b_star[which]).to(moved.dtype)
     out = images.clone()
     out[picked, :3] = moved.to(images.dtype) * 2 - 1
     return out

@@ -154,6 +154,24 @@ def estimate_skin_tone(
     }
 
 
+def _skin_median(lab: torch.Tensor, lesion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's median CIELAB (N, 3) over its skin (outside the bool `lesion` mask; 0
+    where it has none) and whether it has the 16 skin pixels a re-tint needs (N,)."""
+    import torch
+
+    flat = lab.flatten(2)
+    skin = (~lesion).flatten(2).expand_as(flat)
+    median = torch.where(skin, flat, torch.nan).nanmedian(dim=2).values.nan_to_num(0.0)
+    return median, (~lesion).flatten(1).sum(1) >= 16
+
+
+def _target_lightness(ita: torch.Tensor, b_star: torch.Tensor) -> torch.Tensor:
+    """The L* of a skin of this ITA and b* (ITA = atan((L* − 50) / b*))."""
+    import torch
+
+    return 50 + b_star * torch.tan(torch.deg2rad(ita))
+
+
 def retint_skin_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Tensor,
                       b_star: torch.Tensor) -> torch.Tensor:
     """Re-tint the skin around each lesion to a target (ITA, b*) in CIELAB, keeping texture.
@@ -171,12 +189,11 @@ def retint_skin_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Ten
     n = images.shape[0]
     lesion = lesion.bool()
     lab = rgb_to_lab(images)
-    flat = lab.flatten(2)
-    skin = (~lesion).flatten(2).expand_as(flat)
-    # Medians of the skin and of the lesion (0 where an image has none: those are guarded).
-    median = torch.where(skin, flat, torch.nan).nanmedian(dim=2).values.nan_to_num(0.0)
-    enough = (~lesion).flatten(1).sum(1) >= 16
-    lesion_median = torch.where(~skin, flat, torch.nan).nanmedian(dim=2).values.nan_to_num(0.0)
+    median, enough = _skin_median(lab, lesion)
+    # The lesion's median too (0 where an image has none: those are guarded).
+    flat, inside_mask = lab.flatten(2), lesion.flatten(2).expand_as(lab.flatten(2))
+    lesion_median = torch.where(inside_mask, flat, torch.nan).nanmedian(
+        dim=2).values.nan_to_num(0.0)
     # Inside the mask a pixel is read as a blend of the lesion's median colour and the
     # skin's: it moves by its share of skin (projection on the lesion → skin line), so the
     # mask's margin of skin moves fully, the lesion's core (at or beyond its median) not at
@@ -187,8 +204,7 @@ def retint_skin_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Ten
     inside = ((share - 0.2) / 0.6).clamp(0, 1)  # near the lesion's median: kept exactly
     weight = torch.where(lesion, inside, torch.ones_like(inside))
     weight = torch.where(enough.view(n, 1, 1, 1), weight, torch.zeros_like(weight))
-    l_target = 50 + b_star * torch.tan(torch.deg2rad(ita))
-    shift_l = (l_target - median[:, 0]).view(n, 1, 1, 1)
+    shift_l = (_target_lightness(ita, b_star) - median[:, 0]).view(n, 1, 1, 1)
     shift_b = (b_star - median[:, 2]).view(n, 1, 1, 1)
     moved = torch.cat([(lab[:, :1] + shift_l * weight).clamp(0, 100), lab[:, 1:2],
                        lab[:, 2:] + shift_b * weight], 1)
@@ -213,12 +229,9 @@ def retint_field_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Te
 
     n = images.shape[0]
     lesion = lesion.bool()
-    lab = rgb_to_lab(images)
-    skin = (~lesion).flatten(2).expand_as(lab.flatten(2))
-    median = torch.where(skin, lab.flatten(2), torch.nan).nanmedian(dim=2).values.nan_to_num(0.0)
-    enough = (~lesion).flatten(1).sum(1) >= 16
-    l_target = (50 + b_star * torch.tan(torch.deg2rad(ita))).to(median.dtype)
-    target = torch.stack([l_target, median[:, 1], b_star.to(median.dtype)], 1)
+    median, enough = _skin_median(rgb_to_lab(images), lesion)
+    target = torch.stack([_target_lightness(ita, b_star).to(median.dtype), median[:, 1],
+                          b_star.to(median.dtype)], 1)
     colours = torch.stack([median, target], 2)[..., None]  # (N, 3, 2, 1): from, to
     linear = rgb_to_linear_rgb(lab_to_rgb(colours, clip=True)).clamp(min=1e-4)
     gain = (linear[:, :, 1] / linear[:, :, 0]).view(n, 3, 1, 1)
