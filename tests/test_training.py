@@ -245,6 +245,30 @@ def test_terms_under_the_weight_floor_never_reach_the_classifier(tiny_config) ->
     assert 4 in seen_all and 2 in seen and 4 not in seen[1:]  # real images first, then x̂0
 
 
+def test_terms_over_the_weight_ceiling_never_reach_the_classifier(tiny_config) -> None:
+    """train.cls_max_weight keeps the term off the clean end of the schedule: samples whose
+    w(t) exceeds it count as zero and are never classified; an empty band is refused."""
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
+                                   "train.cls_min_weight": 0.0})
+    model = _model(config).eval()
+    schedule = NoiseSchedule(config.model)
+    ts = [0, 30, 60, 99]
+    alpha_bar = schedule.alphas_cumprod[torch.tensor(ts)]
+    ceiling = float(alpha_bar[1:3].mean())  # between the 2nd and 3rd sample's weight
+    capped = config.override({"train.cls_max_weight": ceiling}).train
+    batch = _batch(config, t=ts)
+    seen = []
+    hook = model.classifier.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    cut = joint_loss(model, batch, schedule, capped)["cls_x0"]
+    hook.remove()
+    terms = alpha_bar * _unweighted_terms(model, batch, schedule, config)
+    torch.testing.assert_close(cut, terms[2:].sum() / 4, rtol=1e-5, atol=1e-7)
+    assert seen == [4, 2]  # the real images, then only the two noisier x̂0
+    empty = config.override({"train.cls_min_weight": 0.5, "train.cls_max_weight": 0.5}).train
+    with pytest.raises(ValueError, match="cls_max_weight"):
+        joint_loss(model, batch, schedule, empty)
+
+
 def test_low_passed_x0_hides_fine_texture_from_the_classifier(tiny_config) -> None:
     """train.cls_x0_size: the classifier reads x̂0 through `low_pass`, which removes a
     one-pixel checkerboard (the kind of texture a frozen classifier's gradient teaches) and

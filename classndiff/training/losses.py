@@ -94,6 +94,13 @@ def _lesion_focus_loss(
     return torch.stack(losses).mean()
 
 
+def check_weight_band(train: TrainConfig) -> None:
+    """Refuse a band of w(t) that no sample can fall in (the joint term would silently vanish)."""
+    if not train.cls_min_weight < train.cls_max_weight:
+        raise ValueError(f"train.cls_min_weight ({train.cls_min_weight}) must be under "
+                         f"train.cls_max_weight ({train.cls_max_weight})")
+
+
 def _classify_frozen(model: ClassNDiff, x: torch.Tensor) -> torch.Tensor:
     """Classifier forward whose parameters get no gradient (the gradient still reaches x)."""
     params = {k: v.detach() for k, v in model.classifier.named_parameters()}
@@ -257,7 +264,8 @@ def joint_loss(
 
     mse      = ‖ε − ε̂(x_t, t, c)‖²
     cls_x0   = mean_i w(t_i) · CE(classifier(x̂0_i), dx_i)   (x̂0 from that same ε̂; over the
-               first joint_batch_fraction of the batch; terms with w < cls_min_weight are 0;
+               first joint_batch_fraction of the batch; terms with w outside [cls_min_weight,
+               cls_max_weight] are 0;
                or KL(p(x0_i) ‖ p(x̂0_i)) with train.cls_x0_target "teacher")
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
     adv      = CE(tone_head(GRL(features(x_real))), tone)   (optional, λ_adv = train.lambda_adv)
@@ -286,8 +294,10 @@ def joint_loss(
     if train.lambda_cls > 0:
         k = max(1, math.ceil(train.joint_batch_fraction * n))
         weight = schedule.classifier_weight(t[:k], train.cls_weight_schedule)
-        # Terms under the weight floor count as zero: the classifier never sees their x̂0.
-        kept = (weight >= train.cls_min_weight).nonzero().squeeze(1)
+        # Terms outside [floor, ceiling] count as zero: the classifier never sees their x̂0.
+        check_weight_band(train)
+        kept = ((weight >= train.cls_min_weight)
+                & (weight <= train.cls_max_weight)).nonzero().squeeze(1)
         if len(kept):
             cls_x0 = (weight[kept] * _x0_term(model, batch, schedule, train, x_t, eps,
                                                         t, kept)).sum() / k

@@ -25,7 +25,7 @@ from classndiff.training.augment import augment, retint_augment, strong_augment
 from classndiff.training.autoencoder import load_class_teacher
 from classndiff.training.evaluator import as_float
 from classndiff.training.loop import LoopSettings, TrainingLoop
-from classndiff.training.losses import Batch, draw_step_noise, energy_in_mask
+from classndiff.training.losses import Batch, check_weight_band, draw_step_noise, energy_in_mask
 from classndiff.training.objective import TrainingObjective
 
 logger = logging.getLogger(__name__)
@@ -189,6 +189,7 @@ class Trainer(TrainingLoop):
                 setattr(config.model, key, self.previous_model[key])
         elif t.autoencoder_dir:
             adopt_autoencoder(config, t.autoencoder_dir)
+        check_weight_band(t)
         if t.tone_consistency_temperature <= 0:
             raise ValueError("train.tone_consistency_temperature must be > 0 (1 = the "
                              "teacher's own reading, below 1 sharpened)")
