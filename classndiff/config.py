@@ -138,8 +138,8 @@ class TrainConfig:
     # t > ~540 of 1000), so computing it costs time for no signal. 0 keeps every sample.
     cls_min_weight: float = 0.05
     # ... and only those whose w(t) is at most this ceiling: with w = ᾱ_t, a ceiling under 1
-    # keeps the term off the clean end of the schedule, where x̂0 is the image's own detail and
-    # the term edits texture (reports/embedded/latent/s29_low_noise). 1 keeps every sample.
+    # keeps the term off the clean end of the schedule, where x̂0 is the image's own detail
+    # (the study of where the term acts: reports/embedded/latent/s29_*). 1 keeps every sample.
     cls_max_weight: float = 1.0
     joint_updates_classifier: bool = True  # whether the x̂0 branch also trains the classifier
     # x̂0 brought down to this side (antialiased) and back up before the classifier reads it,
