@@ -153,6 +153,10 @@ class TrainConfig:
     # reading of the clean image x0 (decoded, for latents) as the target, held fixed: x̂0 is
     # asked to keep the class evidence its x0 has, never to exceed it.
     cls_x0_target: str = "label"
+    # The classifier reads x̂0 (and, for the teacher, x0) in grey (luminance in all three
+    # channels), so the term's gradient can move structure only, not hue: every joint arm so
+    # far shifted each class towards its most recognisable colours (reports/embedded/latent/s29_*).
+    cls_x0_grey: bool = False
     # Weight of the lesion-focus term: a soft Dice loss between the classifier's
     # class-activation map (= Grad-CAM at its last feature map) and the expert lesion mask of
     # real training images. 0 = off; masks are read from <data_dir>/masks only when it is on.

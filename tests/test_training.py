@@ -294,6 +294,29 @@ def test_low_passed_x0_hides_fine_texture_from_the_classifier(tiny_config) -> No
     assert (filtered - raw).abs().max() > 0.01
 
 
+def test_grey_x0_lets_the_term_move_structure_not_hue(tiny_config) -> None:
+    """train.cls_x0_grey: the classifier reads x̂0 and the teacher's x0 as luminance in all
+    three channels (so no gradient through the term can change hue); the rest of the batch,
+    the real images, stays in colour."""
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
+                                   "train.cls_min_weight": 0.0, "train.cls_x0_target": "teacher"})
+    model = _model(config).eval()
+    batch, schedule = _batch(config, t=[0, 30, 60, 99]), NoiseSchedule(config.model)
+    seen = []
+    hook = model.classifier.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    joint_loss(model, batch, schedule, config.train)
+    joint_loss(model, batch, schedule, config.override({"train.cls_x0_grey": True}).train)
+    hook.remove()
+    (real, x0_hat, clean), (_, grey_hat, grey_clean) = seen[:3], seen[3:]
+    for colour, grey in ((x0_hat, grey_hat), (clean, grey_clean)):
+        assert (colour[:, 0] - colour[:, 2]).abs().max() > 0.01  # the colour view has hue
+        torch.testing.assert_close(grey[:, 0], grey[:, 1])
+        torch.testing.assert_close(grey[:, 0], grey[:, 2])
+        luminance = 0.2989 * colour[:, 0] + 0.587 * colour[:, 1] + 0.114 * colour[:, 2]
+        torch.testing.assert_close(grey[:, 0], luminance, atol=1e-5, rtol=0)
+    assert (real[:, 0] - real[:, 2]).abs().max() > 0.01
+
+
 def test_teacher_target_asks_x0_hat_to_keep_the_clean_images_reading(tiny_config,
                                                                        monkeypatch) -> None:
     """train.cls_x0_target "teacher": the x̂0 term is KL(p(x0) ‖ p(x̂0)). A denoiser whose x̂0

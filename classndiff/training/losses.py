@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
+from torchvision.transforms.functional import rgb_to_grayscale
 
 from classndiff.config import TrainConfig
 from classndiff.labels import DX_CODES, TONE_GROUPS
@@ -128,9 +129,13 @@ def _x0_term(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
     The classifier runs in eval mode: batch-norm statistics come from real images only."""
     if train.cls_x0_target not in ("label", "teacher"):
         raise ValueError(f"unknown train.cls_x0_target {train.cls_x0_target!r}: label or teacher")
+    if train.cls_x0_grey and model.config.latent_classifier:
+        raise ValueError("train.cls_x0_grey needs a classifier that reads pixels, not latents")
 
     def as_read(x: torch.Tensor) -> torch.Tensor:
         x = model.x0_for_classifier(x)
+        if train.cls_x0_grey:
+            x = rgb_to_grayscale(x, num_output_channels=3)
         return x if train.cls_x0_size is None else low_pass(x, train.cls_x0_size)
 
     x0_hat = as_read(schedule.predict_x0(x_t[index], eps[index], t[index]))
