@@ -220,53 +220,43 @@ def test_classifier_weight_is_applied_per_sample(tiny_config) -> None:
     assert float(alpha_bar[-1]) < 0.7 * float(alpha_bar[0])  # the weights really differ
 
 
-def test_terms_under_the_weight_floor_never_reach_the_classifier(tiny_config) -> None:
-    """Samples whose w(t) is under train.cls_min_weight count as zero in cls_x0, and their
-    x̂0 is never classified (that is the time saved)."""
+@pytest.mark.parametrize("bound", ["cls_min_weight", "cls_max_weight"])
+def test_terms_outside_the_weight_band_never_reach_the_classifier(tiny_config,
+                                                                   bound: str) -> None:
+    """Samples whose w(t) is under train.cls_min_weight (the floor) or over
+    train.cls_max_weight (the ceiling: the term kept off the clean end of the schedule) count
+    as zero in cls_x0, and their x̂0 is never classified (that is the time saved)."""
     config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
                                    "train.cls_min_weight": 0.0})
     model = _model(config).eval()
     schedule = NoiseSchedule(config.model)
     ts = [0, 30, 60, 99]
     alpha_bar = schedule.alphas_cumprod[torch.tensor(ts)]
-    floor = float(alpha_bar[1:3].mean())  # between the 2nd and 3rd sample's weight
-    floored = config.override({"train.cls_min_weight": floor}).train
+    between = float(alpha_bar[1:3].mean())  # between the 2nd and 3rd sample's weight
+    banded = config.override({f"train.{bound}": between}).train
     batch = _batch(config, t=ts)
     seen = []
     hook = model.classifier.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
     everything = joint_loss(model, batch, schedule, config.train)["cls_x0"]
     seen_all = list(seen)
     seen.clear()
-    cut = joint_loss(model, batch, schedule, floored)["cls_x0"]
+    cut = joint_loss(model, batch, schedule, banded)["cls_x0"]
     hook.remove()
     terms = alpha_bar * _unweighted_terms(model, batch, schedule, config)
+    kept = terms[:2] if bound == "cls_min_weight" else terms[2:]  # ᾱ_t falls as t grows
     torch.testing.assert_close(everything, terms.mean(), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(cut, terms[:2].sum() / 4, rtol=1e-5, atol=1e-7)
-    assert 4 in seen_all and 2 in seen and 4 not in seen[1:]  # real images first, then x̂0
+    torch.testing.assert_close(cut, kept.sum() / 4, rtol=1e-5, atol=1e-7)
+    assert seen_all == [4, 4] and seen == [4, 2]  # real images first, then x̂0
 
 
-def test_terms_over_the_weight_ceiling_never_reach_the_classifier(tiny_config) -> None:
-    """train.cls_max_weight keeps the term off the clean end of the schedule: samples whose
-    w(t) exceeds it count as zero and are never classified; an empty band is refused."""
-    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
-                                   "train.cls_min_weight": 0.0})
+def test_an_empty_weight_band_is_refused(tiny_config) -> None:
+    """A floor at or over the ceiling would make the joint term vanish without a word."""
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.cls_min_weight": 0.5,
+                                   "train.cls_max_weight": 0.5})
     model = _model(config).eval()
-    schedule = NoiseSchedule(config.model)
-    ts = [0, 30, 60, 99]
-    alpha_bar = schedule.alphas_cumprod[torch.tensor(ts)]
-    ceiling = float(alpha_bar[1:3].mean())  # between the 2nd and 3rd sample's weight
-    capped = config.override({"train.cls_max_weight": ceiling}).train
-    batch = _batch(config, t=ts)
-    seen = []
-    hook = model.classifier.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
-    cut = joint_loss(model, batch, schedule, capped)["cls_x0"]
-    hook.remove()
-    terms = alpha_bar * _unweighted_terms(model, batch, schedule, config)
-    torch.testing.assert_close(cut, terms[2:].sum() / 4, rtol=1e-5, atol=1e-7)
-    assert seen == [4, 2]  # the real images, then only the two noisier x̂0
-    empty = config.override({"train.cls_min_weight": 0.5, "train.cls_max_weight": 0.5}).train
     with pytest.raises(ValueError, match="cls_max_weight"):
-        joint_loss(model, batch, schedule, empty)
+        joint_loss(model, _batch(config, t=[0, 30, 60, 99]), NoiseSchedule(config.model),
+                   config.train)
 
 
 def test_low_passed_x0_hides_fine_texture_from_the_classifier(tiny_config) -> None:
