@@ -154,15 +154,20 @@ def estimate_skin_tone(
     }
 
 
-def _skin_median(lab: torch.Tensor, lesion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each image's median CIELAB (N, 3) over its skin (outside the bool `lesion` mask; 0
-    where it has none) and whether it has the 16 skin pixels a re-tint needs (N,)."""
+def _masked_median(lab: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each image's median CIELAB (N, 3) over the pixels of the bool `mask` (N, 1, H, W);
+    0 where it has none."""
     import torch
 
     flat = lab.flatten(2)
-    skin = (~lesion).flatten(2).expand_as(flat)
-    median = torch.where(skin, flat, torch.nan).nanmedian(dim=2).values.nan_to_num(0.0)
-    return median, (~lesion).flatten(1).sum(1) >= 16
+    inside = mask.flatten(2).expand_as(flat)
+    return torch.where(inside, flat, torch.nan).nanmedian(dim=2).values.nan_to_num(0.0)
+
+
+def _skin_median(lab: torch.Tensor, lesion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's median CIELAB (N, 3) over its skin (outside the bool `lesion` mask; 0
+    where it has none) and whether it has the 16 skin pixels a re-tint needs (N,)."""
+    return _masked_median(lab, ~lesion), (~lesion).flatten(1).sum(1) >= 16
 
 
 def _target_lightness(ita: torch.Tensor, b_star: torch.Tensor) -> torch.Tensor:
@@ -190,10 +195,7 @@ def retint_skin_torch(images: torch.Tensor, lesion: torch.Tensor, ita: torch.Ten
     lesion = lesion.bool()
     lab = rgb_to_lab(images)
     median, enough = _skin_median(lab, lesion)
-    # The lesion's median too (0 where an image has none: those are guarded).
-    flat, inside_mask = lab.flatten(2), lesion.flatten(2).expand_as(lab.flatten(2))
-    lesion_median = torch.where(inside_mask, flat, torch.nan).nanmedian(
-        dim=2).values.nan_to_num(0.0)
+    lesion_median = _masked_median(lab, lesion)  # 0 where an image has none: guarded below
     # Inside the mask a pixel is read as a blend of the lesion's median colour and the
     # skin's: it moves by its share of skin (projection on the lesion → skin line), so the
     # mask's margin of skin moves fully, the lesion's core (at or beyond its median) not at
