@@ -24,6 +24,7 @@ line."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,38 @@ def tone_head_accuracy(weights: str | None) -> float | None:
                 values = [r.get("adv_accuracy") for r in csv.DictReader(f)]
             values = [float(v) for v in values if v not in (None, "")]
             return values[-1] if values else None
+    return None
+
+
+def fingerprint(weights: str | None) -> str | None:
+    """sha256 of an arm's model.safetensors and config.json (the temperature and test-time
+    views change its answers as much as its weights do); None for the --quick random model."""
+    if not weights:
+        return None
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", "config.json"):
+        digest.update((Path(weights) / name).read_bytes())
+    return digest.hexdigest()
+
+
+def earlier_row(name: str, weights: str | None, earlier: list[tuple[Path, dict[str, Any]]],
+                quick: bool, reps: int) -> tuple[dict[str, Any], str] | None:
+    """An arm's row from an earlier table that measured the very same model on the same
+    splits, and how it was matched. Matched by fingerprint; a table written before rows had
+    one (session 30) is matched by the arm's name and weights folder, and the output says so.
+    Never a --quick table for a full one, or one bootstrapped with other repetitions."""
+    if not weights:
+        return None
+    mine = fingerprint(weights)
+    for path, table in earlier:
+        if bool(table.get("quick")) != quick or table.get("reps", 1000) != reps:
+            continue
+        for old_name, row in table["arms"].items():
+            if row.get("fingerprint") is not None:
+                if row["fingerprint"] == mine:
+                    return row, f"{path} (same sha256)"
+            elif old_name == name and row.get("weights") == weights:
+                return row, f"{path} (same name and folder; that table has no fingerprints)"
     return None
 
 
@@ -156,6 +189,8 @@ def markdown(rows: dict[str, dict[str, Any]], chosen: str, rule: str, majority: 
               "re-tinted to the group's ITA (whole field: the lesion darkened with its skin, "
               "its contrast kept). Chosen on validation by the rule: " + rule + ". "
               "A re-tinted lesion is a proxy, not evidence on patients with dark skin."]
+    lines += [f"Row \"{name}\": copied from {r['reused_from']}, the same model measured there."
+              for name, r in rows.items() if r.get("reused_from")]
     return "\n".join(lines) + "\n"
 
 
@@ -170,6 +205,9 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=1000)
     p.add_argument("--output", type=Path)
     p.add_argument("--markdown", type=Path)
+    p.add_argument("--reuse", action="append", default=[], type=Path, metavar="TABLE.json",
+                   help="an earlier table: an arm it measured with the same weights is "
+                        "copied from it, not measured again")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     # NAME=FOLDER, split at the last "=": a name may hold one ("λ = 0").
@@ -191,10 +229,18 @@ def main() -> None:
                             LesionDataset(args.data_dir, "train", image_size=8).rows])
     majority = float(max(np.mean(train_tones == t) for t in np.unique(train_tones)))
 
+    earlier = [(path, json.loads(path.read_text())) for path in args.reuse]
     rows: dict[str, dict[str, Any]] = {}
     for name, pipe in pipes.items():
-        rows[name] = {"weights": arms[name], "tone_head_accuracy": tone_head_accuracy(arms[name]),
-                      **{s: measure(pipe, split, reps, args.seed) for s, split in splits.items()}}
+        found = earlier_row(name, arms[name], earlier, args.quick, reps)
+        if found:
+            print(f"{name}: reused from {found[1]}")
+            measured = {s: found[0][s] for s in ("val", "test")}
+        else:
+            measured = {s: measure(pipe, split, reps, args.seed) for s, split in splits.items()}
+        rows[name] = {"weights": arms[name], "fingerprint": fingerprint(arms[name]),
+                      "tone_head_accuracy": tone_head_accuracy(arms[name]), **measured,
+                      **({"reused_from": found[1]} if found else {})}
     chosen, rule = choose(rows, baseline)
     print_table(["arm", "split", "accuracy", "malignant AUC", "flips → brown", "flips → darker",
                  "Δ mal. AUC darker", "flips → darker, whole field"],
@@ -205,7 +251,7 @@ def main() -> None:
                   signed(r[s]["malignant_auc_change_darker"]), field_flips(r[s])]
                  for name, r in rows.items() for s in ("val", "test")])
     print(f"chosen on validation: {chosen}")
-    result = {"benchmark": "fairness_table", "arms": rows, "baseline": baseline,
+    result = {"benchmark": "fairness_table", "arms": rows, "baseline": baseline, "reps": reps,
               "chosen": chosen, "rule": rule, "majority_tone_rate": majority}
     result["bar_flip_rate_10pct"] = bool(rows[chosen]["test"]["flip_rate_darker"] <= 0.10)
     result["bar_flip_rate_below_baseline"] = bool(

@@ -182,3 +182,40 @@ def test_skin_tone_counterfactual_apply_writes_the_record_into_the_weights(
     assert set(check.groups) == {"brown", "darker"}
     assert check.groups["darker"]["flip_rate"] == result["whole_field"]["darker"]["flip_rate"]
     assert check.n == result["whole_field"]["darker"]["n"] > 0
+
+
+def test_fairness_table_reuses_only_rows_measured_on_the_same_model(
+        tmp_path: Path, tiny_weights: Path) -> None:
+    """benchmarks/fairness_table.py --reuse: an earlier row is copied only for the very same
+    weights and config (by sha256; by name and folder for a table without fingerprints), and
+    never across --quick or another number of bootstrap repetitions."""
+    import importlib.util
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("fairness_table",
+                                                  ROOT / "benchmarks" / "fairness_table.py")
+    table_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table_module)
+    same, other = tmp_path / "same", tmp_path / "other"
+    shutil.copytree(tiny_weights, same)
+    shutil.copytree(tiny_weights, other)
+    config = json.loads((other / "config.json").read_text())
+    config["model"]["classifier_test_views"] = 2  # the same weights, read otherwise
+    (other / "config.json").write_text(json.dumps(config))
+    row = {"weights": "elsewhere", "fingerprint": table_module.fingerprint(str(same)),
+           "val": {"n": 1}, "test": {"n": 2}}
+    earlier = [(Path("t.json"), {"quick": False, "reps": 1000, "arms": {"a": row}})]
+
+    found = table_module.earlier_row("b", str(same), earlier, False, 1000)
+    assert found is not None and found[0] is row and "sha256" in found[1]
+    assert table_module.earlier_row("a", str(other), earlier, False, 1000) is None
+    assert table_module.earlier_row("a", str(same), earlier, True, 1000) is None
+    assert table_module.earlier_row("a", str(same), earlier, False, 20) is None
+    assert table_module.earlier_row("a", None, earlier, False, 1000) is None
+
+    old = {"weights": str(other), "val": {}, "test": {}}  # a table before fingerprints
+    earlier = [(Path("t.json"), {"quick": False, "arms": {"a": old}})]
+    found = table_module.earlier_row("a", str(other), earlier, False, 1000)
+    assert found is not None and "no fingerprints" in found[1]
+    assert table_module.earlier_row("renamed", str(other), earlier, False, 1000) is None
