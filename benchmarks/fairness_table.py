@@ -83,15 +83,16 @@ def fingerprint(weights: str | None) -> str | None:
     return digest.hexdigest()
 
 
-def earlier_row(name: str, weights: str | None, earlier: list[tuple[Path, dict[str, Any]]],
-                quick: bool, reps: int) -> tuple[dict[str, Any], str] | None:
+def earlier_row(name: str, weights: str | None, mine: str | None,
+                earlier: list[tuple[Path, dict[str, Any]]], quick: bool,
+                reps: int) -> tuple[dict[str, Any], str] | None:
     """An arm's row from an earlier table that measured the very same model on the same
-    splits, and how it was matched. Matched by fingerprint; a table written before rows had
-    one (session 30) is matched by the arm's name and weights folder, and the output says so.
-    Never a --quick table for a full one, or one bootstrapped with other repetitions."""
+    splits, and how it was matched. Matched by fingerprint (`mine`, the arm's); a table
+    written before rows had one (session 30) is matched by the arm's name and weights folder,
+    and the output says so. Never a --quick table for a full one, or one bootstrapped with
+    other repetitions."""
     if not weights:
         return None
-    mine = fingerprint(weights)
     for path, table in earlier:
         if bool(table.get("quick")) != quick or table.get("reps", 1000) != reps:
             continue
@@ -232,13 +233,14 @@ def main() -> None:
     earlier = [(path, json.loads(path.read_text())) for path in args.reuse]
     rows: dict[str, dict[str, Any]] = {}
     for name, pipe in pipes.items():
-        found = earlier_row(name, arms[name], earlier, args.quick, reps)
+        mine = fingerprint(arms[name])  # hashed once: the weights are tens of MB
+        found = earlier_row(name, arms[name], mine, earlier, args.quick, reps)
         if found:
             print(f"{name}: reused from {found[1]}")
             measured = {s: found[0][s] for s in ("val", "test")}
         else:
             measured = {s: measure(pipe, split, reps, args.seed) for s, split in splits.items()}
-        rows[name] = {"weights": arms[name], "fingerprint": fingerprint(arms[name]),
+        rows[name] = {"weights": arms[name], "fingerprint": mine,
                       "tone_head_accuracy": tone_head_accuracy(arms[name]), **measured,
                       **({"reused_from": found[1]} if found else {})}
     chosen, rule = choose(rows, baseline)

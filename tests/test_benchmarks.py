@@ -185,14 +185,14 @@ def test_skin_tone_counterfactual_apply_writes_the_record_into_the_weights(
 
 
 def test_fairness_table_reuses_only_rows_measured_on_the_same_model(
-        tmp_path: Path, tiny_weights: Path) -> None:
+        tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """benchmarks/fairness_table.py --reuse: an earlier row is copied only for the very same
     weights and config (by sha256; by name and folder for a table without fingerprints), and
     never across --quick or another number of bootstrap repetitions."""
     import importlib.util
     import shutil
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # for its `from _bench import`
     spec = importlib.util.spec_from_file_location("fairness_table",
                                                   ROOT / "benchmarks" / "fairness_table.py")
     table_module = importlib.util.module_from_spec(spec)
@@ -203,19 +203,22 @@ def test_fairness_table_reuses_only_rows_measured_on_the_same_model(
     config = json.loads((other / "config.json").read_text())
     config["model"]["classifier_test_views"] = 2  # the same weights, read otherwise
     (other / "config.json").write_text(json.dumps(config))
-    row = {"weights": "elsewhere", "fingerprint": table_module.fingerprint(str(same)),
-           "val": {"n": 1}, "test": {"n": 2}}
+    same_print, other_print = (table_module.fingerprint(str(same)),
+                               table_module.fingerprint(str(other)))
+    assert table_module.fingerprint(None) is None
+    row = {"weights": "elsewhere", "fingerprint": same_print, "val": {"n": 1}, "test": {"n": 2}}
     earlier = [(Path("t.json"), {"quick": False, "reps": 1000, "arms": {"a": row}})]
 
-    found = table_module.earlier_row("b", str(same), earlier, False, 1000)
+    found = table_module.earlier_row("b", str(same), same_print, earlier, False, 1000)
     assert found is not None and found[0] is row and "sha256" in found[1]
-    assert table_module.earlier_row("a", str(other), earlier, False, 1000) is None
-    assert table_module.earlier_row("a", str(same), earlier, True, 1000) is None
-    assert table_module.earlier_row("a", str(same), earlier, False, 20) is None
-    assert table_module.earlier_row("a", None, earlier, False, 1000) is None
+    assert table_module.earlier_row("a", str(other), other_print, earlier, False, 1000) is None
+    assert table_module.earlier_row("a", str(same), same_print, earlier, True, 1000) is None
+    assert table_module.earlier_row("a", str(same), same_print, earlier, False, 20) is None
+    assert table_module.earlier_row("a", None, None, earlier, False, 1000) is None
 
     old = {"weights": str(other), "val": {}, "test": {}}  # a table before fingerprints
     earlier = [(Path("t.json"), {"quick": False, "arms": {"a": old}})]
-    found = table_module.earlier_row("a", str(other), earlier, False, 1000)
+    found = table_module.earlier_row("a", str(other), other_print, earlier, False, 1000)
     assert found is not None and "no fingerprints" in found[1]
-    assert table_module.earlier_row("renamed", str(other), earlier, False, 1000) is None
+    assert table_module.earlier_row("renamed", str(other), other_print, earlier, False,
+                                    1000) is None
