@@ -6,6 +6,10 @@ Read like the fairness table (every image of the split with an expert mask).
     python benchmarks/operating_point.py --arm "0 generated=RUNS/arm-0/last" \\
         --arm "consistency 3=RUNS/consistency-3/last" --split val --output OUT.json
 
+--target-sensitivity S: also each arm's own threshold as `classndiff calibrate` fits it (the
+highest whose sensitivity reaches S), cross-fitted over --folds halves of the split by lesion
+(fitted on the others, applied to each, pooled), so that it is not judged where it was fitted.
+
 Ends with ONE JSON line."""
 
 from __future__ import annotations
@@ -16,11 +20,7 @@ import numpy as np
 import torch
 from _bench import MaskedSplit, emit, environment, load_pipe, parser, print_table, probabilities
 
-
-def rates(p_malignant: np.ndarray, truth: np.ndarray, threshold: float) -> tuple[float, float]:
-    """(sensitivity, specificity) of calling P(malignant) ≥ `threshold` malignant."""
-    called = p_malignant >= threshold
-    return float(called[truth].mean()), float((~called[~truth]).mean())
+from classndiff.trust.threshold import cross_fitted_rates, fit_threshold, rates
 
 
 def main() -> None:
@@ -30,6 +30,9 @@ def main() -> None:
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--output", type=Path)
+    p.add_argument("--target-sensitivity", type=float,
+                   help="also each arm's own fitted threshold for this sensitivity")
+    p.add_argument("--folds", type=int, default=2, help="cross-fitting folds (by lesion)")
     args = p.parse_args()
     from sklearn.metrics import roc_auc_score
 
@@ -55,9 +58,7 @@ def main() -> None:
         sensitivity, specificity = rates(p_malignant, truth, 0.5)
         if target is None:
             target = sensitivity  # the reference arm's at 0.5
-        # The highest threshold whose sensitivity reaches the reference's.
-        matched = max(t for t in np.unique(p_malignant[truth])
-                      if (p_malignant[truth] >= t).mean() >= target)
+        matched = fit_threshold(p_malignant, truth, target)
         sensitivity_matched, specificity_matched = rates(p_malignant, truth, matched)
         result["arms"][name] = {
             "weights": weights, "n": int(len(truth)),
@@ -66,6 +67,13 @@ def main() -> None:
             "threshold_matching_reference": float(matched),
             "specificity_at_matched": specificity_matched,
             "sensitivity_at_matched": sensitivity_matched}
+        if args.target_sensitivity is not None:
+            own = fit_threshold(p_malignant, truth, args.target_sensitivity)
+            result["arms"][name]["fitted"] = {
+                "threshold": own, "in_sample": dict(zip(("sensitivity", "specificity"),
+                                                        rates(p_malignant, truth, own))),
+                "cross_fitted": cross_fitted_rates(p_malignant, truth, split.lesion_ids,
+                                                   args.target_sensitivity, args.folds)}
     print_table(["arm", "malignant AUC", "sens. / spec. at 0.5", "threshold matching",
                  "sens. / spec. there"],
                 [[n, round(r["malignant_auc"], 3),
@@ -73,6 +81,13 @@ def main() -> None:
                   round(r["threshold_matching_reference"], 3),
                   f"{r['sensitivity_at_matched']:.3f} / {r['specificity_at_matched']:.3f}"]
                  for n, r in result["arms"].items()])
+    if args.target_sensitivity is not None:
+        print_table(["arm", f"threshold (sensitivity ≥ {args.target_sensitivity:g})",
+                     "sens. / spec. in sample", f"sens. / spec. cross-fitted ({args.folds} folds)"],
+                    [[n, round(r["fitted"]["threshold"], 3),
+                      "{sensitivity:.3f} / {specificity:.3f}".format(**r["fitted"]["in_sample"]),
+                      "{sensitivity:.3f} / {specificity:.3f}".format(**r["fitted"]["cross_fitted"])]
+                     for n, r in result["arms"].items()])
     result.update(environment(args, pipe))
     emit(result, args.output)
 

@@ -292,6 +292,12 @@ class Calibration:
     nll_after: float | None = None
     split: str = "val"
     n: int = 0
+    # The malignant call (trust/threshold.py): P(malignant) ≥ this threshold, the highest
+    # whose validation sensitivity reaches the target; its validation rates beside it.
+    malignant_threshold: float | None = None
+    malignant_target_sensitivity: float | None = None
+    malignant_sensitivity: float | None = None
+    malignant_specificity: float | None = None
 
 
 @dataclass

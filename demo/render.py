@@ -181,6 +181,23 @@ def percent(p: float) -> str:
     return f"{100 * p:.1f} %"
 
 
+def malignant_call_markdown(d: Any) -> str | None:
+    """The thresholded call and what its threshold means; None without a fitted threshold."""
+    call, threshold = getattr(d, "malignant_call", None), getattr(d, "malignant_threshold", None)
+    if call is None or threshold is None:
+        return None
+    fit = (getattr(d, "extras", None) or {}).get("malignant_call") or {}
+    verdict = ("**suspicious for malignancy**" if call else
+               "**not flagged** (below the threshold; not a reassurance)")
+    line = f"**Malignant call:** {verdict} — threshold {percent(threshold)}"
+    if fit.get("sensitivity") is not None and fit.get("specificity") is not None:
+        line += (f", fitted on the {fit.get('split', 'validation')} split to catch at least "
+                 f"{percent(fit['target_sensitivity'])} of malignant lesions (there it caught "
+                 f"{percent(fit['sensitivity'])} and cleared {percent(fit['specificity'])} of "
+                 "benign ones)")
+    return line + "."
+
+
 def diagnosis_markdown(d: Any, saliency_caption: str | None) -> str:
     lines = []
     if d.prediction is not None:
@@ -200,6 +217,9 @@ def diagnosis_markdown(d: Any, saliency_caption: str | None) -> str:
     if d.prediction is not None:
         malignant = "+".join(MALIGNANT_DX)
         lines.append(f"**Malignant probability** ({malignant}): **{percent(d.malignant)}**")
+        call = malignant_call_markdown(d)
+        if call:
+            lines.append(call)
     tone = describe_skin_tone(getattr(d, "skin_tone", None))
     lines.append(f"**Skin-tone estimate:** {tone} — from the skin around the lesion (ITA), an "
                  "imaging proxy, not a measurement of the patient" if tone else

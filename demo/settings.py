@@ -73,7 +73,8 @@ HEAD = """<script>
 })();
 </script>"""
 EMPTY_SUMMARY = "Upload an image to see the model's assessment."
-WITHHELD_WHEN_ABSTAINING = ("probabilities", "malignant", "confidence", "saliency")
+WITHHELD_WHEN_ABSTAINING = ("probabilities", "malignant", "confidence", "saliency",
+                            "malignant_call", "malignant_threshold")
 # What the CPU serves in reasonable time: steps × images per request (a GPU gets 8×).
 CPU_STEP_BUDGET = 1000
 DISPLAY_SIZE = 256  # generated images are 64 px: upscaled for the gallery

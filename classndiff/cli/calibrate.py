@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from classndiff.evaluation.trust_checks import data_dir_for
+from classndiff.labels import malignant_mask
 from classndiff.pipelines.pipeline import ClassNDiffPipeline
 from classndiff.trust.abstention import (
     DEFAULT_PERCENTILE,
@@ -25,6 +26,7 @@ from classndiff.trust.abstention import (
     fit_temperature,
     reliability_diagram,
 )
+from classndiff.trust.threshold import DEFAULT_TARGET_SENSITIVITY, fit_threshold, rates
 
 
 # ---------------------------------------------------------------------------- calibration
@@ -49,8 +51,10 @@ def calibrate_folder(
     batch_size: int = 64,
     train_limit: int | None = None,
     progress: bool = False,
+    malignant_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
 ) -> dict[str, Any]:
-    """Fit the temperature (on val) and the abstention statistics (train; thresholds on val),
+    """Fit the temperature (on val), the malignant threshold (on val, after the temperature,
+    for `malignant_sensitivity`) and the abstention statistics (train; thresholds on val),
     and rewrite `weights`/config.json + model.safetensors in place (atomically). Writes the
     reliability diagram and a JSON summary to `report_dir` (default: the weights folder)."""
     from classndiff.config import Calibration, ClassNDiffConfig
@@ -70,6 +74,11 @@ def calibrate_folder(
 
     temperature = fit_temperature(val["logits"], val["labels"])
     summary = calibration_summary(val["logits"], val["labels"], temperature)
+    malignant = torch.tensor(malignant_mask())
+    p_malignant = torch.softmax(val["logits"] / temperature, 1)[:, malignant].sum(1).numpy()
+    is_malignant = malignant[val["labels"]].numpy()
+    threshold = fit_threshold(p_malignant, is_malignant, malignant_sensitivity)
+    sensitivity, specificity = rates(p_malignant, is_malignant, threshold)
     detector = OODDetector.fit(train["features"], train["labels"], train["stats"],
                                val["features"], val["stats"], percentile)
     val_checks = detector.check(val["features"], val["stats"])
@@ -79,7 +88,9 @@ def calibrate_folder(
     config.calibration = Calibration(
         temperature=round(temperature, 6), ece_before=round(summary["ece_before"], 6),
         ece_after=round(summary["ece_after"], 6), nll_before=round(summary["nll_before"], 6),
-        nll_after=round(summary["nll_after"], 6), split="val", n=int(len(val["labels"])))
+        nll_after=round(summary["nll_after"], 6), split="val", n=int(len(val["labels"])),
+        malignant_threshold=round(threshold, 6), malignant_target_sensitivity=malignant_sensitivity,
+        malignant_sensitivity=round(sensitivity, 4), malignant_specificity=round(specificity, 4))
     config.abstention = detector.to_config(
         method="Mahalanobis (class means, shared Ledoit-Wolf covariance) on the classifier's "
                "pooled features, OR one Gaussian on image colour/texture statistics",

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from classndiff.labels import DX_CODES, SEXES, TONE_GROUPS
+from classndiff.trust.threshold import DEFAULT_TARGET_SENSITIVITY
 
 
 def _parse_value(text: str):  # noqa: ANN202
@@ -246,9 +247,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from classndiff.cli.calibrate import calibrate_folder
 
     result = calibrate_folder(args.weights, args.data_dir, args.report, args.percentile,
-                              train_limit=args.train_limit, progress=True)
+                              train_limit=args.train_limit, progress=True,
+                              malignant_sensitivity=args.malignant_sensitivity)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value:g}")
+    return value
 
 
 # Long by nature: one argparse declaration per option of every command, no logic.
@@ -393,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_examples)
 
-    p = sub.add_parser("calibrate", help="fit the temperature and the abstention statistics "
-                                         "(rewrites the weights folder)")
+    p = sub.add_parser("calibrate", help="fit the temperature, the malignant threshold and the "
+                                         "abstention statistics (rewrites the weights folder)")
     p.add_argument("weights", help="a local weights folder (config.json + model.safetensors)")
     p.add_argument("--data-dir", type=Path, help="HAM10000-layout folder (default: the config's)")
     p.add_argument("--report", type=Path,
@@ -402,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--percentile", type=float, default=99.5,
                    help="abstention thresholds: this percentile of validation scores")
     p.add_argument("--train-limit", type=int, help="fit on the first N training images only")
+    p.add_argument("--malignant-sensitivity", type=_fraction,
+                   default=DEFAULT_TARGET_SENSITIVITY, metavar="S",
+                   help="the malignant call: the highest P(malignant) threshold whose "
+                        "validation sensitivity is at least S (default %(default)s)")
     p.set_defaults(func=cmd_calibrate)
 
     # The measurement harnesses parse their own options (`classndiff trust --help`): `main`

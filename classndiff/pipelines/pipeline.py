@@ -1,7 +1,7 @@
 """The public API — the one the app, the CLI and the tests all use.
 
     pipe = ClassNDiffPipeline.from_pretrained("weights/embedded")   # folder, Hub id, id@rev
-    d = pipe.diagnose("lesion.jpg")         # probabilities, malignant, prediction
+    d = pipe.diagnose("lesion.jpg")         # probabilities, malignant (+ call), prediction
     out = pipe.generate(dx="mel", skin_tone="brown", num_images=4, seed=0)
 """
 
@@ -122,6 +122,12 @@ class ClassNDiffPipeline:
     @property
     def calibrated(self) -> bool:
         return self.config.calibration is not None
+
+    @property
+    def malignant_threshold(self) -> float | None:
+        """The validation-fitted threshold of the malignant call, if calibrated with one."""
+        calibration = self.config.calibration
+        return calibration.malignant_threshold if calibration else None
 
     @property
     def test_views(self) -> int:
@@ -270,9 +276,20 @@ class ClassNDiffPipeline:
                 cam.map = torch.nn.functional.interpolate(
                     torch.from_numpy(cam.map)[None, None], size=(size, size), mode="bilinear",
                     align_corners=False)[0, 0].numpy()
+        malignant = float(probs[self._malignant].sum())
+        threshold = self.malignant_threshold
+        call = None if abstained or threshold is None else malignant >= threshold
+        if call is not None:  # what the threshold means, for whoever shows the call
+            calibration = self.config.calibration
+            extras["malignant_call"] = {
+                "target_sensitivity": calibration.malignant_target_sensitivity,
+                "sensitivity": calibration.malignant_sensitivity,
+                "specificity": calibration.malignant_specificity, "split": calibration.split}
         return Diagnosis(
             probabilities={code: float(p) for code, p in zip(DX_CODES, probs)},
-            malignant=float(probs[self._malignant].sum()),
+            malignant=malignant,
+            malignant_call=call,
+            malignant_threshold=threshold,
             prediction=None if abstained else DX_CODES[top],
             confidence=float(probs[top]),
             reason=reason,

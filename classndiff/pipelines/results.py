@@ -27,6 +27,10 @@ class Diagnosis:
     saliency: Saliency | None = None  # map + overlay, method, target (when asked for)
     skin_tone: dict[str, Any] | None = None  # ita, bin, group, reliable (see skintone.py)
     extras: dict[str, Any] = field(default_factory=dict)
+    # malignant ≥ malignant_threshold (fitted by `classndiff calibrate` for a validation
+    # sensitivity, see trust/threshold.py); None when abstained or no threshold is stored.
+    malignant_call: bool | None = None
+    malignant_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the saliency map and overlay are left out, their settings kept."""
