@@ -4,6 +4,7 @@ the validation split and written into the weights' config.json (and OOD tensors)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -27,6 +28,8 @@ from classndiff.trust.abstention import (
     reliability_diagram,
 )
 from classndiff.trust.threshold import DEFAULT_TARGET_SENSITIVITY, fit_threshold, rates
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- calibration
@@ -77,8 +80,15 @@ def calibrate_folder(
     malignant = torch.tensor(malignant_mask())
     p_malignant = torch.softmax(val["logits"] / temperature, 1)[:, malignant].sum(1).numpy()
     is_malignant = malignant[val["labels"]].numpy()
-    threshold = fit_threshold(p_malignant, is_malignant, malignant_sensitivity)
-    sensitivity, specificity = rates(p_malignant, is_malignant, threshold)
+    threshold = sensitivity = specificity = None
+    if is_malignant.any() and not is_malignant.all():
+        # Unrounded: a rounded-up threshold would drop the lesion it was fitted on.
+        threshold = fit_threshold(p_malignant, is_malignant, malignant_sensitivity)
+        sensitivity, specificity = (round(r, 4) for r in
+                                    rates(p_malignant, is_malignant, threshold))
+    else:
+        logger.warning("the validation split lacks malignant or benign lesions: no malignant "
+                       "threshold is fitted (the pipeline will show no call)")
     detector = OODDetector.fit(train["features"], train["labels"], train["stats"],
                                val["features"], val["stats"], percentile)
     val_checks = detector.check(val["features"], val["stats"])
@@ -89,8 +99,8 @@ def calibrate_folder(
         temperature=round(temperature, 6), ece_before=round(summary["ece_before"], 6),
         ece_after=round(summary["ece_after"], 6), nll_before=round(summary["nll_before"], 6),
         nll_after=round(summary["nll_after"], 6), split="val", n=int(len(val["labels"])),
-        malignant_threshold=round(threshold, 6), malignant_target_sensitivity=malignant_sensitivity,
-        malignant_sensitivity=round(sensitivity, 4), malignant_specificity=round(specificity, 4))
+        malignant_threshold=threshold, malignant_target_sensitivity=malignant_sensitivity,
+        malignant_sensitivity=sensitivity, malignant_specificity=specificity)
     config.abstention = detector.to_config(
         method="Mahalanobis (class means, shared Ledoit-Wolf covariance) on the classifier's "
                "pooled features, OR one Gaussian on image colour/texture statistics",
