@@ -144,3 +144,29 @@ def test_the_app_shows_the_call_and_what_its_threshold_means() -> None:
     assert "Malignant call" not in diagnosis_markdown(d, None)
     d.malignant_call, d.prediction = True, None  # abstained: no numbers at all
     assert "Malignant call" not in diagnosis_markdown(d, None)
+
+
+def test_the_report_reads_its_intervals_at_the_models_own_call() -> None:
+    """With a stored threshold the headline's sensitivity row names the model's call; the
+    Youden point and 0.5 are listed beside it. Without one, the Youden point as before."""
+    from classndiff.evaluation.report.markdown import _headline_md
+
+    ci = {k: {"value": 0.8, "lo": 0.7, "hi": 0.9} for k in (
+        "accuracy", "balanced_accuracy", "macro_auc", "malignant_auc", "sensitivity",
+        "specificity")}
+    thresholds = {"0.5": {"threshold": 0.5, "sensitivity": 0.6, "specificity": 0.95},
+                  "youden_val": {"threshold": 0.237, "sensitivity": 0.83, "specificity": 0.81},
+                  "model_call": {"threshold": 0.29, "sensitivity": 0.8, "specificity": 0.85,
+                                 "target_sensitivity": 0.8}}
+    report = {"classification": {"thresholds": thresholds, "ece": 0.03},
+              "groups": {"ci": {"overall": ci}, "threshold": 0.29}, "calibrated": True}
+    text = "\n".join(_headline_md(report))
+    assert ("sensitivity @ P(malignant) ≥ 0.290 (the model's malignant call, fitted on val "
+            "for sensitivity ≥ 0.80)") in text
+    assert "sensitivity / specificity @ 0.237 (Youden point on val) | 0.830 / 0.810" in text
+    assert "sensitivity / specificity @ 0.5 | 0.600 / 0.950" in text
+    del thresholds["model_call"]
+    report["groups"]["threshold"] = 0.237
+    text = "\n".join(_headline_md(report))
+    assert "≥ 0.237 (Youden point on val)" in text and "model's malignant call" not in text
+    assert "Youden point on val) | 0.830" not in text  # not listed twice

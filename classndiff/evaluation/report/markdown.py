@@ -60,6 +60,32 @@ def _intro_md(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _threshold_key(thresholds: dict[str, Any]) -> str:
+    """Which threshold the intervals and group metrics were read at (sections.py's order)."""
+    return next(k for k in ("model_call", "youden_val", "0.5") if k in thresholds)
+
+
+def _threshold_name(thresholds: dict[str, Any]) -> str:
+    key = _threshold_key(thresholds)
+    if key == "model_call":
+        target = thresholds[key].get("target_sensitivity")
+        return ("the model's malignant call, fitted on val for sensitivity ≥ "
+                f"{target:.2f}" if target is not None else "the model's malignant call")
+    return "Youden point on val" if key == "youden_val" else "0.5"
+
+
+def _other_operating_points(thresholds: dict[str, Any]) -> list[list[str]]:
+    """Rows for the thresholds the intervals were not read at (Youden point, 0.5)."""
+    rows = []
+    for key in ("youden_val", "0.5"):
+        if key in thresholds and key != _threshold_key(thresholds):
+            at = thresholds[key]
+            name = f"{at['threshold']:.3f} (Youden point on val)" if key == "youden_val" else key
+            rows.append([f"sensitivity / specificity @ {name}",
+                         f"{num(at['sensitivity'])} / {num(at['specificity'])}"])
+    return rows
+
+
 def _headline_md(r: dict[str, Any]) -> list[str]:
     c = r["classification"]
     ci = r["groups"]["ci"]
@@ -71,12 +97,10 @@ def _headline_md(r: dict[str, Any]) -> list[str]:
             ["balanced accuracy", fmt(ci["overall"]["balanced_accuracy"])],
             ["macro one-vs-rest AUC", fmt(ci["overall"]["macro_auc"])],
             ["malignant vs benign AUC", fmt(ci["overall"]["malignant_auc"])],
-            [f"sensitivity @ P(malignant) ≥ {c['thresholds']['youden_val']['threshold']:.3f} "
-             "(Youden point on val)", fmt(ci["overall"]["sensitivity"])],
+            [f"sensitivity @ P(malignant) ≥ {r['groups']['threshold']:.3f} "
+             f"({_threshold_name(c['thresholds'])})", fmt(ci["overall"]["sensitivity"])],
             ["specificity @ the same threshold", fmt(ci["overall"]["specificity"])],
-            ["sensitivity / specificity @ 0.5",
-             f"{num(c['thresholds']['0.5']['sensitivity'])} / "
-             f"{num(c['thresholds']['0.5']['specificity'])}"],
+            *_other_operating_points(c["thresholds"]),
             ["ECE (15 bins)" + (", after temperature scaling" if r["calibrated"] else ""),
              num(c["ece"])],
         ] + ([["ECE before temperature scaling", num(c["ece_uncalibrated"])]]

@@ -64,14 +64,22 @@ def classification_section(
     if pipe.calibrated:
         metrics["ece_uncalibrated"] = classification_metrics(
             predict_probs(pipe, test, calibrated=False), labels)["ece"]
-    threshold = 0.5
+    # The operating point of the group metrics: the model's own malignant call when it has
+    # one (fitted by `classndiff calibrate`), else the Youden point on val, else 0.5.
+    candidates = {"0.5": 0.5}
     if val is not None and 0 < MALIGNANT[val.dx.numpy()].sum() < len(val):
-        threshold = youden_threshold(predict_probs(pipe, val), val.dx.numpy())
+        candidates["youden_val"] = youden_threshold(predict_probs(pipe, val), val.dx.numpy())
+    if getattr(pipe, "malignant_threshold", None) is not None:
+        candidates["model_call"] = pipe.malignant_threshold
+    threshold = candidates[next(k for k in ("model_call", "youden_val", "0.5") if k in candidates)]
     at = {}
-    for name, t in (("0.5", 0.5), ("youden_val", threshold)):
+    for name, t in candidates.items():
         m = fast_metrics(probs, labels, t)
         at[name] = {"threshold": round(t, 4), "sensitivity": m["sensitivity"],
                     "specificity": m["specificity"]}
+    if "model_call" in at:
+        target = pipe.config.calibration.malignant_target_sensitivity
+        at["model_call"]["target_sensitivity"] = target
     attributes = {"tone": np.array([r.get("skin_tone_group") or "unknown" for r in test.rows]),
                   "sex": np.array([r.get("sex") or "unknown" for r in test.rows])}
     stat = group_statistic(probs, labels, attributes, threshold, other_probs)
