@@ -170,3 +170,26 @@ def test_the_report_reads_its_intervals_at_the_models_own_call() -> None:
     text = "\n".join(_headline_md(report))
     assert "≥ 0.237 (Youden point on val)" in text and "model's malignant call" not in text
     assert "Youden point on val) | 0.830" not in text  # not listed twice
+
+
+def test_the_card_states_the_call_and_its_test_figures_only_when_read_at_it() -> None:
+    from classndiff.config import Calibration
+    from classndiff.evaluation.card_sections import _malignant_call_text
+
+    calibration = Calibration(malignant_threshold=0.2912345, malignant_target_sensitivity=0.8,
+                              malignant_sensitivity=0.801, malignant_specificity=0.85)
+    report = {"classification": {"thresholds": {"model_call": {
+                  "threshold": 0.2912, "sensitivity": 0.79, "specificity": 0.86}}},
+              "groups": {"ci": {"overall": {"sensitivity": {"value": 0.79, "lo": 0.73, "hi": 0.84},
+                                            "specificity": {"value": 0.86, "lo": 0.83,
+                                                            "hi": 0.88}}}}}
+    text = _malignant_call_text(calibration, report)
+    assert text.startswith("\n\n**The malignant call**")
+    assert "P(malignant) ≥ 0.291, the highest threshold whose sensitivity on the val split " \
+           "reaches 0.80" in text and "specificity 0.850)" in text
+    assert "sensitivity 0.790 [0.730, 0.840], specificity 0.860 [0.830, 0.880]" in text
+    # A report measured at another threshold (an older calibration) is not quoted.
+    report["classification"]["thresholds"]["model_call"]["threshold"] = 0.3
+    assert "not measured with this threshold yet" in _malignant_call_text(calibration, report)
+    assert _malignant_call_text(Calibration(), report) == ""
+    assert _malignant_call_text(None, report) == ""

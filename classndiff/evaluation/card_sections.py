@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from classndiff.config import Abstention, TrainingStage
+from classndiff.config import Abstention, Calibration, TrainingStage
 from classndiff.explain.saliency import CAM_NAMES
 from classndiff.labels import DX_CODES, DX_NAMES
 from classndiff.trust.fairness import band_label
@@ -286,6 +286,33 @@ def _measured_sections(report: Path | None) -> str:
                                              _skin_tone_section, _fairness_section,
                                              _counterfactual_section))
     return "\n\n".join(part for part in parts if part)
+
+
+def _malignant_call_text(calibration: Calibration | None, report: dict[str, Any]) -> str:
+    """The malignant call's threshold, how it was fitted, and what it gives on test (from the
+    evaluation report, read at that threshold), as a paragraph of its own; empty for
+    weights without one."""
+    if calibration is None or calibration.malignant_threshold is None:
+        return ""
+    text = (f"\n\n**The malignant call** (what the app shows beside P(malignant)): P(malignant) ≥ "
+            f"{calibration.malignant_threshold:.3f}, the highest threshold whose sensitivity on "
+            f"the {calibration.split} split reaches {calibration.malignant_target_sensitivity:.2f} "
+            f"(fitted by `classndiff calibrate`; there: sensitivity "
+            f"{_fmt(calibration.malignant_sensitivity)}, specificity "
+            f"{_fmt(calibration.malignant_specificity)}).")
+    at = report.get("classification", {}).get("thresholds", {}).get("model_call")
+    overall = report.get("groups", {}).get("ci", {}).get("overall", {})
+    if at and abs(at["threshold"] - round(calibration.malignant_threshold, 4)) < 1e-9:
+        def ci(key: str) -> str:
+            v = overall.get(key, {})
+            return (f"{_fmt(v.get('value'))} [{_fmt(v.get('lo'))}, {_fmt(v.get('hi'))}]"
+                    if v.get("value") is not None else _fmt(at.get(key)))
+
+        text += (f" On the test split: sensitivity {ci('sensitivity')}, specificity "
+                 f"{ci('specificity')} (lesion-bootstrap 95 % intervals).")
+    else:
+        text += " Its test-split figures: not measured with this threshold yet."
+    return text
 
 
 def _abstention_text(abstention: Abstention | None) -> str:

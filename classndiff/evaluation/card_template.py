@@ -73,7 +73,7 @@ Per class, at the operating point (the top class is the prediction):
 
 {per_class_table}
 
-ECE before temperature scaling: {ece_uncalibrated}.
+ECE before temperature scaling: {ece_uncalibrated}.{malignant_call_text}
 
 Test split skin-tone groups: {tone_line}. Per-group results with bootstrap confidence
 intervals (resampled by lesion) are in `reports/embedded/report.md`
