@@ -225,7 +225,7 @@ def main() -> None:
         args.weights = weights
         pipes[name] = load_pipe(args)
     size = next(iter(pipes.values())).config.model.pixel_size
-    splits = {s: MaskedSplit(args.data_dir, s, size, limit) for s in ("val", "test")}
+    splits: dict[str, MaskedSplit] = {}  # built (and re-tinted: minutes) only if a row needs it
     train_tones = np.array([r.get("skin_tone_group") or "unknown" for r in
                             LesionDataset(args.data_dir, "train", image_size=8).rows])
     majority = float(max(np.mean(train_tones == t) for t in np.unique(train_tones)))
@@ -239,6 +239,8 @@ def main() -> None:
             print(f"{name}: reused from {found[1]}")
             measured = {s: found[0][s] for s in ("val", "test")}
         else:
+            splits = splits or {s: MaskedSplit(args.data_dir, s, size, limit)
+                                for s in ("val", "test")}
             measured = {s: measure(pipe, split, reps, args.seed) for s, split in splits.items()}
         rows[name] = {"weights": arms[name], "fingerprint": mine,
                       "tone_head_accuracy": tone_head_accuracy(arms[name]), **measured,
