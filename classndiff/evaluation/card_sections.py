@@ -213,7 +213,18 @@ def _fairness_section(report: Path) -> str:
         "... --output reports/embedded/fairness_table.json --markdown "
         "reports/embedded/fairness_table.md`; the arms' training commands are in the "
         "README). The adversarial arm's tone head accuracy should fall towards the share "
-        "of the majority tone group.\n\n" + table.read_text().strip())
+        "of the majority tone group.\n\n" + table.read_text().strip() + _shipped_chain(report))
+
+
+def _shipped_chain(report: Path) -> str:
+    """The second fairness table: from the arm the table above chose to the classifier that
+    ships now (fairness_table_shipped.md, same script, rows reused from the studies)."""
+    table = report / "fairness_table_shipped.md"
+    if not table.exists():
+        return ""
+    return ("\n\n#### From that arm to the shipped classifier\nLater studies continued the "
+            "chosen arm's classifier (README, *Fairness*); each row is one step, measured the "
+            "same way (`bash benchmarks/fairness_shipped.sh`).\n\n" + table.read_text().strip())
 
 
 def _counterfactual_section(report: Path) -> str:
