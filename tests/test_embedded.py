@@ -96,8 +96,9 @@ def test_shipped_saliency_figure_reproduces_on_a_sample(pipe: ClassNDiffPipeline
     if not (default_data_dir() / "masks").is_dir():
         pytest.skip("the HAM10000 data (../shared/data/ham10000) is not beside the repository")
     recorded = json.loads((EMBEDDED / "saliency.json").read_text())["mask_energy"]
-    assert recorded["n"] == 1497 and recorded["layer_grid"] == [8, 8]
+    assert recorded["n"] == 1497
     sample = measure_mask_energy(pipe, limit=96)
+    assert sample["layer_grid"] == recorded["layer_grid"]  # the map's grid as shipped
     assert sample["n_empty_maps"] == 0
     assert abs(sample["mean_energy_in_mask"] - recorded["mean_energy_in_mask"]) < 0.08
     assert sample["mean_energy_in_mask"] >= 0.60

@@ -61,7 +61,7 @@ def test_cross_fitting_never_judges_a_threshold_where_it_was_fitted() -> None:
 
 
 def test_calibrate_fits_the_threshold_and_the_pipeline_calls_with_it(
-        tiny_weights: Path, tiny_data: Path, tmp_path: Path) -> None:
+        tiny_weights: Path, tiny_data: Path, tmp_path: Path, capsys) -> None:
     from classndiff.cli.calibrate import calibrate_folder
     from classndiff.labels import malignant_mask
     from classndiff.pipelines.pipeline import ClassNDiffPipeline
@@ -105,6 +105,23 @@ def test_calibrate_fits_the_threshold_and_the_pipeline_calls_with_it(
     abstained = pipe.diagnose(blank)
     assert abstained.prediction is None and abstained.malignant_call is None
     assert "malignant_call" not in abstained.extras
+
+    # The CLI's table says each call and the threshold it was made at (the validation
+    # lesions: the abstention turns away at most one of them).
+    from classndiff.cli.main import main
+
+    lesions = [str(tiny_data / "images" / f"ISIC_{c:02d}00004.jpg") for c in range(7)]
+    capsys.readouterr()
+    assert main(["classify", *lesions, "--weights", str(folder), "--json"]) == 0
+    calls = [r["malignant_call"] for r in json.loads(capsys.readouterr().out)]
+    assert sum(c is not None for c in calls) >= 6, calls
+    assert main(["classify", *lesions, "--weights", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    words = {True: "suspicious", False: "not flagged", None: "—"}
+    for lesion, call in zip(lesions, calls):
+        line = next(x for x in lines if x.startswith(lesion[-40:]))
+        assert line.rstrip().endswith(words[call]), line
+    assert f"call: P(malignant) ≥ {threshold:.3f}" in "\n".join(lines)
 
 
 def test_an_uncalibrated_model_makes_no_call(tiny_pipe) -> None:

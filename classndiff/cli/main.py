@@ -81,17 +81,24 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        header = f"{'image':40s} {'prediction':>10s} {'conf':>6s} {'malignant':>9s}"
+        header = (f"{'image':40s} {'prediction':>10s} {'conf':>6s} {'malignant':>9s} "
+                  f"{'call':>10s}")
         print(header)
         for r in results:
             if "error" in r:
                 print(f"{r['image'][-40:]:40s} error: {r['error']}")
             else:
                 prediction = r["prediction"] or "abstain"
+                call = {True: "suspicious", False: "not flagged"}.get(r["malignant_call"], "—")
                 print(f"{r['image'][-40:]:40s} {prediction:>10s} {r['confidence']:6.3f} "
-                      f"{r['malignant']:9.3f}")
+                      f"{r['malignant']:9.3f} {call:>10s}")
                 if r.get("reason"):
                     print(f"{'':40s} {r['reason']}")
+        threshold = next((r["malignant_threshold"] for r in results
+                          if r.get("malignant_threshold") is not None), None)
+        if threshold is not None:
+            print(f"call: P(malignant) ≥ {threshold:.3f}, the threshold fitted on validation "
+                  "for the sensitivity in the weights' calibration (suspicious = flagged).")
         print("Research demo, not a medical device.")
     return 1 if failed and failed == len(args.images) else 0
 
