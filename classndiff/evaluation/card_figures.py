@@ -39,7 +39,9 @@ def plot_training_log(log_csv: str | Path, png: str | Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
     for key, label in (("mse", "denoising MSE"), ("cls_real", "CE, real images"),
                        ("cls_x0", "CE, denoised x̂0 (λ·w(t) weighted)"),
-                       ("focus", "lesion focus (Dice loss, CAM vs mask)")):
+                       ("focus", "lesion focus (Dice loss, CAM vs mask)"),
+                       ("adv", "adversarial tone head (CE)"),
+                       ("consistency", "skin-tone consistency (KL, original → re-tinted)")):
         steps, values = series(key)
         if steps and any(v > 0 for v in values):  # a term that was off is not plotted
             left.plot(steps, values, label=label)
