@@ -285,3 +285,16 @@ def test_app_says_what_the_whole_field_test_found_for_this_skin() -> None:
     assert "Skin like this" not in diagnosis_markdown(d, None)
     d.extras, d.prediction = {"skin_tone_check": check}, None
     assert "Skin like this" not in diagnosis_markdown(d, None)
+
+
+def test_the_report_carries_the_fairness_tables_written_beside_it(tmp_path: Path) -> None:
+    from classndiff.evaluation.report.markdown_sections import fairness_tables_md
+
+    assert fairness_tables_md(None) == [] and fairness_tables_md(tmp_path) == []
+    (tmp_path / "fairness_table_shipped.md").write_text("| arm |\n|---|\n| chain row |\n")
+    text = "\n".join(fairness_tables_md(tmp_path))
+    assert text.startswith("## Fairness tables") and "| chain row |" in text
+    assert "fairness_shipped.sh" in text and "fairness_arms.sh" not in text
+    (tmp_path / "fairness_table.md").write_text("| arm |\n|---|\n| main row |\n")
+    text = "\n".join(fairness_tables_md(tmp_path))
+    assert text.index("| main row |") < text.index("| chain row |")

@@ -212,7 +212,7 @@ def build_report(
                         "threads": torch.get_num_threads()},
     }
     write_json(result, out_dir / "metrics.json")
-    (out_dir / "report.md").write_text(render_markdown(result, names))
+    (out_dir / "report.md").write_text(render_markdown(result, names, out_dir))
     clear_prediction_cache()
     return result
 
@@ -229,7 +229,7 @@ def rerender(directory: str | Path) -> Path:
                 ("cas_real_reference", (r.get("compare") or {}).get("name"), "skipped")]
         names = {"model": keys[0] if keys else "model",
                  "compare": (r.get("compare") or {}).get("name", "compare")}
-    (directory / "report.md").write_text(render_markdown(r, names))
+    (directory / "report.md").write_text(render_markdown(r, names, directory))
     return directory / "report.md"
 
 

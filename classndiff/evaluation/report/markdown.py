@@ -3,6 +3,7 @@ tables (the longer sections are in markdown_sections.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from classndiff.evaluation.bootstrap import (
@@ -12,6 +13,7 @@ from classndiff.evaluation.report.format import fmt, num, table
 from classndiff.evaluation.report.markdown_sections import (
     ablation_md,
     fairness_md,
+    fairness_tables_md,
     generation_md,
     saliency_md,
 )
@@ -167,12 +169,15 @@ def _groups_md(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(r: dict[str, Any], names: dict[str, str]) -> str:
+def render_markdown(r: dict[str, Any], names: dict[str, str],
+                    directory: Path | None = None) -> str:
+    """report.md; `directory` (the report's folder) lends the fairness tables found there."""
     lines = [*_intro_md(r), *_findings_md(r, names), *_headline_md(r), *_bars_md(r, names),
              *_groups_md(r)]
     if r.get("compare"):
         lines += ablation_md(r, names)
     lines += generation_md(r, names)
+    lines += fairness_tables_md(directory)
     lines += fairness_md(r)
     lines += saliency_md(r)
     lines += ["## Run", "",

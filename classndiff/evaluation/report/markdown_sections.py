@@ -3,6 +3,7 @@ experiment, saliency."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from classndiff.evaluation.report.format import fmt, num, table
@@ -138,6 +139,25 @@ def generation_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
                   f"{num(ref['accuracy'])}, balanced accuracy {num(ref['balanced_accuracy'])}, "
                   f"macro AUC {num(ref['macro_auc'])}.", ""]
     return lines
+
+
+def fairness_tables_md(directory: Path | None) -> list[str]:
+    """The fairness tables written beside the report, if any: the training arms compared
+    (benchmarks/fairness_arms.sh + fairness_table.py) and the steps from the arm they chose to
+    the classifier that ships (benchmarks/fairness_shipped.sh)."""
+    if directory is None:
+        return []
+    parts = [(Path(directory) / "fairness_table.md",
+              "Training arms compared on the skin-tone counterfactual (`bash "
+              "benchmarks/fairness_arms.sh`, then `python benchmarks/fairness_table.py`):"),
+             (Path(directory) / "fairness_table_shipped.md",
+              "From the arm it chose to the shipped classifier (`bash "
+              "benchmarks/fairness_shipped.sh START RUNS`):")]
+    lines = []
+    for path, caption in parts:
+        if path.exists():
+            lines += [caption, "", path.read_text().strip(), ""]
+    return ["## Fairness tables", "", *lines] if lines else []
 
 
 def fairness_md(r: dict[str, Any]) -> list[str]:
