@@ -191,7 +191,8 @@ def malignant_call_markdown(d: Any) -> str | None:
                "**not flagged** (below the threshold; not a reassurance)")
     line = f"**Malignant call:** {verdict} — threshold {percent(threshold)}"
     if fit.get("sensitivity") is not None and fit.get("specificity") is not None:
-        line += (f", fitted on the {fit.get('split', 'validation')} split to catch at least "
+        split = {"val": "validation"}.get(fit.get("split"), fit.get("split") or "validation")
+        line += (f", fitted on the {split} split to catch at least "
                  f"{percent(fit['target_sensitivity'])} of malignant lesions (there it caught "
                  f"{percent(fit['sensitivity'])} and cleared {percent(fit['specificity'])} of "
                  "benign ones)")
