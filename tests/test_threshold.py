@@ -152,8 +152,8 @@ def test_the_app_shows_the_call_and_what_its_threshold_means() -> None:
                         malignant_threshold=0.31, extras={"malignant_call": fit})
     text = diagnosis_markdown(d, None)
     assert "**Malignant call:** **suspicious for malignancy** — threshold 31.0 %" in text
-    assert "fitted on the validation split to catch at least 80.0 % of malignant lesions (there it caught 80.3 % and cleared " \
-           "85.1 % of benign ones)" in text
+    assert ("fitted on the validation split to catch at least 80.0 % of malignant lesions "
+            "(there it caught 80.3 % and cleared 85.1 % of benign ones)") in text
     d.malignant_call, d.malignant = False, 0.2
     assert "**not flagged** (below the threshold; not a reassurance)" in \
         diagnosis_markdown(d, None)

