@@ -208,8 +208,9 @@ def _fairness_section(report: Path) -> str:
         return ""
     return (
         "### Fairness table\nOne row per training arm, all fine-tuned from the same "
-        "classifier for the same steps; the shipped arm was chosen on the validation split "
-        "by a rule fixed beforehand (`python benchmarks/fairness_table.py --arm NAME=DIR "
+        "classifier for the same steps; the arm marked shipped was chosen on the validation "
+        "split by a rule fixed beforehand (when a later table follows, the classifier "
+        "shipped now continues that arm) (`python benchmarks/fairness_table.py --arm NAME=DIR "
         "... --output reports/embedded/fairness_table.json --markdown "
         "reports/embedded/fairness_table.md`; the arms' training commands are in the "
         "README). The adversarial arm's tone head accuracy should fall towards the share "
