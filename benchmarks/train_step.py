@@ -16,6 +16,7 @@ Bar: joint ≥ 1.3× the upstream steps per second. Ends with ONE JSON line."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -55,11 +56,19 @@ def main() -> None:
     p.add_argument("--block", type=int, default=4, help="steps per alternating block")
     args = p.parse_args()
     setup(args)
+    from classndiff.config import ClassNDiffConfig
     from classndiff.models.diffusion import NoiseSchedule
     from classndiff.models.joint import ClassNDiff
     from classndiff.training.losses import joint_loss, upstream_style_loss
 
     config = build(args)
+    # The two steps differ in how x̂0 reaches the classifier, so both are timed with the joint
+    # term on: a weights folder whose last stage trained the classifier alone (λ = 0) is timed
+    # at the recipe's λ, and without the skin-tone consistency term, whose re-tinted real
+    # images a random batch lacks (it costs both steps the same).
+    recipe = ClassNDiffConfig.from_json(ROOT / "configs/embedded.json").train
+    config.train = replace(config.train, lambda_cls=config.train.lambda_cls or recipe.lambda_cls,
+                           tone_consistency=0.0)
     t = config.train
     steps = args.steps or (8 if args.quick else 24)
     batch_size = 8 if args.quick and not args.weights else args.batch_size
