@@ -41,7 +41,8 @@ def make_batch(config, batch_size: int, generator: torch.Generator):  # noqa: AN
     from classndiff.training.losses import Batch
 
     m = config.model
-    return Batch(torch.rand(batch_size, 3, m.image_size, m.image_size, generator=generator) * 2 - 1,
+    return Batch(torch.rand(batch_size, m.in_channels, m.image_size, m.image_size,
+                            generator=generator) * 2 - 1,
                  torch.rand(batch_size, 3, m.pixel_size, m.pixel_size, generator=generator) * 2
                  - 1, torch.randint(0, 7, (batch_size,), generator=generator),
                  torch.randint(0, 3, (batch_size,), generator=generator),
