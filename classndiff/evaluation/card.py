@@ -16,6 +16,7 @@ from classndiff.config import (
     ClassNDiffConfig,
     ModelConfig,
     SamplingConfig,
+    TrainConfig,
     TrainingRecord,
     TrainingStage,
     guidance_interval_text,
@@ -124,6 +125,21 @@ def _timings(weights: Path) -> str:
         "the CPU path runs the same command, about 20 minutes an epoch.\n")
 
 
+def _fairness_terms(t: TrainConfig) -> str:
+    """The skin-tone terms of the stage whose settings the card shows, in words."""
+    parts = []
+    if t.classifier_retint > 0:
+        parts.append(f"the skin around the lesion re-tinted to another tone on "
+                     f"{t.classifier_retint:.0%} of the real images")
+    if t.tone_consistency > 0:
+        parts.append(f"λ_c·KL(classifier(real) ‖ classifier(real, skin re-tinted)), "
+                     f"λ_c = {t.tone_consistency:g}")
+    if t.lambda_adv > 0:
+        parts.append(f"an adversarial skin-tone head through gradient reversal, "
+                     f"λ_adv = {t.lambda_adv:g}")
+    return "".join(f" + {part}" for part in parts)
+
+
 def _figures(weights: Path, stages: int) -> str:
     curves = [("training_curves.png", "training curves, stage 1")] + [
         (f"training_curves_stage{i}.png", f"training curves, stage {i}")
@@ -164,8 +180,11 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
     # The focus text applies only when the shipped classifier came from the stage that used it.
     focus_used = t.lambda_saliency > 0 and training.classifier_stage == training.settings_of > 1
     focus_row = (f" + λ_s·Dice(the classifier's Grad-CAM map, the expert lesion mask) on real "
-                 f"training images, λ_s = {t.lambda_saliency}, in stage {training.settings_of}"
-                 if focus_used else "")
+                 f"training images, λ_s = {t.lambda_saliency}" if focus_used else "")
+    if training.classifier_stage == training.settings_of:  # the terms that made the classifier
+        focus_row += _fairness_terms(t)
+    if focus_row:
+        focus_row += f", in stage {training.settings_of}"
     model_index = "\n".join(
         f"      - {{type: {k}, value: {round(float(cls[k]), 4)}, name: {k.replace('_', ' ')}}}"
         for k in ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc") if k in cls)
