@@ -298,3 +298,15 @@ def test_the_report_carries_the_fairness_tables_written_beside_it(tmp_path: Path
     (tmp_path / "fairness_table.md").write_text("| arm |\n|---|\n| main row |\n")
     text = "\n".join(fairness_tables_md(tmp_path))
     assert text.index("| main row |") < text.index("| chain row |")
+
+
+def test_the_card_names_the_skin_tone_terms_that_trained_the_classifier() -> None:
+    from classndiff.config import TrainConfig
+    from classndiff.evaluation.card import _fairness_terms
+
+    assert _fairness_terms(TrainConfig()) == ""
+    text = _fairness_terms(TrainConfig(classifier_retint=0.5, tone_consistency=3.0))
+    assert text == (" + the skin around the lesion re-tinted to another tone on 50% of the real "
+                    "images + λ_c·KL(classifier(real) ‖ classifier(real, skin re-tinted)), "
+                    "λ_c = 3")
+    assert "λ_adv = 1" in _fairness_terms(TrainConfig(lambda_adv=1.0))
