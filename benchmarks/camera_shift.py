@@ -1,8 +1,10 @@
 """The camera-shift test on a weights folder: the test images under the photometric shifts
 other dermatoscopes produce (classndiff/evaluation/shifts.py), accuracy, balanced accuracy,
-malignant AUC and sensitivity under each, and the share of answers (top class) each shift
-changes. A quarter turn, which no camera makes but a hand holding one does, is read beside
-them: it is not one of the four test-time views, so it gives the churn of the model's
+malignant AUC and sensitivity under each (at 0.5, and the model's own malignant call —
+sensitivity and specificity at its validation-fitted threshold — when it has one), and the
+share of answers (top class) each shift changes. A quarter turn, which no camera makes but a
+hand holding one does, is read beside them: it is not one of the dihedral test-time views the
+model may average (the shipped one reads one view), so it gives the churn of the model's
 answers under a change that carries no information at all — the scale against which the skin
 re-tint's flips (benchmarks/skin_tone_counterfactual.py) can be read.
 
@@ -34,8 +36,10 @@ def main() -> None:
     setup(args)
     from classndiff.data import LesionDataset
     from classndiff.evaluation.shifts import SHIFTS
+    from classndiff.labels import malignant_mask
     from classndiff.metrics import classification_metrics
     from classndiff.trust.fairness import flip_report
+    from classndiff.trust.threshold import rates
 
     pipe = load_pipe(args)
     data = LesionDataset(args.data_dir, args.split, image_size=pipe.config.model.pixel_size,
@@ -45,6 +49,10 @@ def main() -> None:
     result = {"benchmark": "camera_shift", "split": args.split, "n": int(len(labels)),
               "shifts": {}}
     shifts = {**SHIFTS, QUARTER_TURN: np.rot90}
+    threshold = getattr(pipe, "malignant_threshold", None)
+    malignant = np.asarray(malignant_mask())
+    if threshold is not None:
+        result["malignant_call_threshold"] = threshold
     unshifted = None
     for name, shift in shifts.items():
         probs = probabilities(pipe, np.stack([shift(im) for im in images]))
@@ -57,10 +65,16 @@ def main() -> None:
             "malignant_sensitivity": changed["malignant_sensitivity_after"],
             "answers_changed": changed["flip_rate"],
             "answers_changed_by_confidence": changed["flip_rate_by_confidence"]}
+        if threshold is not None:  # the model's own malignant call, as the app makes it
+            call = rates(probs[:, malignant].sum(1), malignant[labels], threshold)
+            result["shifts"][name]["malignant_call"] = dict(zip(("sensitivity", "specificity"),
+                                                                call))
     print_table(["shift", "accuracy", "balanced acc.", "malignant AUC", "mal. sensitivity",
-                 "answers changed"],
+                 "call: sens. / spec.", "answers changed"],
                 [[name, f"{r['accuracy']:.3f}", f"{r['balanced_accuracy']:.3f}",
                   f"{r['malignant_auc']:.3f}", f"{r['malignant_sensitivity']:.3f}",
+                  "{sensitivity:.3f} / {specificity:.3f}".format(**r["malignant_call"])
+                  if "malignant_call" in r else "—",
                   f"{100 * r['answers_changed']:.1f} %"]
                  for name, r in result["shifts"].items()])
     worst = min(r["accuracy"] for name, r in result["shifts"].items() if name != QUARTER_TURN)

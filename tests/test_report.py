@@ -310,3 +310,20 @@ def test_the_card_names_the_skin_tone_terms_that_trained_the_classifier() -> Non
                     "images + λ_c·KL(classifier(real) ‖ classifier(real, skin re-tinted)), "
                     "λ_c = 3")
     assert "λ_adv = 1" in _fairness_terms(TrainConfig(lambda_adv=1.0))
+
+
+def test_the_cards_camera_table_shows_the_malignant_call_when_measured(tmp_path: Path) -> None:
+    from classndiff.evaluation.card_sections import _camera_shift_section
+
+    row = {"accuracy": 0.8, "balanced_accuracy": 0.7, "malignant_auc": 0.9,
+           "malignant_sensitivity": 0.6, "answers_changed": 0.05}
+    (tmp_path / "camera_shift.json").write_text(json.dumps({"shifts": {"blur": row}}))
+    text = _camera_shift_section(tmp_path)
+    assert "malignant call" not in text
+    assert "| blur | 0.800 | 0.700 | 0.900 | 0.600 | 5.0 % |" in text
+    (tmp_path / "camera_shift.json").write_text(json.dumps({
+        "malignant_call_threshold": 0.251,
+        "shifts": {"blur": {**row, "malignant_call": {"sensitivity": 0.75, "specificity": 0.8}}}}))
+    text = _camera_shift_section(tmp_path)
+    assert "malignant call (P ≥ 0.251): sensitivity / specificity |" in text
+    assert "| blur | 0.800 | 0.700 | 0.900 | 0.600 | 0.750 / 0.800 | 5.0 % |" in text

@@ -126,10 +126,20 @@ def _camera_shift_section(report: Path) -> str:
     shift = _load_json(report / "camera_shift.json")
     if not shift:
         return ""
+    threshold = shift.get("malignant_call_threshold")
+    call_head = (f" malignant call (P ≥ {threshold:.3f}): sensitivity / specificity |"
+                 if threshold is not None else "")
     rows = ["| shift | accuracy | balanced accuracy | malignant AUC | malignant sensitivity "
-            "(P ≥ 0.5) | answers changed |", "|---|---|---|---|---|---|"]
+            f"(P ≥ 0.5) |{call_head} answers changed |",
+            "|---|---|---|---|---|" + ("---|" if call_head else "") + "---|"]
+
+    def call(v: dict[str, Any]) -> str:
+        c = v.get("malignant_call")
+        return f" {_fmt(c['sensitivity'])} / {_fmt(c['specificity'])} |" if c else " — |"
+
     rows += [f"| {k} | {_fmt(v['accuracy'])} | {_fmt(v['balanced_accuracy'])} | "
-             f"{_fmt(v['malignant_auc'])} | {_fmt(v.get('malignant_sensitivity'))} | "
+             f"{_fmt(v['malignant_auc'])} | {_fmt(v.get('malignant_sensitivity'))} |"
+             f"{call(v) if call_head else ''} "
              f"{_percent(v.get('answers_changed'))} |" for k, v in shift["shifts"].items()]
     return ("### Camera-shift test\nThe test images under photometric shifts other "
             "dermatoscopes produce (`python benchmarks/camera_shift.py --weights "
