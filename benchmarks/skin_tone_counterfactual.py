@@ -81,7 +81,8 @@ def main() -> None:
         for target, retinted in tinted.items():
             inverted = ~paler_before & np.array([lesion_paler_than_skin(im, m)
                                                  for im, m in zip(retinted, masks)])
-            report = flip_report(original, probabilities(pipe, retinted), labels, inverted)
+            report = flip_report(original, probabilities(pipe, retinted), labels, inverted,
+                                 getattr(pipe, "malignant_threshold", None))
             report["median_skin_ita"] = float(np.median([skin_ita(im, m) for im, m in
                                                          zip(retinted[:200], masks[:200])]))
             result[key][target] = report

@@ -316,6 +316,8 @@ class SkinToneCheck:
     # makes the figures another model's, and they are then not shown.
     temperature: float | None = None
     test_views: int | None = None
+    # The malignant call's threshold its `call_sensitivity_*` figures were read at, if any.
+    malignant_threshold: float | None = None
 
 
 @dataclass

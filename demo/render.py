@@ -167,8 +167,13 @@ def skin_tone_caution_markdown(check: dict[str, Any] | None) -> str | None:
         sure = (f" overall and {percent(check['band_flip_rate'])} of the answers it was as "
                 f"sure of as this one (top class {low}–{high} %)")
     before, after = check.get("sensitivity_before"), check.get("sensitivity_after")
-    sensitivity = (f"; it called {percent(after)} of the malignant lesions malignant, against "
-                   f"{percent(before)} on the originals" if all(
+    said = "it called {after} of the malignant lesions malignant, against {before}"
+    if check.get("call_threshold") is not None:  # the model's own call, as shown above
+        before, after = check.get("call_sensitivity_before"), check.get("call_sensitivity_after")
+        said = (f"its malignant call (P(malignant) ≥ {percent(check['call_threshold'])}) "
+                "flagged {after} of the malignant lesions, against {before}")
+    sensitivity = ("; " + said.format(after=percent(after), before=percent(before))
+                   + " on the originals" if all(
                        isinstance(v, (int, float)) and math.isfinite(v)
                        for v in (before, after)) else "")
     return (f"⚠ **Skin like this ({check['group']}) is rare in the training data.** In a proxy "

@@ -210,3 +210,34 @@ def test_the_card_states_the_call_and_its_test_figures_only_when_read_at_it() ->
     assert "not measured with this threshold yet" in _malignant_call_text(calibration, report)
     assert _malignant_call_text(Calibration(), report) == ""
     assert _malignant_call_text(None, report) == ""
+
+
+def test_the_skin_tone_caution_quotes_the_call_read_at_the_same_threshold() -> None:
+    """The whole-field record keeps the call's sensitivity at the threshold it was read at;
+    a diagnosis called at that threshold quotes it, at another (a re-calibration) it falls
+    back to P ≥ 0.5, and the app says which."""
+    from classndiff.trust.fairness import flip_report, skin_tone_caution, skin_tone_check_record
+    from demo.render import skin_tone_caution_markdown
+
+    labels = np.array([4, 4, 5, 5, 0, 5])  # mel, mel, nv, nv, akiec, nv
+    original = np.full((6, 7), 0.01)
+    original[[0, 1, 4], [4, 4, 0]] = [0.9, 0.4, 0.3]  # malignant P 0.9 / 0.4 / 0.3
+    original[[2, 3, 5], 5] = 0.9
+    retinted = original.copy()
+    retinted[0, 4] = 0.2  # the first melanoma falls under both thresholds
+    report = flip_report(original, retinted, labels, malignant_threshold=0.25)
+    assert report["malignant_sensitivity_before"] == pytest.approx(1 / 3)  # at 0.5
+    assert report["malignant_call_sensitivity_before"] == pytest.approx(1.0)  # at 0.25
+    assert report["malignant_call_sensitivity_after"] == pytest.approx(2 / 3)
+    assert "malignant_call_threshold" not in flip_report(original, retinted, labels)
+    record = skin_tone_check_record({"darker": report}, "test", 0.7, 1)
+    assert record.malignant_threshold == 0.25
+    same = skin_tone_caution(record, "darker", 0.9, 0.7, 1, malignant_threshold=0.25)
+    assert same["call_sensitivity_after"] == pytest.approx(2 / 3)
+    text = skin_tone_caution_markdown(same)
+    assert "its malignant call (P(malignant) ≥ 25.0 %) flagged 66.7 % of the malignant " \
+           "lesions, against 100.0 % on the originals" in text
+    other = skin_tone_caution(record, "darker", 0.9, 0.7, 1, malignant_threshold=0.3)
+    assert "call_threshold" not in other
+    assert "it called 0.0 % of the malignant lesions malignant, against 33.3 %" in \
+        skin_tone_caution_markdown(other)

@@ -264,7 +264,8 @@ class ClassNDiffPipeline:
         # Only on a reliable estimate: a ring fallback or a colour cast can read "darker".
         group = tone.get("group") if tone and tone.get("reliable") else None
         caution = skin_tone_caution(self.config.skin_tone_check, group, float(probs[top]),
-                                    self.temperature, self.test_views)
+                                    self.temperature, self.test_views,
+                                    self.malignant_threshold)
         if caution is not None:
             extras["skin_tone_check"] = caution
         cam = None

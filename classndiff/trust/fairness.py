@@ -89,7 +89,8 @@ def band_label(low: float, high: float) -> str:
 
 
 def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray,
-                inverted: np.ndarray | None = None) -> dict[str, Any]:
+                inverted: np.ndarray | None = None,
+                malignant_threshold: float | None = None) -> dict[str, Any]:
     """How much a re-tint changes the answers: share of top-class flips (overall and per band
     of the original's top-class probability), mean change of P(malignant), accuracy,
     malignant AUC and malignant sensitivity before and after. With `inverted` (bool per image:
@@ -103,8 +104,9 @@ def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray,
     auc = (lambda p: float(roc_auc_score(truth, p))) if 0 < truth.sum() < len(truth) else (
         lambda p: float("nan"))
     # Share of malignant lesions called malignant (P(malignant) ≥ 0.5).
-    sensitivity = (lambda p: float((p[truth] >= 0.5).mean())) if truth.any() else (
-        lambda p: float("nan"))
+    def sensitivity(p: np.ndarray, threshold: float = 0.5) -> float:
+        return float((p[truth] >= threshold).mean()) if truth.any() else float("nan")
+
     flipped = original.argmax(1) != retinted.argmax(1)
     confidence = original.max(1)
     bands = []
@@ -131,6 +133,11 @@ def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray,
         "malignant_auc_after": auc(p_after),
         "malignant_sensitivity_before": sensitivity(p_before),
         "malignant_sensitivity_after": sensitivity(p_after),
+        # The model's own malignant call (its validation-fitted threshold), when it has one.
+        **({"malignant_call_threshold": malignant_threshold,
+            "malignant_call_sensitivity_before": sensitivity(p_before, malignant_threshold),
+            "malignant_call_sensitivity_after": sensitivity(p_after, malignant_threshold)}
+           if malignant_threshold is not None else {}),
     }
 
 
@@ -143,7 +150,8 @@ def skin_tone_check_record(whole_field: dict[str, dict[str, Any]], split: str,
                            temperature: float | None = None,
                            test_views: int | None = None) -> SkinToneCheck:
     """The weights' `SkinToneCheck` from the counterfactual benchmark's whole-field reports
-    ({group: `flip_report` output}), measured with this `temperature` and `test_views`."""
+    ({group: `flip_report` output}), measured with this `temperature` and `test_views` (and
+    the malignant call's threshold, when the reports read one)."""
     groups = {}
     for group, report in whole_field.items():
         groups[group] = {
@@ -153,14 +161,21 @@ def skin_tone_check_record(whole_field: dict[str, dict[str, Any]], split: str,
             "sensitivity_before": _finite(report["malignant_sensitivity_before"]),
             "sensitivity_after": _finite(report["malignant_sensitivity_after"]),
         }
-    n = next(iter(whole_field.values()))["n"] if whole_field else 0
-    return SkinToneCheck(split=split, n=n, groups=groups, temperature=temperature,
-                         test_views=test_views)
+        if "malignant_call_threshold" in report:
+            groups[group]["call_sensitivity_before"] = _finite(
+                report["malignant_call_sensitivity_before"])
+            groups[group]["call_sensitivity_after"] = _finite(
+                report["malignant_call_sensitivity_after"])
+    first = next(iter(whole_field.values()), {})
+    return SkinToneCheck(split=split, n=first.get("n", 0), groups=groups,
+                         temperature=temperature, test_views=test_views,
+                         malignant_threshold=first.get("malignant_call_threshold"))
 
 
 def skin_tone_caution(check: SkinToneCheck | None, group: str | None, confidence: float,
                       temperature: float | None = None,
-                      test_views: int | None = None) -> dict[str, Any] | None:
+                      test_views: int | None = None,
+                      malignant_threshold: float | None = None) -> dict[str, Any] | None:
     """What the weights' whole-field re-tint test says about an answer of this `confidence`
     on skin of this `group`: the group's flips overall and in the answer's confidence band,
     and the malignant sensitivity before and after. None for a group it did not measure
@@ -181,4 +196,11 @@ def skin_tone_caution(check: SkinToneCheck | None, group: str | None, confidence
             "band": None if band is None else [band[0], band[1]],
             "band_flip_rate": None if band is None or not band[3] else band[2],
             "sensitivity_before": measured["sensitivity_before"],
-            "sensitivity_after": measured["sensitivity_after"]}
+            "sensitivity_after": measured["sensitivity_after"],
+            # The call's figures only when read at the threshold the answer is called at.
+            **({"call_threshold": malignant_threshold,
+                "call_sensitivity_before": measured["call_sensitivity_before"],
+                "call_sensitivity_after": measured["call_sensitivity_after"]}
+               if malignant_threshold is not None and check.malignant_threshold is not None
+               and abs(check.malignant_threshold - malignant_threshold) <= 1e-9
+               and "call_sensitivity_after" in measured else {})}
