@@ -327,3 +327,22 @@ def test_the_cards_camera_table_shows_the_malignant_call_when_measured(tmp_path:
     text = _camera_shift_section(tmp_path)
     assert "malignant call (P ≥ 0.251): sensitivity / specificity |" in text
     assert "| blur | 0.800 | 0.700 | 0.900 | 0.600 | 0.750 / 0.800 | 5.0 % |" in text
+
+
+def test_the_cards_skin_tone_table_shows_the_call_when_measured(tmp_path: Path) -> None:
+    from classndiff.evaluation.card_sections import _skin_tone_section
+
+    row = {"median_skin_ita": -15.0, "n": 10, "flip_rate": 0.1, "malignant_change_mean": 0.0,
+           "accuracy_before": 0.8, "accuracy_after": 0.7, "malignant_auc_before": 0.9,
+           "malignant_auc_after": 0.85, "malignant_sensitivity_before": 0.6,
+           "malignant_sensitivity_after": 0.5}
+    (tmp_path / "skin_tone_counterfactual.json").write_text(
+        json.dumps({"targets": {"darker": row}}))
+    assert "malignant call" not in _skin_tone_section(tmp_path)
+    row.update(malignant_call_threshold=0.251, malignant_call_sensitivity_before=0.8,
+               malignant_call_sensitivity_after=0.75)
+    (tmp_path / "skin_tone_counterfactual.json").write_text(
+        json.dumps({"targets": {"darker": row}}))
+    text = _skin_tone_section(tmp_path)
+    assert "malignant call (P ≥ 0.251) sensitivity before → after |" in text
+    assert "| 0.600 → 0.500 | 0.800 → 0.750 |" in text

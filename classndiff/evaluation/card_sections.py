@@ -159,17 +159,29 @@ def _skin_tone_section(report: Path) -> str:
     tone = _load_json(report / "skin_tone_counterfactual.json")
     if not tone:
         return ""
-    rows = ["| skin re-tinted to | images | diagnosis flips | mean ΔP(malignant) | "
-            "accuracy before → after | malignant AUC before → after | malignant sensitivity "
-            "(P ≥ 0.5) before → after |", "|---|---|---|---|---|---|---|"]
     reports = [(k, v) for k, v in tone["targets"].items()] + [
         (f"{k}, whole field", v) for k, v in tone.get("whole_field", {}).items()]
+    threshold = next((v["malignant_call_threshold"] for _, v in reports
+                      if "malignant_call_threshold" in v), None)
+    call_head = (f" malignant call (P ≥ {threshold:.3f}) sensitivity before → after |"
+                 if threshold is not None else "")
+    rows = ["| skin re-tinted to | images | diagnosis flips | mean ΔP(malignant) | "
+            "accuracy before → after | malignant AUC before → after | malignant sensitivity "
+            f"(P ≥ 0.5) before → after |{call_head}",
+            "|---|---|---|---|---|---|---|" + ("---|" if call_head else "")]
+
+    def call(v: dict[str, Any]) -> str:
+        if not call_head:
+            return ""
+        return (f" {_fmt(v.get('malignant_call_sensitivity_before'))} → "
+                f"{_fmt(v.get('malignant_call_sensitivity_after'))} |")
+
     rows += [f"| {k} (median skin ITA {_fmt(v['median_skin_ita'], 1)}°) | {v['n']} | "
              f"{100 * v['flip_rate']:.1f} % | {v['malignant_change_mean']:+.3f} | "
              f"{_fmt(v['accuracy_before'])} → {_fmt(v['accuracy_after'])} | "
              f"{_fmt(v['malignant_auc_before'])} → {_fmt(v['malignant_auc_after'])} | "
              f"{_fmt(v.get('malignant_sensitivity_before'))} → "
-             f"{_fmt(v.get('malignant_sensitivity_after'))} |"
+             f"{_fmt(v.get('malignant_sensitivity_after'))} |{call(v)}"
              for k, v in reports]
     return ("### Skin-tone counterfactual\nEvery test image with an expert mask, its "
             "skin re-tinted in CIELAB to the brown or darker group's ITA, the lesion's "
