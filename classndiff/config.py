@@ -306,7 +306,8 @@ class SkinToneCheck:
     re-tinted (the lesion darkened with its skin): per tone group ("brown", "darker"), the
     share of answers that changed (`flip_rate`), the same per band of the original's
     top-class probability (`bands`: [low, high, flip rate, images]), and the malignant
-    sensitivity (P ≥ 0.5) on the originals and on the re-tints. A diagnosis on skin of that
+    sensitivity (P ≥ 0.5, and at the malignant call's threshold when it had one) on the
+    originals and on the re-tints. A diagnosis on skin of that
     group carries them (`Diagnosis.extras["skin_tone_check"]`)."""
 
     split: str = "test"

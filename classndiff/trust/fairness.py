@@ -103,7 +103,7 @@ def flip_report(original: np.ndarray, retinted: np.ndarray, labels: np.ndarray,
     truth = malignant[labels]
     auc = (lambda p: float(roc_auc_score(truth, p))) if 0 < truth.sum() < len(truth) else (
         lambda p: float("nan"))
-    # Share of malignant lesions called malignant (P(malignant) ≥ 0.5).
+    # Share of malignant lesions called malignant (P(malignant) ≥ 0.5, or the model's call).
     def sensitivity(p: np.ndarray, threshold: float = 0.5) -> float:
         return float((p[truth] >= threshold).mean()) if truth.any() else float("nan")
 
@@ -178,7 +178,8 @@ def skin_tone_caution(check: SkinToneCheck | None, group: str | None, confidence
                       malignant_threshold: float | None = None) -> dict[str, Any] | None:
     """What the weights' whole-field re-tint test says about an answer of this `confidence`
     on skin of this `group`: the group's flips overall and in the answer's confidence band,
-    and the malignant sensitivity before and after. None for a group it did not measure
+    and the malignant sensitivity before and after (at 0.5; and the call's, when the record
+    read it at this `malignant_threshold`). None for a group it did not measure
     (lighter skin, unknown), weights without the record, or a record measured with another
     `temperature` or count of `test_views` than the answer was read with."""
     if check is None or group not in check.groups:
