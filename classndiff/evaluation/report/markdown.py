@@ -17,6 +17,7 @@ from classndiff.evaluation.report.markdown_sections import (
     generation_md,
     saliency_md,
 )
+from classndiff.evaluation.report.statistics import operating_point
 from classndiff.labels import DX_CODES
 
 # ------------------------------------------------------------------ formatting
@@ -62,13 +63,8 @@ def _intro_md(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def _threshold_key(thresholds: dict[str, Any]) -> str:
-    """Which threshold the intervals and group metrics were read at (sections.py's order)."""
-    return next(k for k in ("model_call", "youden_val", "0.5") if k in thresholds)
-
-
 def _threshold_name(thresholds: dict[str, Any]) -> str:
-    key = _threshold_key(thresholds)
+    key = operating_point(thresholds)
     if key == "model_call":
         target = thresholds[key].get("target_sensitivity")
         return ("the model's malignant call, fitted on val for sensitivity ≥ "
@@ -80,7 +76,7 @@ def _other_operating_points(thresholds: dict[str, Any]) -> list[list[str]]:
     """Rows for the thresholds the intervals were not read at (Youden point, 0.5)."""
     rows = []
     for key in ("youden_val", "0.5"):
-        if key in thresholds and key != _threshold_key(thresholds):
+        if key in thresholds and key != operating_point(thresholds):
             at = thresholds[key]
             name = f"{at['threshold']:.3f} (Youden point on val)" if key == "youden_val" else key
             rows.append([f"sensitivity / specificity @ {name}",

@@ -24,6 +24,7 @@ from classndiff.evaluation.report.statistics import (
     group_sizes,
     group_statistic,
     nest,
+    operating_point,
     wilson,
     youden_threshold,
 )
@@ -71,7 +72,7 @@ def classification_section(
         candidates["youden_val"] = youden_threshold(predict_probs(pipe, val), val.dx.numpy())
     if getattr(pipe, "malignant_threshold", None) is not None:
         candidates["model_call"] = pipe.malignant_threshold
-    threshold = candidates[next(k for k in ("model_call", "youden_val", "0.5") if k in candidates)]
+    threshold = candidates[operating_point(candidates)]
     at = {}
     for name, t in candidates.items():
         m = fast_metrics(probs, labels, t)

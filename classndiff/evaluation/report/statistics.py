@@ -20,6 +20,16 @@ HEADLINE = ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc")
 GAP_PAIRS = {"tone": [("lighter", "brown"), ("lighter", "darker")], "sex": [("female", "male")]}
 
 
+# The operating points the report reads its malignant sensitivity at, most preferred first:
+# the model's own malignant call (`classndiff calibrate`), the Youden point on val, 0.5.
+OPERATING_POINTS = ("model_call", "youden_val", "0.5")
+
+
+def operating_point(thresholds: dict[str, Any]) -> str:
+    """The key of the operating point the intervals and group metrics are read at."""
+    return next(k for k in OPERATING_POINTS if k in thresholds)
+
+
 def youden_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
     """The P(malignant) threshold that maximises sensitivity + specificity − 1 (on val)."""
     from sklearn.metrics import roc_curve
