@@ -151,7 +151,10 @@ class TrainConfig:
     # paper's term; with a frozen classifier it rewards ANY change that raises that logit,
     # hence an adversarial texture or hue). "teacher": KL(p(x0) ‖ p(x̂0)), the classifier's own
     # reading of the clean image x0 (decoded, for latents) as the target, held fixed: x̂0 is
-    # asked to keep the class evidence its x0 has, never to exceed it.
+    # asked to keep the class evidence its x0 has, never to exceed it. "features": ‖f̂ − f‖²
+    # between the unit-length pooled features of x̂0 and of x0 (a perceptual loss in the
+    # diagnosis network's space): the whole reading of this image, not its class's most
+    # telling hues, which is where "label" and "teacher" spent their realism (s29_*).
     cls_x0_target: str = "label"
     # The classifier reads x̂0 (and, for the teacher, x0) in grey (luminance in all three
     # channels), so the term's gradient can move structure only, not hue: every joint arm so

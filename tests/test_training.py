@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from classndiff.labels import DX_NULL, SEX_NULL, TONE_NULL
@@ -325,6 +326,35 @@ def test_teacher_target_asks_x0_hat_to_keep_the_clean_images_reading(tiny_config
     assert joint_loss(model, batch, schedule, config.train)["cls_x0"] > 0.1
     with pytest.raises(ValueError, match="cls_x0_target"):
         joint_loss(model, batch, schedule, config.override({"train.cls_x0_target": "x"}).train)
+
+
+def test_features_target_is_the_distance_between_pooled_features(tiny_config,
+                                                                  monkeypatch) -> None:
+    """train.cls_x0_target "features": the x̂0 term is ‖f̂ − f‖² between the unit-length pooled
+    classifier features of x̂0 and of x0: 0 when x̂0 is x0, 2 − 2·cosine otherwise; with the
+    classifier frozen its gradient reaches the denoiser, not the classifier."""
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
+                                   "train.cls_min_weight": 0.0, "train.cls_weight_schedule":
+                                   "constant", "train.joint_updates_classifier": False,
+                                   "train.cls_x0_target": "features"})
+    model = _model(config).eval()
+    batch, schedule = _batch(config, t=[0, 30, 60, 99]), NoiseSchedule(config.model)
+    terms = joint_loss(model, batch, schedule, config.train)
+    with torch.no_grad():
+        x_t = schedule.add_noise(batch.x0, batch.noise, batch.t)
+        out = model.denoiser(x_t, batch.t, batch.dx, batch.tone, batch.sex, drop=batch.drop)
+        x0_hat = model.x0_for_classifier(schedule.predict_x0(x_t, out, batch.t))
+        cosine = F.cosine_similarity(model.classifier.features(x0_hat),
+                                     model.classifier.features(model.x0_for_classifier(batch.x0)))
+    assert float(terms["cls_x0"]) == pytest.approx(float((2 - 2 * cosine).mean()), rel=1e-4)
+    with_term = _grads(model, terms["loss"])
+    without = _grads(model, joint_loss(model, batch, schedule,
+                                       config.override({"train.lambda_cls": 0.0}).train)["loss"])
+    moved = {k for k in with_term if not torch.allclose(with_term[k], without[k], atol=1e-7)}
+    assert moved and all(k.startswith("denoiser.") for k in moved)
+    monkeypatch.setattr(schedule, "predict_x0", lambda x_t, eps, t: batch.x0[: len(t)])
+    assert float(joint_loss(model, batch, schedule, config.train)["cls_x0"]) == pytest.approx(
+        0, abs=1e-6)
 
 
 def test_condition_dropout_only_in_training(tiny_config) -> None:

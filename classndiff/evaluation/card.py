@@ -38,6 +38,11 @@ from classndiff.evaluation.card_sections import (
 from classndiff.evaluation.card_template import MODEL_CARD
 from classndiff.models.backbones import IMAGENET_SOURCE, PYPI_IMAGENET_WEIGHTS
 
+# The x̂0 term as the card writes it, by train.cls_x0_target.
+X0_TERMS = {"label": "CE(classifier(x̂0), dx)",
+            "teacher": "KL(classifier(x0) ‖ classifier(x̂0))",
+            "features": "‖f(x̂0) − f(x0)‖² (unit-length pooled classifier features)"}
+
 TONES = ("lighter", "brown", "darker", "unknown")
 
 
@@ -193,8 +198,7 @@ def write_model_card(weights: str | Path, evaluator: str | Path | None = "weight
         m=m, t=t, s=config.sampling, den_m=denoiser_m, model_index=model_index,
         denoiser_row=_denoiser_row(m), classifier_row=_classifier_row(m, classifier_m),
         prediction=m.prediction_type.replace("_", "-"), focus_row=focus_row,
-        x0_term=("KL(classifier(x0) ‖ classifier(x̂0))" if t.cls_x0_target == "teacher"
-                 else "CE(classifier(x̂0), dx)"),
+        x0_term=X0_TERMS[t.cls_x0_target],
         guided=config.sampling.guided.replace("+", " and ") + _guidance_interval(config.sampling),
         data_folder=Path(t.data_dir).name,
         train_tone_line=", ".join(f"{g} {counts.get('train', {}).get(g, 0)}" for g in TONES),

@@ -18,6 +18,9 @@ from classndiff.models.classifier import scale_like_grad_cam
 from classndiff.models.diffusion import NoiseSchedule
 from classndiff.models.joint import ClassNDiff
 
+# What the classifier's reading of x̂0 is pulled towards (config.TrainConfig.cls_x0_target).
+X0_TARGETS = ("label", "teacher", "features")
+
 
 @dataclass
 class Batch:
@@ -102,11 +105,33 @@ def check_weight_band(train: TrainConfig) -> None:
                          f"train.cls_max_weight ({train.cls_max_weight})")
 
 
-def _classify_frozen(model: ClassNDiff, x: torch.Tensor) -> torch.Tensor:
-    """Classifier forward whose parameters get no gradient (the gradient still reaches x)."""
-    params = {k: v.detach() for k, v in model.classifier.named_parameters()}
-    buffers = dict(model.classifier.named_buffers())
-    return functional_call(model.classifier, {**params, **buffers}, (x,))
+class _PooledFeatures(nn.Module):
+    """The classifier's pooled penultimate features as a module's forward (functional_call
+    calls forward)."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(x)
+
+
+def _classify_frozen(model: ClassNDiff, x: torch.Tensor, features: bool = False) -> torch.Tensor:
+    """Classifier forward (logits, or with `features` its pooled features) whose parameters get
+    no gradient (the gradient still reaches x)."""
+    module, prefix = ((_PooledFeatures(model.classifier), "classifier.") if features
+                      else (model.classifier, ""))
+    params = {prefix + k: v.detach() for k, v in model.classifier.named_parameters()}
+    buffers = {prefix + k: v for k, v in model.classifier.named_buffers()}
+    return functional_call(module, {**params, **buffers}, (x,))
+
+
+def feature_distance(reference: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """‖f̂ − f‖² between unit-length feature vectors, per sample (2 − 2·cosine, in [0, 4]); the
+    reference held fixed."""
+    return (F.normalize(features.float(), dim=1)
+            - F.normalize(reference.detach().float(), dim=1)).pow(2).sum(1)
 
 
 def low_pass(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -125,10 +150,12 @@ def _x0_term(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
                       train: TrainConfig, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                       index: torch.Tensor) -> torch.Tensor:
     """The classifier's loss on the denoiser's x̂0 for the samples `index`, per sample: CE to
-    the diagnosis, or (train.cls_x0_target "teacher") KL from its own reading of the clean x0.
+    the diagnosis, or (train.cls_x0_target "teacher") KL from its own reading of the clean x0,
+    or ("features") the distance between its pooled features of x̂0 and of x0.
     The classifier runs in eval mode: batch-norm statistics come from real images only."""
-    if train.cls_x0_target not in ("label", "teacher"):
-        raise ValueError(f"unknown train.cls_x0_target {train.cls_x0_target!r}: label or teacher")
+    if train.cls_x0_target not in X0_TARGETS:
+        raise ValueError(f"unknown train.cls_x0_target {train.cls_x0_target!r}: "
+                         f"one of {', '.join(X0_TARGETS)}")
     if train.cls_x0_grey and model.config.latent_classifier:
         raise ValueError("train.cls_x0_grey needs a classifier that reads pixels, not latents")
 
@@ -139,19 +166,23 @@ def _x0_term(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
         return x if train.cls_x0_size is None else low_pass(x, train.cls_x0_size)
 
     x0_hat = as_read(schedule.predict_x0(x_t[index], eps[index], t[index]))
+    features = train.cls_x0_target == "features"
+    read = model.classifier.features if features else model.classifier
     was_training = model.classifier.training
     model.classifier.eval()
     if train.joint_updates_classifier:
-        logits = model.classifier(x0_hat)
+        reading = read(x0_hat)
     else:
-        logits = _classify_frozen(model, x0_hat)
-    if train.cls_x0_target == "teacher":
+        reading = _classify_frozen(model, x0_hat, features=features)
+    if train.cls_x0_target != "label":
         with torch.no_grad():
-            clean_logits = model.classifier(as_read(batch.x0[index]))
+            clean_reading = read(as_read(batch.x0[index]))
     model.classifier.train(was_training)
     if train.cls_x0_target == "label":
-        return F.cross_entropy(logits.float(), batch.dx[index], reduction="none")
-    return kl_from_fixed(clean_logits, logits)
+        return F.cross_entropy(reading.float(), batch.dx[index], reduction="none")
+    if features:
+        return feature_distance(clean_reading, reading)
+    return kl_from_fixed(clean_reading, reading)
 
 
 def _denoising_pass(
@@ -271,7 +302,8 @@ def joint_loss(
     cls_x0   = mean_i w(t_i) · CE(classifier(x̂0_i), dx_i)   (x̂0 from that same ε̂; over the
                first joint_batch_fraction of the batch; terms with w outside [cls_min_weight,
                cls_max_weight] are 0;
-               or KL(p(x0_i) ‖ p(x̂0_i)) with train.cls_x0_target "teacher")
+               or KL(p(x0_i) ‖ p(x̂0_i)) with train.cls_x0_target "teacher", or the
+               distance between unit-length pooled features of x̂0_i and x0_i with "features")
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
     adv      = CE(tone_head(GRL(features(x_real))), tone)   (optional, λ_adv = train.lambda_adv)
     focus    = soft Dice(Grad-CAM map, lesion mask) (optional, λ_s = train.lambda_saliency)
