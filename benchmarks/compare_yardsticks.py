@@ -20,7 +20,8 @@ MEASURES = (("fd", "FD (ImageNet Lite0)", "lower"), ("kid", "KID", "lower"),
             ("precision", "precision", "higher"), ("recall", "recall", "higher"),
             ("diversity_ratio", "diversity ÷ real", "higher"),
             ("blockiness", "blockiness", "lower"),
-            ("class_fidelity_macro", "class fidelity (evaluator)", "higher"))
+            ("class_fidelity_macro", "class fidelity (evaluator)", "higher"),
+            ("fd_evaluator", "FD (evaluator's features)", "lower"))
 
 
 def main() -> None:

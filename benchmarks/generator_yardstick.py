@@ -9,8 +9,8 @@ beside the floor real images reach at the same count and size.
 
 Figures: FD and KID vs real test, precision / recall (k = 5), within-class diversity
 (generated ÷ real), blockiness, class fidelity by the independent evaluator
-(weights/evaluator, trained on real images only), median border ITA per requested skin
-tone, and seconds for 4 images. Ends with ONE JSON line."""
+(weights/evaluator, trained on real images only) and FD in its features, median border ITA
+per requested skin tone, and seconds for 4 images. Ends with ONE JSON line."""
 
 from __future__ import annotations
 
@@ -40,10 +40,15 @@ def main() -> None:
     args = p.parse_args()
     setup(args)
     from classndiff.data import LesionDataset
-    from classndiff.evaluation.generation import pil_to_uint8
+    from classndiff.evaluation.generation import frechet_distance, pil_to_uint8
     from classndiff.evaluation.yardstick import ImageNetFeatures, border_ita, yardstick
     from classndiff.labels import DX_CODES, TONE_GROUPS
-    from classndiff.training.evaluator import downsample_uint8, load_evaluator, predict
+    from classndiff.training.evaluator import (
+        downsample_uint8,
+        load_evaluator,
+        pooled_features,
+        predict,
+    )
 
     pipe = load_pipe(args)
     if args.guidance_scale is not None:
@@ -93,6 +98,12 @@ def main() -> None:
         real_predicted = predict(evaluator, floor_images).argmax(1)
         result["real_floor"]["class_fidelity_macro"] = float(np.mean(
             [(real_predicted[fake_labels == c] == c).mean() for c in range(len(DX_CODES))]))
+        # FD again in a feature space that shares nothing with the ImageNet one (a check on
+        # anything trained towards features of a network fine-tuned from those weights).
+        reference = pooled_features(evaluator, downsample_uint8(test.images, size))
+        for key, imgs in (("model", fake), ("real_floor", floor_images)):
+            result[key]["fd_evaluator"] = frechet_distance(
+                pooled_features(evaluator, downsample_uint8(imgs, size)), reference)
 
     tones = {}
     for t, tone in enumerate(TONE_GROUPS):  # mixed diagnoses, so tone is all that differs

@@ -92,6 +92,23 @@ def test_frechet_and_kernel_distance() -> None:
     assert fidelity["macro"] == pytest.approx(2.5 / 3)
 
 
+def test_evaluator_features_are_its_pooled_features_in_any_batches() -> None:
+    """The second FD's feature space: the evaluator's own pooled features of the uint8 images
+    scaled to [-1, 1], whatever the batch size; a set is at FD 0 from itself there."""
+    from classndiff.training.evaluator import Evaluator, EvaluatorConfig, pooled_features
+
+    torch.manual_seed(0)
+    model = Evaluator(EvaluatorConfig(backbone="test_resnet", image_size=32)).eval()
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    features = pooled_features(model, images, batch_size=3)
+    with torch.no_grad():
+        direct = model.features(images.float() / 127.5 - 1).numpy()
+    np.testing.assert_allclose(features, direct, atol=1e-5)
+    np.testing.assert_allclose(pooled_features(model, images, batch_size=256), features,
+                               atol=1e-5)
+    assert frechet_distance(features, features) == pytest.approx(0, abs=1e-6)
+
+
 @pytest.fixture(scope="module")
 def tiny_evaluator(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An evaluator with random weights: the report's plumbing, not its numbers."""

@@ -140,11 +140,23 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities of uint8 images (N, 3, H, W) at the evaluator's size."""
     model.eval()
     device = next(model.parameters()).device
     out = [torch.softmax(model(as_float(images[s : s + batch_size].to(device))).float(), 1).cpu()
            for s in range(0, images.shape[0], batch_size)]
     return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def pooled_features(model: Evaluator, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Pooled penultimate features of uint8 images (N, 3, H, W) at the evaluator's size: a
+    feature space trained on dermoscopy alone, from scratch, for a second Fréchet distance."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model.features(as_float(images[s : s + batch_size].to(device))).float().cpu()
+           for s in range(0, images.shape[0], batch_size)]
+    return torch.cat(out).numpy().astype(np.float64)
 
 
 @dataclass
