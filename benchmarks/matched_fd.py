@@ -4,6 +4,11 @@ Rule (written before any point was measured, session 25): F* is the λ = 0 arm's
 FD at the shipped guidance (4.5). For each arm, its best class fidelity (independent
 evaluator) among its guidance settings whose FD ≤ F*. The claim is met if the joint arm's is
 higher than the λ = 0 arm's by more than 0.009 (two images in 224, the noise of the count).
+Session 33 adds: where the records carry FD in the independent evaluator's features too
+(`fd_evaluator`, from session 33 on), a point must also be at or under the λ = 0 arm's
+evaluator-feature FD at 4.5 — a term trained on features of a network fine-tuned from the
+yardstick's ImageNet weights could lower the ImageNet FD by construction. Older records,
+without it, are read as before.
 Why: the joint term does part of guidance's job (it makes each class easier to recognise), so
 at equal guidance it overshoots into classes drawn alike; whether the term helps is whether it
 buys more fidelity at the same FD, each arm given the same menu of guidance scales.
@@ -30,9 +35,14 @@ def load(folder: Path) -> dict[str, dict[float, dict]]:
     return arms
 
 
-def best_fidelity(points: dict[float, dict], fd_cap: float) -> tuple[float | None, float]:
-    """(guidance, fidelity) of the highest fidelity with FD ≤ fd_cap; (None, 0) if none."""
-    eligible = [(m["class_fidelity_macro"], g) for g, m in points.items() if m["fd"] <= fd_cap]
+def best_fidelity(points: dict[float, dict], fd_cap: float,
+                  evaluator_fd_cap: float | None = None) -> tuple[float | None, float]:
+    """(guidance, fidelity) of the highest fidelity with FD ≤ fd_cap (and, given a cap, FD in
+    the evaluator's features ≤ evaluator_fd_cap); (None, 0) if none."""
+    eligible = [(m["class_fidelity_macro"], g) for g, m in points.items()
+                if m["fd"] <= fd_cap and (evaluator_fd_cap is None
+                                          or m.get("fd_evaluator", float("inf"))
+                                          <= evaluator_fd_cap)]
     if not eligible:
         return None, 0.0
     fidelity, guidance = max(eligible)
@@ -52,22 +62,28 @@ def main() -> None:
     if set(arms) != {"joint", "plain"} or SHIPPED_GUIDANCE not in arms["plain"]:
         raise SystemExit(f"need joint-g*.json and plain-g*.json (plain-g{SHIPPED_GUIDANCE} "
                          f"among them) in {args.folder}")
-    print("| arm | guidance | FD | precision / recall | diversity | blockiness | fidelity |")
-    print("|---|---|---|---|---|---|---|")
+    print("| arm | guidance | FD | FD (evaluator's features) | precision / recall | diversity "
+          "| blockiness | fidelity |")
+    print("|---|---|---|---|---|---|---|---|")
     for arm in ("joint", "plain"):
         for g, m in sorted(arms[arm].items()):
-            print(f"| {arm} | {g:g} | {m['fd']:.1f} | {m['precision']:.2f} / {m['recall']:.2f} "
+            second = m.get("fd_evaluator")
+            print(f"| {arm} | {g:g} | {m['fd']:.1f} | {'—' if second is None else f'{second:.1f}'} "
+                  f"| {m['precision']:.2f} / {m['recall']:.2f} "
                   f"| {m['diversity_ratio']:.3f} | {m['blockiness']:.2f} "
                   f"| {m['class_fidelity_macro']:.3f} |")
     fd_cap = arms["plain"][SHIPPED_GUIDANCE]["fd"]
-    joint_g, joint_fidelity = best_fidelity(arms["joint"], fd_cap)
-    plain_g, plain_fidelity = best_fidelity(arms["plain"], fd_cap)
+    evaluator_fd_cap = arms["plain"][SHIPPED_GUIDANCE].get("fd_evaluator")
+    joint_g, joint_fidelity = best_fidelity(arms["joint"], fd_cap, evaluator_fd_cap)
+    plain_g, plain_fidelity = best_fidelity(arms["plain"], fd_cap, evaluator_fd_cap)
     met = joint_g is not None and joint_fidelity > plain_fidelity + NOISE
-    print(f"\nF* (λ = 0 at guidance {SHIPPED_GUIDANCE:g}) = {fd_cap:.1f}; best fidelity with "
-          f"FD ≤ F*: joint {reading(joint_g, joint_fidelity)}, λ = 0 "
-          f"{reading(plain_g, plain_fidelity)}; claim {'met' if met else 'not met'}")
-    print(json.dumps({"fd_cap": fd_cap, "joint": [joint_g, joint_fidelity],
-                      "plain": [plain_g, plain_fidelity], "claim_met": met}))
+    caps = f"F* (λ = 0 at guidance {SHIPPED_GUIDANCE:g}) = {fd_cap:.1f}" + (
+        "" if evaluator_fd_cap is None else f", {evaluator_fd_cap:.1f} in the evaluator's features")
+    print(f"\n{caps}; best fidelity with FD ≤ F*: joint {reading(joint_g, joint_fidelity)}, "
+          f"λ = 0 {reading(plain_g, plain_fidelity)}; claim {'met' if met else 'not met'}")
+    print(json.dumps({"fd_cap": fd_cap, "evaluator_fd_cap": evaluator_fd_cap,
+                      "joint": [joint_g, joint_fidelity], "plain": [plain_g, plain_fidelity],
+                      "claim_met": met}))
 
 
 if __name__ == "__main__":

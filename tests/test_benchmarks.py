@@ -97,9 +97,12 @@ def test_weight_average_is_the_weighted_mean_of_floats(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "same tensors" in refused.stderr
 
 
-def _yardstick_record(folder: Path, name: str, fd: float, fidelity: float) -> None:
+def _yardstick_record(folder: Path, name: str, fd: float, fidelity: float,
+                      fd_evaluator: float | None = None) -> None:
     model = {"fd": fd, "precision": 0.7, "recall": 0.5, "diversity_ratio": 0.8,
              "blockiness": 1.1, "class_fidelity_macro": fidelity}
+    if fd_evaluator is not None:
+        model["fd_evaluator"] = fd_evaluator
     (folder / f"{name}.json").write_text(json.dumps({"model": model}))
 
 
@@ -124,6 +127,23 @@ def test_matched_fd_rule_compares_fidelity_under_the_plain_arms_fd(
     verdict = json.loads(done.stdout.strip().splitlines()[-1])
     assert verdict["fd_cap"] == 63.8
     assert verdict["plain"] == [4.5, 0.893]  # g 6 is above F*, so the plain arm keeps 4.5
+    assert verdict["claim_met"] is met
+
+
+@pytest.mark.parametrize(("joint_g3_evaluator_fd", "met"), [(90.0, True), (95.0, False)])
+def test_matched_fd_rule_caps_the_evaluator_features_fd_too(
+        tmp_path: Path, joint_g3_evaluator_fd: float, met: bool) -> None:
+    """Records with FD in the evaluator's features: a point counts only under both caps (the
+    λ = 0 arm's two FDs at 4.5)."""
+    for g, fd, fidelity, second in (("3", 60.0, 0.87, 88.0), ("4.5", 63.8, 0.893, 92.0)):
+        _yardstick_record(tmp_path, f"plain-g{g}", fd, fidelity, second)
+    _yardstick_record(tmp_path, "joint-g3", 63.0, 0.92, joint_g3_evaluator_fd)
+    _yardstick_record(tmp_path, "joint-g4.5", 66.0, 0.93, 93.0)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "matched_fd.py"),
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    verdict = json.loads(done.stdout.strip().splitlines()[-1])
+    assert verdict["evaluator_fd_cap"] == 92.0
     assert verdict["claim_met"] is met
 
 
