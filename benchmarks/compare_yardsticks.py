@@ -40,7 +40,8 @@ def main() -> None:
         values = [r["model"].get(key) for r in runs.values()]
         cells = [("—" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}")
                  for v in values]
-        f = floor.get(key)
+        # The same real images in every record; an older record may lack a newer measure.
+        f = next((r["real_floor"][key] for r in runs.values() if key in r["real_floor"]), None)
         lines.append(f"| {label} ({better} is better) | " + " | ".join(cells) +
                      f" | {'—' if f is None else round(f, 3)} |")
     for key, label in (("params_M", "denoiser parameters (M)"), ("steps", "training steps"),
