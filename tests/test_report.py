@@ -363,3 +363,21 @@ def test_the_cards_skin_tone_table_shows_the_call_when_measured(tmp_path: Path) 
     text = _skin_tone_section(tmp_path)
     assert "malignant call (P ≥ 0.251) sensitivity before → after |" in text
     assert "| 0.600 → 0.500 | 0.800 → 0.750 |" in text
+
+
+def test_card_yardstick_gives_the_second_fd_only_when_measured(tmp_path: Path) -> None:
+    """The card's generation table adds FD in the evaluator's features when the yardstick
+    record has it, and stays as it was for a record from before it existed."""
+    from classndiff.evaluation.card_sections import _yardstick_section
+
+    model = {"fd": 61.0, "kid": 0.03, "precision": 0.73, "recall": 0.53,
+             "diversity_ratio": 0.83, "blockiness": 1.11, "class_fidelity_macro": 0.89}
+    floor = {"fd": 37.7, "class_fidelity_macro": 0.88}
+    record = {"count": 224, "per_class": 32, "size": 64, "model": model, "real_floor": floor}
+    (tmp_path / "generator_yardstick.json").write_text(json.dumps(record))
+    assert "evaluator's features" not in _yardstick_section(tmp_path)
+    record["model"]["fd_evaluator"], record["real_floor"]["fd_evaluator"] = 75.3, 40.2
+    (tmp_path / "generator_yardstick.json").write_text(json.dumps(record))
+    row = next(line for line in _yardstick_section(tmp_path).splitlines()
+               if "evaluator's features" in line)
+    assert "75.3" in row and "40.2" in row

@@ -105,8 +105,11 @@ def _yardstick_section(report: Path) -> str:
                            ("diversity_ratio", "within-class diversity ÷ real", "≥ 0.75"),
                            ("blockiness", "blockiness (grid ÷ off-grid steps)", "≤ 1.15"),
                            ("class_fidelity_macro", "class fidelity (independent "
-                            "evaluator), macro", "≥ 0.70")):
-        rows.append(f"| {name} | {_fmt(model.get(key))} | {_fmt(floor.get(key))} | {bar} |")
+                            "evaluator), macro", "≥ 0.70"),
+                           ("fd_evaluator", "Fréchet distance (the evaluator's features, "
+                            "trained on dermoscopy alone)", "—")):
+        if key in model:  # records from before a measure existed lack it
+            rows.append(f"| {name} | {_fmt(model[key])} | {_fmt(floor.get(key))} | {bar} |")
     tones = gen.get("tone_median_ita", {})
     return (
         "### Generation, neutral yardstick\n"
