@@ -89,7 +89,8 @@ def main() -> None:
     if (evaluator_dir / "config.json").exists() and not args.quick:
         evaluator = load_evaluator(evaluator_dir)
         size = evaluator.config.image_size
-        predicted = predict(evaluator, downsample_uint8(fake, size)).argmax(1)
+        fake_images = downsample_uint8(fake, size)
+        predicted = predict(evaluator, fake_images).argmax(1)
         per_class_fidelity = [float((predicted[fake_labels == c] == c).mean())
                               for c in range(len(DX_CODES))]
         result["model"]["class_fidelity_macro"] = float(np.mean(per_class_fidelity))
@@ -101,9 +102,9 @@ def main() -> None:
         # FD again in a feature space that shares nothing with the ImageNet one (a check on
         # anything trained towards features of a network fine-tuned from those weights).
         reference = pooled_features(evaluator, downsample_uint8(test.images, size))
-        for key, imgs in (("model", fake), ("real_floor", floor_images)):
-            result[key]["fd_evaluator"] = frechet_distance(
-                pooled_features(evaluator, downsample_uint8(imgs, size)), reference)
+        for key, imgs in (("model", fake_images), ("real_floor", floor_images)):
+            result[key]["fd_evaluator"] = frechet_distance(pooled_features(evaluator, imgs),
+                                                           reference)
 
     tones = {}
     for t, tone in enumerate(TONE_GROUPS):  # mixed diagnoses, so tone is all that differs
