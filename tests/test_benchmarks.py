@@ -97,6 +97,28 @@ def test_weight_average_is_the_weighted_mean_of_floats(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "same tensors" in refused.stderr
 
 
+def test_fresh_denoiser_replaces_the_denoiser_alone(tiny_weights: Path, tmp_path: Path) -> None:
+    """benchmarks/fresh_denoiser.py (a from-scratch start): every denoiser tensor is the
+    model's own fresh initialisation, every other tensor and file is the exported one's."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "scratch"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fresh_denoiser.py"),
+                           str(tiny_weights), str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    old = load_file(str(tiny_weights / "model.safetensors"))
+    new = load_file(str(out / "model.safetensors"))
+    assert new.keys() == old.keys()
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    denoiser = {k for k in old if k.startswith("denoiser.")}
+    assert changed and changed <= denoiser  # zero-initialised tensors may stay equal
+    assert all(new[k].dtype == old[k].dtype for k in new)
+    assert (out / "config.json").read_text() == (tiny_weights / "config.json").read_text()
+
+
 def _yardstick_record(folder: Path, name: str, fd: float, fidelity: float,
                       fd_evaluator: float | None = None) -> None:
     model = {"fd": fd, "precision": 0.7, "recall": 0.5, "diversity_ratio": 0.8,
