@@ -5,7 +5,8 @@ the generator does not yet draw the classes, `joint_vs_plain.sh` from this start
     python benchmarks/fresh_denoiser.py WEIGHTS OUTPUT [--seed 0]
 
 Every file of WEIGHTS is copied; in model.safetensors only the `denoiser.` tensors change, to
-a freshly built ClassNDiff's (the model's own initialisation, seeded).
+a freshly built denoiser's (the model's own initialisation, seeded; the same
+tensors a new ClassNDiff would draw, as it builds its denoiser first).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from classndiff.config import ClassNDiffConfig  # noqa: E402
-from classndiff.models.joint import ClassNDiff  # noqa: E402
+from classndiff.models.joint import build_denoiser  # noqa: E402
 
 PREFIX = "denoiser."
 
@@ -28,8 +29,9 @@ def fresh_denoiser(weights: Path, output: Path, seed: int = 0) -> int:
     """Write `weights` with a re-initialised denoiser to `output`; return the tensors replaced."""
     config = ClassNDiffConfig.from_json(weights / "config.json")
     torch.manual_seed(seed)
-    fresh = {k: v for k, v in ClassNDiff(config.model).state_dict().items()
-             if k.startswith(PREFIX)}
+    # The denoiser alone: building the whole model would also load the classifier's ImageNet
+    # weights and the autoencoder, only to throw them away.
+    fresh = {PREFIX + k: v for k, v in build_denoiser(config.model).state_dict().items()}
     state = load_file(str(weights / "model.safetensors"))
     old = {k for k in state if k.startswith(PREFIX)}
     if old != set(fresh):
