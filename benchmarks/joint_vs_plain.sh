@@ -24,17 +24,9 @@ STEPS=${2:-1000}
 RUNS=${3:-runs/joint_vs_plain}
 OUT=${OUT:-reports/embedded/joint_vs_plain}
 SPLIT=${SPLIT:-test}
-DATA=${CLASSNDIFF_DATA:-../shared/data/ham10000}
 mkdir -p "$OUT"
-COMMON=(--config "$START/config.json" --init-from "$START" --max-steps "$STEPS"
-        --set "train.data_dir=$DATA" --set train.classifier_learning_rate=0
-        --set train.joint_updates_classifier=false --set train.joint_batch_fraction=0.25
-        --set train.lambda_saliency=0 --set train.classifier_retint=0 --set train.lambda_adv=0
-        --set train.tone_consistency=0 --set train.tone_balance_power=0.5
-        --set train.batch_size=64 --set train.learning_rate=0.0001 --set train.warmup_steps=50
-        --set train.eval_every=100000 --set train.checkpoint_every=300 --set train.log_every=25
-        --set train.classifier_augment=light --set "train.time_budget_s=${BUDGET_S:-0}"
-        --set train.export_dtype=float32)
+# shellcheck source=benchmarks/joint_common.sh
+source "$(dirname "$0")/joint_common.sh"
 for arm in ${ARMS:-joint plain}; do
     if [ ! -f "$RUNS/$arm/model.safetensors" ]; then
         if [ "$arm" = joint ]; then
