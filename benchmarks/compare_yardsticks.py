@@ -35,13 +35,17 @@ def main() -> None:
         runs[name] = json.loads(Path(path).read_text())
     header = "| measure | " + " | ".join(runs) + " | real floor |"
     lines = [header, "|" + "---|" * (len(runs) + 2)]
-    floor = next(iter(runs.values()))["real_floor"]
+    # The same real images in every record; an older record may lack a newer measure, so
+    # each floor comes from the first record that has it (in the table and the JSON alike).
+    floor: dict[str, float] = {}
+    for record in runs.values():
+        for key, value in record["real_floor"].items():
+            floor.setdefault(key, value)
     for key, label, better in MEASURES:
         values = [r["model"].get(key) for r in runs.values()]
         cells = [("—" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}")
                  for v in values]
-        # The same real images in every record; an older record may lack a newer measure.
-        f = next((r["real_floor"][key] for r in runs.values() if key in r["real_floor"]), None)
+        f = floor.get(key)
         lines.append(f"| {label} ({better} is better) | " + " | ".join(cells) +
                      f" | {'—' if f is None else round(f, 3)} |")
     for key, label in (("params_M", "denoiser parameters (M)"), ("steps", "training steps"),
