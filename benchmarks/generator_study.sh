@@ -46,14 +46,7 @@ for arm in "${ORDER[@]}"; do  # seconds per step, from steps 8 → 24 of a short
 done
 for arm in "${ORDER[@]}"; do
     [ -f "$OUT/$arm.json" ] && continue
-    steps=$(python - "$RUNS/timing/$arm/log.csv" "$MINUTES" <<'PY'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-per_step = (float(rows[-1]["seconds"]) - float(rows[0]["seconds"])) / (
-    int(rows[-1]["step"]) - int(rows[0]["step"]))
-print(round(float(sys.argv[2]) * 60 / per_step))
-PY
-)
+    steps=$(python benchmarks/seconds_per_step.py "$RUNS/timing/$arm/log.csv" --minutes "$MINUTES")
     echo "$arm: $steps steps for $MINUTES minutes"
     # shellcheck disable=SC2086
     [ -f "$RUNS/$arm/model.safetensors" ] || python -m classndiff train "${COMMON[@]}" \

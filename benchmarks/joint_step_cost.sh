@@ -29,11 +29,6 @@ for arm in ${ARMS:-plain frozen-teacher learning-classifier}; do
     esac
     classndiff train "${COMMON[@]}" "${SCRATCH[@]}" "${settings[@]}" --output-dir "$RUNS/$arm" \
         > "$RUNS-$arm.log" 2>&1
-    python - "$RUNS/$arm/log.csv" "$arm" <<'PY'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-first, last = rows[0], rows[-1]
-per_step = (float(last["seconds"]) - float(first["seconds"])) / (int(last["step"]) - int(first["step"]))
-print(f"{sys.argv[2]}: {per_step:.2f} s a step (steps {first['step']}–{last['step']})")
-PY
+    timing=$(python "$(dirname "$0")/seconds_per_step.py" "$RUNS/$arm/log.csv")
+    echo "$arm: $timing"
 done

@@ -119,6 +119,24 @@ def test_fresh_denoiser_replaces_the_denoiser_alone(tiny_weights: Path, tmp_path
     assert (out / "config.json").read_text() == (tiny_weights / "config.json").read_text()
 
 
+def test_seconds_per_step_reads_the_log_between_its_first_and_last_rows(tmp_path: Path) -> None:
+    """benchmarks/seconds_per_step.py (joint_step_cost.sh, generator_study.sh): start-up before
+    the first logged row is left out; a log of one row is refused in words."""
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,seconds\n20,0.6,30.0\n40,0.6,48.0\n60,0.5,70.0\n")
+    script = str(ROOT / "benchmarks" / "seconds_per_step.py")
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, script, str(log), *extra],
+                              capture_output=True, text=True, timeout=60)
+
+    assert run().stdout.strip() == "1.00 s a step (steps 20–60)"  # (70 − 30) / 40
+    assert run("--minutes", "15").stdout.strip() == "900"
+    log.write_text("step,loss,seconds\n20,0.6,30.0\n")
+    refused = run()
+    assert refused.returncode != 0 and "needs two logged steps" in refused.stderr
+
+
 def _yardstick_record(folder: Path, name: str, fd: float, fidelity: float,
                       fd_evaluator: float | None = None) -> None:
     model = {"fd": fd, "precision": 0.7, "recall": 0.5, "diversity_ratio": 0.8,
