@@ -80,6 +80,23 @@ def test_init_from_starts_from_exported_weights(tiny_config, tiny_weights: Path,
     assert trainer.step == 0 and trainer.best_classifier is not None
 
 
+def test_resume_with_init_from_starts_from_the_weights_then_from_the_checkpoint(
+        tiny_config, tiny_weights: Path, tmp_path: Path) -> None:
+    """`--resume --init-from W` is one command for every run of a fine-tune: with no
+    checkpoint yet it starts from W (not from a random model), later from its checkpoint."""
+    key = "denoiser.x_embedder.proj.weight"
+    source = load_file(str(tiny_weights / "model.safetensors"))[key].float()
+    config = tiny_config.override({"train.checkpoint_every": 2, "train.eval_every": 10_000})
+    first = Trainer(config, tmp_path, resume=True, init_from=tiny_weights)
+    torch.testing.assert_close(first.net.state_dict()[key], source)
+    first.train(max_steps=4, stop_at=2)
+    trained = first.net.state_dict()[key].clone()
+    assert not torch.equal(trained, source)
+    again = Trainer(config, tmp_path, resume=True, init_from=tiny_weights)
+    assert again.step == 2
+    torch.testing.assert_close(again.net.state_dict()[key], trained)
+
+
 def test_init_from_weights_of_another_shape_names_the_fix(tiny_config, tiny_weights: Path,
                                                           tmp_path: Path) -> None:
     """Weights that do not fit the configured model (another patch size) are refused with a

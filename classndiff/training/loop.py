@@ -167,13 +167,17 @@ class TrainingLoop:
             shutil.rmtree(old, ignore_errors=True)
         return folder
 
-    def load_checkpoint(self) -> bool:
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint folder, if any (what `load_checkpoint` resumes)."""
         folders = sorted(self.checkpoint_dir.glob("step-*")) if self.checkpoint_dir else []
         folders = [f for f in folders if (f / "state.json").exists()]
-        if not folders:
+        return folders[-1] if folders else None
+
+    def load_checkpoint(self) -> bool:
+        folder = self.latest_checkpoint()
+        if folder is None:
             logger.info("no checkpoint in %s: starting from scratch", self.checkpoint_dir)
             return False
-        folder = folders[-1]
         state, best = load_checkpoint(folder, self.net, self.ema.module, self.optimizer,
                                       str(self.accelerator.device))
         self.step = state["step"]

@@ -207,7 +207,10 @@ class Trainer(TrainingLoop):
                              "images: set train.classifier_retint > 0 too")
         m = config.model
         self._load_data(config, step_kind)
-        model = self._build_model(config, init_from if not resume else None)
+        # `--resume --init-from W` is one command for every run of a fine-tune: the first run
+        # (no checkpoint yet) starts from W, the later ones from their checkpoint.
+        resume = resume and self.latest_checkpoint() is not None
+        model = self._build_model(config, None if resume else init_from)
         if t.lambda_saliency > 0:
             check_cam_head(model.classifier)
         self.schedule = NoiseSchedule(m)
