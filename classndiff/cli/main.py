@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--init-from", type=Path, metavar="WEIGHTS",
-                   help="start from exported weights (fresh optimizer and schedule)")
+                   help="start from exported weights (fresh optimizer and schedule); "
+                        "with --resume, only while the output folder has no checkpoint")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="stop after this long (the LR schedule decays to fit)")
     p.add_argument("--data-dir", type=Path)
