@@ -176,7 +176,7 @@ class TrainingLoop:
     def load_checkpoint(self) -> bool:
         folder = self.latest_checkpoint()
         if folder is None:
-            logger.info("no checkpoint in %s: starting from scratch", self.checkpoint_dir)
+            logger.info("no checkpoint in %s: nothing to resume", self.checkpoint_dir)
             return False
         state, best = load_checkpoint(folder, self.net, self.ema.module, self.optimizer,
                                       str(self.accelerator.device))

@@ -209,8 +209,8 @@ class Trainer(TrainingLoop):
         self._load_data(config, step_kind)
         # `--resume --init-from W` is one command for every run of a fine-tune: the first run
         # (no checkpoint yet) starts from W, the later ones from their checkpoint.
-        resume = resume and self.latest_checkpoint() is not None
-        model = self._build_model(config, None if resume else init_from)
+        has_checkpoint = resume and self.latest_checkpoint() is not None
+        model = self._build_model(config, None if has_checkpoint else init_from)
         if t.lambda_saliency > 0:
             check_cam_head(model.classifier)
         self.schedule = NoiseSchedule(m)
