@@ -381,3 +381,20 @@ def test_card_yardstick_gives_the_second_fd_only_when_measured(tmp_path: Path) -
     row = next(line for line in _yardstick_section(tmp_path).splitlines()
                if "evaluator's features" in line)
     assert "75.3" in row and "40.2" in row
+
+
+def test_report_and_card_hold_the_same_numbers_to_the_same_bars() -> None:
+    """One table of bars (DESIGN.md): a model with accuracy 0.81 misses the 0.82 bar in the
+    report and in the model card alike, and an ECE under the bar meets it in both."""
+    from classndiff.evaluation.card_sections import classification_rows
+    from classndiff.evaluation.report.markdown import _bars_md
+
+    cls = {"accuracy": 0.81, "balanced_accuracy": 0.72, "macro_auc": 0.955,
+           "malignant_auc": 0.925, "ece": 0.03}
+    card = classification_rows(cls)
+    report = "\n".join(_bars_md({"classification": cls, "calibrated": True}, {"model": "m"}))
+    for text in (card, report):
+        assert "| ≥ 0.82 | **no** |" in text  # accuracy
+        assert "| ≥ 0.70 | yes |" in text  # balanced accuracy
+        assert "| ≥ 0.93 | **no** |" in text  # malignant AUC
+        assert "| ≤ 0.05 | yes |" in text  # ECE
