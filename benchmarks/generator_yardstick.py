@@ -144,12 +144,14 @@ def main() -> None:
                                                      result["tone_median_ita"].items()})
     print(f"4 images: {result['seconds_4_images']:.2f} s")
     record = pipe.config.training
-    stage = record.stages[-1] if record else None  # the stage that trained the denoiser last
+    index = record.denoiser_stage if record else None  # not a later classifier-only stage
+    stage = record.stages[index - 1] if record else None
     result["denoiser"] = {
         "kind": pipe.config.model.denoiser,
         "params_M": round(sum(q.numel() for q in pipe.model.denoiser.parameters()) / 1e6, 2),
-        "steps": stage and stage.step, "images_seen": stage and stage.images_seen,
-        "training_minutes": round((stage and stage.wall_seconds or 0) / 60, 1)}
+        "stage": index, "steps": stage and stage.step, "images_seen": stage and stage.images_seen,
+        "training_minutes": round((stage and stage.wall_seconds or 0) / 60, 1),
+        "hardware": stage and stage.hardware}
     result.update({"benchmark": "generator_yardstick", "per_class": per_class,
                    "reference_split": args.reference_split,
                    "settings": {k: getattr(pipe.config.sampling, k) for k in

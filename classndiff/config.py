@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,9 @@ class TrainingStage:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+_FREEZES_DENOISER = re.compile(r"train\.learning_rate=0(\.0*)?(?=\s|$)")
+
+
 @dataclass
 class TrainingRecord:
     """How the weights were trained: every stage in order, and which stage's classifier
@@ -373,6 +377,15 @@ class TrainingRecord:
     @property
     def settings_of(self) -> int:
         return self.settings_stage or len(self.stages)
+
+    @property
+    def denoiser_stage(self) -> int:
+        """The last stage (1-based) that trained the denoiser: a later stage may fine-tune the
+        classifier alone, which its command says by freezing the generator's learning rate."""
+        for index in range(len(self.stages), 0, -1):
+            if not _FREEZES_DENOISER.search(self.stages[index - 1].command or ""):
+                return index
+        return len(self.stages)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> TrainingRecord | None:

@@ -49,3 +49,19 @@ def test_the_training_record_reads_and_writes_both_of_its_json_forms() -> None:
     again = ClassNDiffConfig.from_dict(config.to_dict()).training
     assert again == beaten and config.extra["training"]["stages"][0] == flat
     assert ClassNDiffConfig().training is None
+
+
+def test_the_denoiser_stage_skips_later_classifier_only_fine_tunes() -> None:
+    """The stage a generator yardstick credits with the denoiser: not a later stage whose
+    command froze the generator (train.learning_rate=0), but one that set it to 0.0003."""
+    from classndiff.config import TrainingRecord, TrainingStage
+
+    generator = TrainingStage(step=5548, command="classndiff train --set train.lambda_cls=0")
+    tuned = TrainingStage(step=500, command="classndiff train --set train.learning_rate=0 "
+                                            "--set train.classifier_learning_rate=0.0001")
+    record = TrainingRecord([TrainingStage(step=10), generator, tuned])
+    assert record.denoiser_stage == 2
+    warm = TrainingStage(step=7, command="classndiff train --set train.learning_rate=0.0003")
+    assert TrainingRecord([generator, tuned, warm]).denoiser_stage == 3
+    frozen_end = TrainingStage(step=1, command="classndiff train --set train.learning_rate=0.0")
+    assert TrainingRecord([generator, frozen_end]).denoiser_stage == 1
