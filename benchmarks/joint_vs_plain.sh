@@ -40,9 +40,14 @@ for arm in ${ARMS:-joint plain}; do
                 --output-dir "$RUNS/$arm"
         fi
     fi
-    # Measured under the start's classifier, calibration and trust settings, as shipped.
+    # Measured under the start's classifier, calibration and trust settings, as shipped. An
+    # arm whose classifier learnt (the paper's set-up) changed it: its denoiser alone is taken.
+    graft_opts=()
+    python -c 'import json, sys; t = json.load(open(sys.argv[1]))["train"]
+sys.exit(0 if t["classifier_learning_rate"] > 0 else 1)' "$RUNS/$arm/train_config.json" \
+        && graft_opts=(--new-denoiser)
     [ -f "$RUNS/$arm-grafted/model.safetensors" ] || classndiff graft "$START" \
-        --denoiser-from "$RUNS/$arm" --output-dir "$RUNS/$arm-grafted"
+        --denoiser-from "$RUNS/$arm" --output-dir "$RUNS/$arm-grafted" "${graft_opts[@]}"
     python benchmarks/generator_yardstick.py --weights "$RUNS/$arm-grafted" \
         --reference-split "$SPLIT" --output "$OUT/$arm.json" --grid "$OUT/$arm.png"
 done
