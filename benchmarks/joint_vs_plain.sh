@@ -44,7 +44,7 @@ for arm in ${ARMS:-joint plain}; do
     # arm whose classifier learnt (the paper's set-up) changed it: its denoiser alone is taken.
     graft_opts=()
     python -c 'import json, sys; t = json.load(open(sys.argv[1]))["train"]
-sys.exit(0 if t["classifier_learning_rate"] > 0 else 1)' "$RUNS/$arm/train_config.json" \
+sys.exit(0 if t["classifier_learning_rate"] > 0 else 1)' "$RUNS/$arm/train_config.json" 2>/dev/null \
         && graft_opts=(--new-denoiser)
     [ -f "$RUNS/$arm-grafted/model.safetensors" ] || classndiff graft "$START" \
         --denoiser-from "$RUNS/$arm" --output-dir "$RUNS/$arm-grafted" "${graft_opts[@]}"
