@@ -14,6 +14,10 @@ class Bar:
     def met(self, value: float) -> bool:
         return value <= self.threshold if self.at_most else value >= self.threshold
 
+    def verdict(self, value: float) -> str:
+        """The "met" cell of a markdown table of bars."""
+        return "yes" if self.met(value) else "**no**"
+
     def __str__(self) -> str:
         return f"{'≤' if self.at_most else '≥'} {self.threshold:.2f}"
 

@@ -374,7 +374,7 @@ def classification_rows(cls: dict[str, Any]) -> str:
                       ("malignant_auc", "malignant vs benign AUC"), ("ece", "ECE")):
         bar = BARS[key]
         value = cls.get(key)
-        met = "—" if value is None else ("yes" if bar.met(value) else "**no**")
+        met = "—" if value is None else bar.verdict(value)
         rows.append(f"| {name} | {_fmt(value)} | {bar} | {met} |")
     return "\n".join(rows)
 

@@ -273,7 +273,7 @@ def _bars_md(r: dict[str, Any], names: dict[str, str]) -> list[str]:
     if sal.get("mean_energy_in_mask") is not None:
         measures.append(("Grad-CAM energy inside the lesion mask, mean", "energy_in_mask",
                          sal["mean_energy_in_mask"]))
-    rows = [(name, value, str(BARS[key]), BARS[key].met(value)) for name, key, value in measures]
+    rows = [[name, num(value), str(BARS[key]), BARS[key].verdict(value)]
+            for name, key, value in measures]
     return ["Against the quality bars of DESIGN.md (point estimates; intervals above):", "",
-            table(["measure", "value", "bar", "met"],
-                  [[m, num(v), bar, "yes" if ok else "**no**"] for m, v, bar, ok in rows]), ""]
+            table(["measure", "value", "bar", "met"], rows), ""]
