@@ -161,6 +161,13 @@ class TrainConfig:
     # channels), so the term's gradient can move structure only, not hue: every joint arm so
     # far shifted each class towards its most recognisable colours (reports/embedded/latent/s29_*).
     cls_x0_grey: bool = False
+    # Which of the denoiser's weights the term's gradient reaches. "denoiser": all of them (the
+    # paper's). "dx_embedding": only the diagnosis embedding table (a stop-gradient on the
+    # rest, through a second pass over the term's samples): the term may change what each
+    # diagnosis tells the denoiser, never what the classes share (skin, texture, tone), which
+    # the denoising loss alone trains; every arm that reached all weights redrew each class
+    # nearer its most telling colours over a redder, grainier skin (reports/embedded/latent/).
+    cls_x0_reaches: str = "denoiser"
     # Weight of the lesion-focus term: a soft Dice loss between the classifier's
     # class-activation map (= Grad-CAM at its last feature map) and the expert lesion mask of
     # real training images. 0 = off; masks are read from <data_dir>/masks only when it is on.

@@ -357,6 +357,35 @@ def test_features_target_is_the_distance_between_pooled_features(tiny_config,
         0, abs=1e-6)
 
 
+def test_the_term_can_be_stopped_at_the_diagnosis_embedding(tiny_config) -> None:
+    """train.cls_x0_reaches "dx_embedding": the term is the same number (the second pass sees
+    the first's inputs and condition drops), and of the denoiser's weights its gradient
+    reaches the diagnosis embedding table alone; "denoiser" reaches the others too."""
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
+                                   "train.cls_min_weight": 0.0,
+                                   "train.joint_updates_classifier": False,
+                                   "train.cls_x0_target": "teacher"})
+    model = _model(config).eval()
+    model.denoiser.train()  # condition drops are applied in training mode only
+    batch, schedule = _batch(config, t=[0, 30, 60, 99]), NoiseSchedule(config.model)
+    batch.drop[1] = torch.tensor([True, False, True])
+    stopped = config.override({"train.cls_x0_reaches": "dx_embedding"}).train
+    plain = _grads(model, joint_loss(model, batch, schedule,
+                                     config.override({"train.lambda_cls": 0.0}).train)["loss"])
+    moved = {}
+    for train in (config.train, stopped):
+        terms = joint_loss(model, batch, schedule, train)
+        grads = _grads(model, terms["loss"])
+        moved[train.cls_x0_reaches] = (float(terms["cls_x0"]), {
+            k for k in grads if not torch.allclose(grads[k], plain[k], atol=1e-8)})
+    (everywhere, reached_all), (term, reached) = moved["denoiser"], moved["dx_embedding"]
+    assert term == pytest.approx(everywhere, rel=1e-5) and term > 1e-6
+    assert reached == {"denoiser.dx_embedder.embedding_table.weight"}
+    assert len(reached_all) > 10 and reached < reached_all
+    with pytest.raises(ValueError, match="cls_x0_reaches"):
+        joint_loss(model, batch, schedule, config.override({"train.cls_x0_reaches": "x"}).train)
+
+
 def test_condition_dropout_only_in_training(tiny_config) -> None:
     model = _model(tiny_config)
     denoiser = model.denoiser

@@ -20,6 +20,9 @@ from classndiff.models.joint import ClassNDiff
 
 # What the classifier's reading of x̂0 is pulled towards (config.TrainConfig.cls_x0_target).
 X0_TARGETS = ("label", "teacher", "features")
+# Which denoiser weights the term's gradient reaches (config.TrainConfig.cls_x0_reaches).
+X0_REACHES = ("denoiser", "dx_embedding")
+DX_TABLE = "dx_embedder.embedding_table.weight"
 
 
 @dataclass
@@ -146,10 +149,34 @@ def low_pass(images: torch.Tensor, size: int) -> torch.Tensor:
                          align_corners=False).to(images.dtype)
 
 
-def _x0_term(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
-                      train: TrainConfig, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
-                      index: torch.Tensor) -> torch.Tensor:
-    """The classifier's loss on the denoiser's x̂0 for the samples `index`, per sample: CE to
+def _term_output(model: ClassNDiff, batch: Batch, train: TrainConfig, x_t: torch.Tensor,
+                 out: torch.Tensor, t: torch.Tensor, drop: torch.Tensor,
+                 index: torch.Tensor) -> torch.Tensor:
+    """The denoiser's output for the term's samples `index`: the shared pass's (the gradient
+    reaches every weight), or with train.cls_x0_reaches "dx_embedding" a second pass on the
+    same inputs and condition drops whose only weight with a gradient is the diagnosis
+    embedding table."""
+    if train.cls_x0_reaches not in X0_REACHES:
+        raise ValueError(f"unknown train.cls_x0_reaches {train.cls_x0_reaches!r}: "
+                         f"one of {', '.join(X0_REACHES)}")
+    if train.cls_x0_reaches == "denoiser":
+        return out[index]
+    denoiser = model.denoiser
+    params = dict(denoiser.named_parameters())
+    if DX_TABLE not in params:
+        raise ValueError("train.cls_x0_reaches 'dx_embedding' needs a denoiser with a "
+                         f"diagnosis embedding table ({DX_TABLE})")
+    stopped = {k: (v if k == DX_TABLE else v.detach()) for k, v in params.items()}
+    return functional_call(denoiser, {**stopped, **dict(denoiser.named_buffers())},
+                           (x_t[index], t[index], batch.dx[index], batch.tone[index],
+                            batch.sex[index]), {"drop": drop[index]})
+
+
+def _x0_term(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, train: TrainConfig,
+             x_t: torch.Tensor, out: torch.Tensor, t: torch.Tensor,
+             index: torch.Tensor) -> torch.Tensor:
+    """The classifier's loss on the denoiser's x̂0 for the samples `index` (`out`: the
+    denoiser's output for those samples, _term_output), per sample: CE to
     the diagnosis, or (train.cls_x0_target "teacher") KL from its own reading of the clean x0,
     or ("features") the distance between its pooled features of x̂0 and of x0.
     The classifier runs in eval mode: batch-norm statistics come from real images only."""
@@ -165,7 +192,7 @@ def _x0_term(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
             x = rgb_to_grayscale(x, num_output_channels=3)
         return x if train.cls_x0_size is None else low_pass(x, train.cls_x0_size)
 
-    x0_hat = as_read(schedule.predict_x0(x_t[index], eps[index], t[index]))
+    x0_hat = as_read(schedule.predict_x0(x_t[index], out, t[index]))
     features = train.cls_x0_target == "features"
     read = model.classifier.features if features else model.classifier
     was_training = model.classifier.training
@@ -187,8 +214,9 @@ def _x0_term(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule,
 
 def _denoising_pass(
     model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Noise the batch at random t, run the denoiser once: (t, x_t, output, MSE to target)."""
+) -> tuple[torch.Tensor, ...]:
+    """Noise the batch at random t, run the denoiser once: (t, x_t, output, MSE to target,
+    the condition drops it used)."""
     x0 = batch.x0
     t, noise, drop = batch.t, batch.noise, batch.drop
     if t is None or noise is None:
@@ -198,7 +226,8 @@ def _denoising_pass(
     t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
     x_t = schedule.add_noise(x0, noise, t)
     out = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex, drop=drop)
-    return t, x_t, out, F.mse_loss(out.float(), schedule.target(x0, noise, t).float())
+    return (t, x_t, out, F.mse_loss(out.float(), schedule.target(x0, noise, t).float()),
+            drop)
 
 
 def _real_image_loss(
@@ -319,11 +348,11 @@ def joint_loss(
     n = x0.shape[0]
     if train.learning_rate == 0 and train.lambda_cls == 0:
         # Fine-tuning the classifier alone: nothing uses the denoiser, so it does not run.
-        t = x_t = eps = None
+        t = x_t = eps = drop = None
         mse = torch.zeros((), device=x0.device)
     else:
         with torch.set_grad_enabled(torch.is_grad_enabled() and train.learning_rate > 0):
-            t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
+            t, x_t, eps, mse, drop = _denoising_pass(model, batch, schedule, generator)
     real = _real_image_loss(model, batch, train, tone_teacher)
     cls_real, focus = real["cls_real"], real["focus"]
 
@@ -336,8 +365,9 @@ def joint_loss(
         kept = ((weight >= train.cls_min_weight)
                 & (weight <= train.cls_max_weight)).nonzero().squeeze(1)
         if len(kept):
-            cls_x0 = (weight[kept] * _x0_term(model, batch, schedule, train, x_t, eps,
-                                                        t, kept)).sum() / k
+            out = _term_output(model, batch, train, x_t, eps, t, drop, kept)
+            cls_x0 = (weight[kept] * _x0_term(model, batch, schedule, train, x_t, out, t,
+                                              kept)).sum() / k
 
     loss = (mse + train.lambda_cls * cls_x0 + cls_real + train.lambda_saliency * focus
             + train.lambda_adv * real["adv"] + train.tone_consistency * real["consistency"])
@@ -360,7 +390,7 @@ def upstream_style_loss(
     of steps, a SECOND denoiser pass gives the one-step-denoised input x_{t−1} for the
     classifier, weighted 0.2; the classifier is also trained on the clean input."""
     x0 = batch.x0
-    t, x_t, eps, mse = _denoising_pass(model, batch, schedule, generator)
+    t, x_t, eps, mse, _ = _denoising_pass(model, batch, schedule, generator)
     real = _real_image_loss(model, batch, train)
     logits_real, cls_real = real["logits"], real["cls_real"]
     cls_branch = torch.zeros((), device=x0.device)
