@@ -332,7 +332,9 @@ def joint_loss(
                first joint_batch_fraction of the batch; terms with w outside [cls_min_weight,
                cls_max_weight] are 0;
                or KL(p(x0_i) ‖ p(x̂0_i)) with train.cls_x0_target "teacher", or the
-               distance between unit-length pooled features of x̂0_i and x0_i with "features")
+               distance between unit-length pooled features of x̂0_i and x0_i with "features";
+               its gradient reaches every denoiser weight, or with train.cls_x0_reaches
+               "dx_embedding" the diagnosis embedding alone)
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
     adv      = CE(tone_head(GRL(features(x_real))), tone)   (optional, λ_adv = train.lambda_adv)
     focus    = soft Dice(Grad-CAM map, lesion mask) (optional, λ_s = train.lambda_saliency)
