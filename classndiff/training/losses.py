@@ -120,14 +120,19 @@ class _PooledFeatures(nn.Module):
         return self.classifier.features(x)
 
 
+def _call_stopped(module: nn.Module, args: tuple, kwargs: dict | None = None,
+                  keep: str | None = None) -> torch.Tensor:
+    """`module`'s forward with every parameter but the one named `keep` detached: no gradient
+    reaches them (it still reaches the inputs)."""
+    params = {k: (v if k == keep else v.detach()) for k, v in module.named_parameters()}
+    return functional_call(module, {**params, **dict(module.named_buffers())}, args, kwargs)
+
+
 def _classify_frozen(model: ClassNDiff, x: torch.Tensor, features: bool = False) -> torch.Tensor:
     """Classifier forward (logits, or with `features` its pooled features) whose parameters get
     no gradient (the gradient still reaches x)."""
-    module, prefix = ((_PooledFeatures(model.classifier), "classifier.") if features
-                      else (model.classifier, ""))
-    params = {prefix + k: v.detach() for k, v in model.classifier.named_parameters()}
-    buffers = {prefix + k: v for k, v in model.classifier.named_buffers()}
-    return functional_call(module, {**params, **buffers}, (x,))
+    return _call_stopped(_PooledFeatures(model.classifier) if features else model.classifier,
+                         (x,))
 
 
 def feature_distance(reference: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -161,15 +166,12 @@ def _term_output(model: ClassNDiff, batch: Batch, train: TrainConfig, x_t: torch
                          f"one of {', '.join(X0_REACHES)}")
     if train.cls_x0_reaches == "denoiser":
         return out[index]
-    denoiser = model.denoiser
-    params = dict(denoiser.named_parameters())
-    if DX_TABLE not in params:
+    if DX_TABLE not in dict(model.denoiser.named_parameters()):
         raise ValueError("train.cls_x0_reaches 'dx_embedding' needs a denoiser with a "
                          f"diagnosis embedding table ({DX_TABLE})")
-    stopped = {k: (v if k == DX_TABLE else v.detach()) for k, v in params.items()}
-    return functional_call(denoiser, {**stopped, **dict(denoiser.named_buffers())},
-                           (x_t[index], t[index], batch.dx[index], batch.tone[index],
-                            batch.sex[index]), {"drop": drop[index]})
+    return _call_stopped(model.denoiser, (x_t[index], t[index], batch.dx[index],
+                                          batch.tone[index], batch.sex[index]),
+                         {"drop": drop[index]}, keep=DX_TABLE)
 
 
 def _x0_term(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, train: TrainConfig,
