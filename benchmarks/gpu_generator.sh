@@ -143,6 +143,10 @@ PY
 #            classifier pass on the real batch, so it keeps most of plain's steps per minute
 #            (session 18: the learning teacher made a third of plain's steps in the same
 #            minutes, and came within 1.3 FD of it)
+#   embedding  the perceptual target (λ 0.14 · ᾱ_t · ‖f̂ − f‖² of the frozen classifier's
+#            pooled features of x̂0 at 32 px and of x0) with its gradient stopped everywhere but
+#            the diagnosis embedding table (sessions 38–39: on this CPU, fidelity up without
+#            FD, reports/embedded/latent/s38_dx_embedding and s39_trained_start)
 arm_settings() {
     case "$1" in
         plain) echo "--set train.lambda_cls=0 --set train.classifier_learning_rate=0" ;;
@@ -153,7 +157,11 @@ arm_settings() {
                       "--set train.joint_updates_classifier=true" ;;
         teacher-frozen) echo "--set train.lambda_cls=0.2 --set train.cls_x0_target=teacher" \
                              "--set train.classifier_learning_rate=0" ;;
-        *) echo "unknown arm $1: plain, joint, teacher or teacher-frozen" >&2; return 2 ;;
+        embedding) echo "--set train.lambda_cls=0.14 --set train.cls_x0_target=features" \
+                        "--set train.cls_x0_size=32 --set train.cls_x0_reaches=dx_embedding" \
+                        "--set train.classifier_learning_rate=0" ;;
+        *) echo "unknown arm $1: plain, joint, teacher, teacher-frozen or embedding" >&2
+           return 2 ;;
     esac
 }
 
