@@ -145,8 +145,9 @@ PY
 #            minutes, and came within 1.3 FD of it)
 #   embedding  the perceptual target (λ 0.14 · ᾱ_t · ‖f̂ − f‖² of the frozen classifier's
 #            pooled features of x̂0 at 32 px and of x0) with its gradient stopped everywhere but
-#            the diagnosis embedding table (sessions 38–39: on this CPU, fidelity up without
-#            FD, reports/embedded/latent/s38_dx_embedding and s39_trained_start)
+#            the diagnosis embedding table (on this CPU: after a warm-up and at equal steps,
+#            fidelity up with the ImageNet FD unchanged, reports/embedded/latent/s38_dx_embedding;
+#            from the trained start, no effect in 725 steps, s39_trained_start)
 arm_settings() {
     case "$1" in
         plain) echo "--set train.lambda_cls=0 --set train.classifier_learning_rate=0" ;;
