@@ -2,7 +2,8 @@
 # What each joint set-up costs per training step on this machine, from one start: λ = 0, the
 # frozen classifier's teacher term (session 24's arm), and the paper's set-up (the classifier
 # learning beside the denoiser from real images and from x̂0, CE to the label, λ 0.05 —
-# session 18's arm). Each runs STEPS steps of batch 64 with joint_vs_plain.sh's settings
+# session 18's arm), and session 38's embedding-only term on a quarter or a sixteenth of each
+# batch. Each runs STEPS steps of batch 64 with joint_vs_plain.sh's settings
 # (joint_common.sh) and the from-scratch recipe; seconds per step are read from the log
 # between step 20 and the last (start-up excluded). Run on a quiet machine, one arm after
 # the other.
@@ -23,6 +24,14 @@ for arm in ${ARMS:-plain frozen-teacher learning-classifier}; do
         plain) settings=(--set train.lambda_cls=0) ;;
         frozen-teacher) settings=(--set train.lambda_cls=0.2
                                   --set train.cls_x0_target=teacher --set train.cls_x0_size=32) ;;
+        # Session 38's term stopped at the diagnosis embedding, on a quarter of each batch
+        # (joint_common.sh) or on a sixteenth: the second pass and the classifier's reading
+        # scale with the term's samples.
+        embedding|embedding-sixteenth)
+            settings=(--set train.lambda_cls=0.14 --set train.cls_x0_target=features
+                      --set train.cls_x0_size=32 --set train.cls_x0_reaches=dx_embedding)
+            [ "$arm" = embedding-sixteenth ] && settings+=(--set train.joint_batch_fraction=0.0625)
+            ;;
         learning-classifier) settings=(--set train.lambda_cls=0.05
                                        --set train.classifier_learning_rate=0.0001
                                        --set train.joint_updates_classifier=true) ;;
