@@ -282,3 +282,40 @@ def test_fairness_table_reuses_only_rows_measured_on_the_same_model(
     assert found is not None and "no fingerprints" in found[1]
     assert table_module.earlier_row("renamed", str(other), other_print, earlier, False,
                                     1000) is None
+
+
+def test_joint_step_cost_arms_pass_their_settings_after_the_common_ones(tmp_path: Path) -> None:
+    """benchmarks/joint_step_cost.sh with a stand-in `classndiff` that records its arguments:
+    each arm's own settings come after joint_common.sh's, so the sixteenth arm's share of the
+    batch overrides the common quarter (the CLI's last --set wins), and each arm is timed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "classndiff"
+    stand_in.write_text(
+        '#!/usr/bin/env bash\nout=""; prev=""\n'
+        'for a in "$@"; do [ "$prev" = --output-dir ] && out=$a; prev=$a; done\n'
+        'mkdir -p "$out"; printf "%s\\n" "$@" > "$out/args.txt"\n'
+        'printf "step,loss,seconds\\n20,0.5,10.0\\n80,0.5,70.0\\n" > "$out/log.csv"\n')
+    stand_in.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "ARMS": "plain embedding embedding-sixteenth"}
+    runs = tmp_path / "runs"
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "joint_step_cost.sh"), "START",
+                           "80", str(runs)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{arm}: 1.00 s a step (steps 20–80)" for arm in
+                                        ("plain", "embedding", "embedding-sixteenth")]
+
+    def settings(arm: str) -> dict[str, str]:
+        args = (runs / arm / "args.txt").read_text().splitlines()
+        pairs = [args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--set"]
+        return dict(pairs)  # a later --set of the same key replaces an earlier one
+
+    assert settings("plain")["train.lambda_cls"] == "0"
+    quarter, sixteenth = settings("embedding"), settings("embedding-sixteenth")
+    assert quarter["train.cls_x0_reaches"] == sixteenth["train.cls_x0_reaches"] == "dx_embedding"
+    assert quarter["train.joint_batch_fraction"] == "0.25"
+    assert sixteenth["train.joint_batch_fraction"] == "0.0625"
+    assert {k: v for k, v in quarter.items() if k != "train.joint_batch_fraction"} == {
+        k: v for k, v in sixteenth.items() if k != "train.joint_batch_fraction"}
