@@ -26,7 +26,7 @@ for arm in ${ARMS:-plain frozen-teacher learning-classifier}; do
                                   --set train.cls_x0_target=teacher --set train.cls_x0_size=32) ;;
         # Session 38's term stopped at the diagnosis embedding, on a quarter of each batch
         # (joint_common.sh) or on a sixteenth: the second pass and the classifier's reading
-        # scale with the term's samples.
+        # scale with the term's samples, beside a fixed price per call (session 40).
         embedding|embedding-sixteenth)
             settings=(--set train.lambda_cls=0.14 --set train.cls_x0_target=features
                       --set train.cls_x0_size=32 --set train.cls_x0_reaches=dx_embedding)
