@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from classndiff.evaluation.generation import frechet_distance
 from classndiff.evaluation.yardstick import (
     blockiness,
     border_ita,
+    class_mix_weights,
     diversity,
+    mix_matched_fd,
     precision_recall,
     within_class_diversity,
 )
@@ -122,3 +125,39 @@ def test_camera_shifts_change_colour_not_geometry() -> None:
     assert gamma(image, 0.7).mean() > image.mean() > gamma(image, 1.4).mean()
     dark_corners = vignette(np.full((32, 32, 3), 200, np.uint8), 0.5)
     assert dark_corners[0, 0, 0] < dark_corners[16, 16, 0] == 200
+
+
+def test_class_mix_weights_give_each_class_the_target_share() -> None:
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2])
+    target = np.array([0, 1, 1, 1])  # a quarter class 0, three quarters class 1, no class 2
+    weights = class_mix_weights(labels, target)
+    assert weights[labels == 0].sum() == pytest.approx(0.25)
+    assert weights[labels == 1].sum() == pytest.approx(0.75)
+    assert weights[labels == 2].sum() == 0
+    assert np.allclose(weights[labels == 0], weights[0])  # even within a class
+    with pytest.raises(ValueError, match="class 3"):
+        class_mix_weights(labels, np.array([0, 3]))
+
+
+def test_mix_matched_fd_charges_realism_not_the_class_mix() -> None:
+    """A perfect class-balanced draw against a reference that is nine tenths one class: the
+    pooled FD charges the mix, the mix-matched FD does not."""
+    rng = np.random.default_rng(0)
+    centres = np.zeros((2, 8))
+    centres[1, 0] = 6.0
+
+    def draw(counts: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat([0, 1], counts)
+        return centres[labels] + rng.normal(size=(len(labels), 8)), labels
+
+    real, real_labels = draw((1800, 200))
+    fake, fake_labels = draw((500, 500))
+    balanced, _ = draw((1000, 1000))
+    pooled = frechet_distance(real, fake)
+    matched = mix_matched_fd(real, real_labels, fake, fake_labels)
+    assert pooled > 5
+    assert matched == pytest.approx(frechet_distance(balanced, fake), abs=0.3)
+    assert matched < 0.1 * pooled
+    # A reference already in the draw's mix is not re-weighted at all.
+    assert mix_matched_fd(balanced, np.repeat([0, 1], 1000), fake, fake_labels) == (
+        pytest.approx(frechet_distance(balanced, fake), rel=1e-9))

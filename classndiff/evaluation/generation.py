@@ -29,18 +29,21 @@ def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+def frechet_distance(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None
+                     ) -> float:
     """‖μa − μb‖² + tr Σa + tr Σb − 2 tr (Σa^½ Σb Σa^½)^½.
 
     The trace term is taken from the eigenvalues of the symmetric Σa^½ Σb Σa^½, which is
     stable when the covariances are singular (fewer images than feature dimensions, the
-    usual case per class here), unlike a general sqrtm of Σa Σb."""
+    usual case per class here), unlike a general sqrtm of Σa Σb. `weights_a` (≥ 0, one per
+    row of `a`) weighs a's mean and covariance (numpy's reliability weights): a reference
+    re-weighted to another mix of its members (yardstick.class_mix_weights)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if len(a) < 2 or len(b) < 2:
         return float("nan")
-    mu = a.mean(0) - b.mean(0)
-    cov_a = np.cov(a, rowvar=False)
+    mu = np.average(a, axis=0, weights=weights_a) - b.mean(0)
+    cov_a = np.cov(a, rowvar=False, aweights=weights_a)
     cov_b = np.cov(b, rowvar=False)
     root_a = _sqrt_psd(cov_a)
     middle = root_a @ cov_b @ root_a
