@@ -146,8 +146,8 @@ def main() -> None:
                                                    "diversity_ratio", "blockiness",
                                                    "class_fidelity_macro")))]
             for name, key in (("generated", "model"), ("real floor", "real_floor"))]
-    print_table(["set", "FD", "FD (mix matched)", "KID", "precision", "recall", "diversity", "blockiness",
-                 "fidelity"], rows)
+    print_table(["set", "FD", "FD (mix matched)", "KID", "precision", "recall", "diversity",
+                 "blockiness", "fidelity"], rows)
     print("median border ITA per requested tone:", {k: round(v, 1) for k, v in
                                                      result["tone_median_ita"].items()})
     print(f"4 images: {result['seconds_4_images']:.2f} s")
