@@ -386,6 +386,43 @@ def test_the_term_can_be_stopped_at_the_diagnosis_embedding(tiny_config) -> None
         joint_loss(model, batch, schedule, config.override({"train.cls_x0_reaches": "x"}).train)
 
 
+def test_the_term_can_run_on_every_kth_step_weighed_k_times(tiny_config, tmp_path,
+                                                            monkeypatch) -> None:
+    """train.joint_every k: the trainer's batches carry the x̂0 term's weight k on steps
+    0, k, 2k, … and 0 between; a batch's weight scales the term, and at 0 the step is the
+    λ = 0 step (the term is not computed)."""
+    config = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
+                                   "train.cls_min_weight": 0.0, "train.joint_every": 3})
+    trainer = Trainer(config, tmp_path / "run")
+    scales = []
+    for step in range(7):
+        trainer.step = step
+        scales.append(trainer.next_batch().term_scale)
+    assert scales == [3.0, 0.0, 0.0, 3.0, 0.0, 0.0, 3.0]
+    model, schedule = _model(config).eval(), NoiseSchedule(config.model)
+    losses = {}
+    for scale in (1.0, 3.0, 0.0):
+        batch = _batch(config, t=[0, 30, 60, 99])
+        batch.term_scale = scale
+        losses[scale] = joint_loss(model, batch, schedule, config.train)
+    assert float(losses[1.0]["cls_x0"]) > 1e-6
+    assert float(losses[3.0]["cls_x0"]) == pytest.approx(3 * float(losses[1.0]["cls_x0"]))
+    assert float(losses[0.0]["cls_x0"]) == 0
+    plain = joint_loss(model, _batch(config, t=[0, 30, 60, 99]), schedule,
+                       config.override({"train.lambda_cls": 0.0}).train)
+    assert float(losses[0.0]["loss"]) == pytest.approx(float(plain["loss"]))
+
+    def not_on_this_step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the x̂0 term ran on a step that does not carry it")
+
+    monkeypatch.setattr("classndiff.training.losses._x0_term", not_on_this_step)
+    off_step = _batch(config, t=[0, 30, 60, 99])
+    off_step.term_scale = 0.0
+    joint_loss(model, off_step, schedule, config.train)
+    with pytest.raises(ValueError, match="joint_every"):
+        Trainer(config.override({"train.joint_every": 0}), tmp_path / "refused")
+
+
 def test_condition_dropout_only_in_training(tiny_config) -> None:
     model = _model(tiny_config)
     denoiser = model.denoiser

@@ -48,6 +48,9 @@ class Batch:
     t: torch.Tensor | None = None
     noise: torch.Tensor | None = None
     drop: torch.Tensor | None = None
+    # Weight of the x̂0 term this step: train.joint_every k gives k on every k-th step and
+    # 0 (not computed) between them.
+    term_scale: float = 1.0
 
 
 def draw_step_noise(n: int, shape: tuple[int, ...], num_timesteps: int, drop_prob: float,
@@ -332,7 +335,7 @@ def joint_loss(
     mse      = ‖ε − ε̂(x_t, t, c)‖²
     cls_x0   = mean_i w(t_i) · CE(classifier(x̂0_i), dx_i)   (x̂0 from that same ε̂; over the
                first joint_batch_fraction of the batch; terms with w outside [cls_min_weight,
-               cls_max_weight] are 0;
+               cls_max_weight] are 0; times batch.term_scale (train.joint_every);
                or KL(p(x0_i) ‖ p(x̂0_i)) with train.cls_x0_target "teacher", or the
                distance between unit-length pooled features of x̂0_i and x0_i with "features";
                its gradient reaches every denoiser weight, or with train.cls_x0_reaches
@@ -361,7 +364,7 @@ def joint_loss(
     cls_real, focus = real["cls_real"], real["focus"]
 
     cls_x0 = torch.zeros((), device=x0.device)
-    if train.lambda_cls > 0:
+    if train.lambda_cls > 0 and batch.term_scale > 0:
         k = max(1, math.ceil(train.joint_batch_fraction * n))
         weight = schedule.classifier_weight(t[:k], train.cls_weight_schedule)
         # Terms outside [floor, ceiling] count as zero: the classifier never sees their x̂0.
@@ -370,8 +373,8 @@ def joint_loss(
                 & (weight <= train.cls_max_weight)).nonzero().squeeze(1)
         if len(kept):
             out = _term_output(model, batch, train, x_t, eps, t, drop, kept)
-            cls_x0 = (weight[kept] * _x0_term(model, batch, schedule, train, x_t, out, t,
-                                              kept)).sum() / k
+            cls_x0 = batch.term_scale * (weight[kept] * _x0_term(
+                model, batch, schedule, train, x_t, out, t, kept)).sum() / k
 
     loss = (mse + train.lambda_cls * cls_x0 + cls_real + train.lambda_saliency * focus
             + train.lambda_adv * real["adv"] + train.tone_consistency * real["consistency"])

@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -190,6 +191,9 @@ class Trainer(TrainingLoop):
         elif t.autoencoder_dir:
             adopt_autoencoder(config, t.autoencoder_dir)
         check_weight_band(t)
+        if t.joint_every < 1:
+            raise ValueError(f"train.joint_every must be a whole number of steps ≥ 1, "
+                             f"not {t.joint_every}")
         if t.tone_consistency_temperature <= 0:
             raise ValueError("train.tone_consistency_temperature must be > 0 (1 = the "
                              "teacher's own reading, below 1 sharpened)")
@@ -341,7 +345,7 @@ class Trainer(TrainingLoop):
             if t.augment:
                 x = augment(x, self.generator)
             x = x[mine].to(device)
-            return Batch(x, x, *labels, **self.step_noise(x.shape[1:], mine))
+            return Batch(x, x, *labels, **self.step_draws(x.shape[1:], mine))
         images = self.train_images[idx.to(self.train_images.device)].to(device).float()
         latents = None if self.latents is None else self.latents[idx]
         if t.augment:  # the cached latents get the very same flips and turns
@@ -359,7 +363,7 @@ class Trainer(TrainingLoop):
         mask = images[mine, 3:] if images.shape[1] > 3 else None
         return Batch(x0[mine], images[mine, :3], *labels, mask=mask,
                      cls_retinted=None if retinted is None else retinted[mine, :3],
-                     **self.step_noise(x0.shape[1:], mine))
+                     **self.step_draws(x0.shape[1:], mine))
 
     def classifier_views(self, images: torch.Tensor, retinted: torch.Tensor | None
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -386,11 +390,15 @@ class Trainer(TrainingLoop):
             self.generator.set_state(after)
         return images, other
 
-    def step_noise(self, shape: torch.Size, mine: slice) -> dict[str, torch.Tensor]:
+    def step_draws(self, shape: torch.Size, mine: slice) -> dict[str, Any]:
+        """This process's share of the step's timesteps, noise and condition drops, and the
+        x̂0 term's weight this step (train.joint_every)."""
         t = self.config.train
         drawn = draw_step_noise(t.batch_size * self.world, tuple(shape),
                                 self.schedule.num_timesteps, t.cond_drop_prob, self.generator)
-        return {k: v[mine] for k, v in zip(("t", "noise", "drop"), drawn)}
+        every = t.joint_every
+        return {**{k: v[mine] for k, v in zip(("t", "noise", "drop"), drawn)},
+                "term_scale": float(every) if self.step % every == 0 else 0.0}
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
