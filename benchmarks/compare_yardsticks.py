@@ -21,7 +21,11 @@ MEASURES = (("fd", "FD (ImageNet Lite0)", "lower"), ("kid", "KID", "lower"),
             ("diversity_ratio", "diversity ÷ real", "higher"),
             ("blockiness", "blockiness", "lower"),
             ("class_fidelity_macro", "class fidelity (evaluator)", "higher"),
-            ("fd_evaluator", "FD (evaluator's features)", "lower"))
+            ("fd_evaluator", "FD (evaluator's features)", "lower"),
+            # Against the real images re-weighted to the generated set's class mix.
+            ("fd_mix_matched", "FD (ImageNet Lite0), class mix matched", "lower"),
+            ("fd_evaluator_mix_matched", "FD (evaluator's features), class mix matched",
+             "lower"))
 
 
 def main() -> None:
