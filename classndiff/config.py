@@ -135,7 +135,7 @@ class TrainConfig:
     cls_weight_schedule: str = "alpha_bar"  # w(t): "alpha_bar", "sqrt_alpha_bar" or "constant"
     joint_batch_fraction: float = 1.0  # share of the batch that also feeds x̂0 to the classifier
     # The x̂0 term on every k-th step only, weighed k times: its mean over steps is kept and
-    # its price per step (a fixed cost per call on the CPU, whatever the share) cut k-fold.
+    # its price per step (much of it a fixed cost per call on the CPU) cut k-fold.
     joint_every: int = 1
     # Of that share, only samples whose w(t) reaches this floor feed x̂0 to the classifier:
     # near pure noise x̂0 is a blur whose term weighs almost nothing (w(t) = ᾱ_t < 0.05 for
