@@ -25,6 +25,7 @@ EXPECTED = {
     "operating_point": {"arms", "split"},
     "synthetic_set": {"images", "cells", "output"},
     "generator_yardstick": {"model", "real_floor", "tone_median_ita", "seconds_4_images"},
+    "joint_term_price": {"plain_pass_ms", "term_ms_by_samples", "table_gradient_ratio"},
     "sampling": {"speedup", "fd_ratio", "dpm++", "ddpm", "bar_speedup_10x"},
     "train_step": {"joint_steps_per_s", "upstream_steps_per_s", "ratio", "bar_1_3x"},
     "latency": {"diagnose", "generate", "saliency_overhead_ms"},
