@@ -381,6 +381,13 @@ def test_card_yardstick_gives_the_second_fd_only_when_measured(tmp_path: Path) -
     row = next(line for line in _yardstick_section(tmp_path).splitlines()
                if "evaluator's features" in line)
     assert "75.3" in row and "40.2" in row
+    assert "class mix |" not in _yardstick_section(tmp_path)
+    record["model"]["fd_evaluator_mix_matched"] = 31.4
+    record["real_floor"]["fd_evaluator_mix_matched"] = 11.2
+    (tmp_path / "generator_yardstick.json").write_text(json.dumps(record))
+    row = next(line for line in _yardstick_section(tmp_path).splitlines()
+               if "evaluator's features), real images re-weighted" in line)
+    assert "31.4" in row and "11.2" in row
 
 
 def test_report_and_card_hold_the_same_numbers_to_the_same_bars() -> None:
