@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 
 import numpy as np
 import torch
-from _bench import emit, environment, load_pipe, parser, setup
+from _bench import emit, environment, load_pipe, parser, setup, timed
 
 
 def main() -> None:
@@ -27,7 +26,7 @@ def main() -> None:
     setup(args)
     from classndiff.data import LesionDataset
     from classndiff.models.diffusion import NoiseSchedule
-    from classndiff.training.losses import DX_TABLE, Batch, joint_loss
+    from classndiff.training.losses import DX_TABLE, Batch, draw_step_noise, joint_loss
     from classndiff.training.trainer import encode_in_batches
 
     pipe = load_pipe(args)
@@ -42,15 +41,15 @@ def main() -> None:
         "train.cls_x0_target": "features", "train.cls_x0_size": 32,
         "train.cls_x0_reaches": "dx_embedding", "train.cls_min_weight": 0.0}).train
     batch_size, repeats = (8, 2) if args.quick else (64, 10)
+    batches = 2 if args.quick else args.batches
     shape = (config.model.in_channels, config.model.image_size, config.model.image_size)
     if args.quick:
-        images = None
-        x0_all = torch.randn(batch_size * 2, *shape)
+        x0_all = torch.randn(batch_size * batches, *shape)
         labels = [torch.randint(0, n, (len(x0_all),)) for n in (7, 3, 2)]
     else:
         data = LesionDataset(None, "val", image_size=config.model.pixel_size)
         pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))
-        pick = pick[:batch_size * args.batches]
+        pick = pick[:batch_size * batches]
         images = data.images[pick]
         with torch.no_grad():
             x0_all = (encode_in_batches(model, images) if model.vae is not None
@@ -59,12 +58,12 @@ def main() -> None:
 
     def batch(start: int, n: int, t: torch.Tensor | None = None) -> Batch:
         sl = slice(start, start + n)
-        g = torch.Generator().manual_seed(start)
         x0 = x0_all[sl]
-        return Batch(x0, x0, *(x[sl] for x in labels),
-                     t=t if t is not None else torch.randint(0, 1000, (len(x0),), generator=g),
-                     noise=torch.randn(x0.shape, generator=g),
-                     drop=torch.zeros(len(x0), 3, dtype=torch.bool))
+        # The trainer's draws, no condition dropped (drop probability 0).
+        drawn_t, noise, drop = draw_step_noise(len(x0), shape, schedule.num_timesteps, 0.0,
+                                               torch.Generator().manual_seed(start))
+        return Batch(x0, x0, *(x[sl] for x in labels), t=drawn_t if t is None else t,
+                     noise=noise, drop=drop)
 
     def step(b: Batch, lam: float, fraction: float) -> dict[str, torch.Tensor]:
         settings = dataclasses.replace(train, lambda_cls=lam, joint_batch_fraction=fraction)
@@ -78,10 +77,7 @@ def main() -> None:
 
     def seconds(fn) -> float:  # noqa: ANN001
         fn()  # warm-up
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        return (time.perf_counter() - start) / repeats
+        return float(np.mean([timed(fn) for _ in range(repeats)]))
 
     # Every term sample kept (t = 100: w = ᾱ_t well above the floor); the term's price is
     # the joint step's minus the λ = 0 step's on the same batch.
@@ -98,8 +94,8 @@ def main() -> None:
 
     table = dict(model.denoiser.named_parameters())[DX_TABLE]
     mse_sq = term_sq = 0
-    for i in range(2 if args.quick else args.batches):
-        start = (i * batch_size) % max(1, len(x0_all) - batch_size + 1)
+    for i in range(batches):
+        start = i * batch_size
         step(batch(start, batch_size), 0.0, 4 / batch_size)
         g_mse = table.grad.clone()
         step(batch(start, batch_size), args.lambda_cls, 4 / batch_size)
