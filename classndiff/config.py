@@ -137,6 +137,13 @@ class TrainConfig:
     # The x̂0 term on every k-th step only, weighed k times: its mean over steps is kept and
     # its price per step (much of it a fixed cost per call on the CPU) cut k-fold.
     joint_every: int = 1
+    # How the x̂0 term's gradient on the diagnosis embedding table is applied (with
+    # cls_x0_reaches "dx_embedding"). "adam": summed with the denoising gradient before the
+    # optimiser step. "preconditioned": kept out of the optimiser; after its step the table
+    # moves by lr · push / (√v̂ + ε), v̂ Adam's second moment of the denoising gradient alone
+    # — the same expected move as "adam", but a push weighed k times (joint_every) does not
+    # inflate v̂ and so shrink every later update of the table (session 41's every-8th arm).
+    joint_term_update: str = "adam"
     # Of that share, only samples whose w(t) reaches this floor feed x̂0 to the classifier:
     # near pure noise x̂0 is a blur whose term weighs almost nothing (w(t) = ᾱ_t < 0.05 for
     # t > ~540 of 1000), so computing it costs time for no signal. 0 keeps every sample.

@@ -19,7 +19,7 @@ from classndiff.labels import DX_NULL, SEX_NULL, TONE_NULL
 from classndiff.models.diffusion import NoiseSchedule, sample
 from classndiff.models.joint import ClassNDiff
 from classndiff.training.losses import Batch, joint_loss, low_pass
-from classndiff.training.trainer import Trainer
+from classndiff.training.trainer import Trainer, push_at_adam_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -538,3 +538,55 @@ def test_the_evaluator_trains_on_the_same_loop_and_resumes_exactly(tmp_path: Pat
         torch.testing.assert_close(value, resumed.best_state[key], rtol=0, atol=1e-6)
     result = resumed.result()
     assert [r["step"] for r in result.log] == [3, 6] and result.best["step"] == resumed.best_step
+
+
+def test_the_preconditioned_term_is_pushed_at_adams_scale(tiny_config, tmp_path,
+                                                          monkeypatch) -> None:
+    """train.joint_term_update "preconditioned": the term's gradient on the diagnosis table
+    leaves the loss and comes back as a push equal to it; the push moves the table by
+    lr · push / (√v̂ + ε) and leaves Adam's moments alone; the trainer applies it on the
+    steps that carry the term only; it is refused where the term reaches other weights."""
+    base = tiny_config.override({"train.lambda_cls": 1.0, "train.joint_batch_fraction": 1.0,
+                                 "train.cls_min_weight": 0.0,
+                                 "train.joint_updates_classifier": False,
+                                 "train.cls_x0_target": "features",
+                                 "train.cls_x0_reaches": "dx_embedding"})
+    config = base.override({"train.joint_term_update": "preconditioned"})
+    model, schedule = _model(config).eval(), NoiseSchedule(config.model)
+    table = "denoiser.dx_embedder.embedding_table.weight"
+    summed = _grads(model, joint_loss(model, _batch(config, t=[0, 30, 60, 99]), schedule,
+                                      base.train)["loss"])
+    plain = _grads(model, joint_loss(model, _batch(config, t=[0, 30, 60, 99]), schedule,
+                                     base.override({"train.lambda_cls": 0.0}).train)["loss"])
+    kept_out = joint_loss(model, _batch(config, t=[0, 30, 60, 99]), schedule, config.train)
+    assert float(kept_out["cls_x0"]) > 1e-6
+    push = kept_out["dx_table_push"]
+    assert push.abs().max() > 1e-7
+    torch.testing.assert_close(push, summed[table] - plain[table], atol=1e-7, rtol=1e-4)
+    for k, g in _grads(model, kept_out["loss"]).items():
+        torch.testing.assert_close(g, plain[k], atol=1e-8, rtol=1e-5)
+
+    param = torch.nn.Parameter(torch.randn(3, 4))
+    optimizer = torch.optim.AdamW([param], lr=0.01, eps=1e-8, betas=(0.9, 0.999))
+    for _ in range(3):
+        param.grad = torch.randn(3, 4)
+        optimizer.step()
+    state = {k: v.clone() for k, v in optimizer.state[param].items()}
+    before, push = param.detach().clone(), torch.randn(3, 4)
+    push_at_adam_scale(optimizer, param, push)
+    v_hat = state["exp_avg_sq"] / (1 - 0.999 ** 3)
+    torch.testing.assert_close(param.detach(), before - 0.01 * push / (v_hat.sqrt() + 1e-8))
+    for k, v in optimizer.state[param].items():
+        torch.testing.assert_close(v, state[k])
+
+    pushed_on = []
+    trainer = Trainer(config.override({"train.joint_every": 2}), tmp_path / "run")
+    monkeypatch.setattr("classndiff.training.trainer.push_at_adam_scale",
+                        lambda opt, p, push: pushed_on.append(trainer.step))
+    trainer.train(max_steps=4)
+    assert pushed_on == [0, 2]  # the steps that carry the term (joint_every 2)
+    with pytest.raises(ValueError, match="dx_embedding"):
+        Trainer(config.override({"train.cls_x0_reaches": "denoiser"}), tmp_path / "refused")
+    with pytest.raises(ValueError, match="joint_term_update"):
+        joint_loss(model, _batch(config), schedule,
+                   config.override({"train.joint_term_update": "sgd"}).train)

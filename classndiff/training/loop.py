@@ -118,6 +118,10 @@ class TrainingLoop:
     def on_row(self, row: dict[str, Any]) -> None:
         """Called with every log row (progress reporting)."""
 
+    def after_optimizer_step(self, out: dict[str, torch.Tensor]) -> None:
+        """Called on every process after each optimiser step, before the EMA update, with
+        the objective's outputs (an update the optimiser does not make)."""
+
     # ---------------------------------------------------------------- set-up
     def prepare(self, objective: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         from timm.utils import ModelEmaV3
@@ -231,6 +235,7 @@ class TrainingLoop:
         if s.grad_clip:
             self.accelerator.clip_grad_norm_(self.model.parameters(), s.grad_clip)
         self.optimizer.step()
+        self.after_optimizer_step(out)
         self.ema.update(self.net, step=self.step)
         self.step += 1
         return out

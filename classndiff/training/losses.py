@@ -23,6 +23,8 @@ X0_TARGETS = ("label", "teacher", "features")
 # Which denoiser weights the term's gradient reaches (config.TrainConfig.cls_x0_reaches).
 X0_REACHES = ("denoiser", "dx_embedding")
 DX_TABLE = "dx_embedder.embedding_table.weight"
+# How the term's gradient on that table is applied (config.TrainConfig.joint_term_update).
+TERM_UPDATES = ("adam", "preconditioned")
 
 
 @dataclass
@@ -339,7 +341,8 @@ def joint_loss(
                or KL(p(x0_i) ‖ p(x̂0_i)) with train.cls_x0_target "teacher", or the
                distance between unit-length pooled features of x̂0_i and x0_i with "features";
                its gradient reaches every denoiser weight, or with train.cls_x0_reaches
-               "dx_embedding" the diagnosis embedding alone)
+               "dx_embedding" the diagnosis embedding alone; with train.joint_term_update
+               "preconditioned" that gradient leaves the loss as "dx_table_push")
     cls_real = CE(classifier(x_real), dx)                   (trains the classifier)
     adv      = CE(tone_head(GRL(features(x_real))), tone)   (optional, λ_adv = train.lambda_adv)
     focus    = soft Dice(Grad-CAM map, lesion mask) (optional, λ_s = train.lambda_saliency)
@@ -375,13 +378,38 @@ def joint_loss(
             out = _term_output(model, batch, train, x_t, eps, t, drop, kept)
             cls_x0 = batch.term_scale * (weight[kept] * _x0_term(
                 model, batch, schedule, train, x_t, out, t, kept)).sum() / k
+    extra = {}
+    if preconditioned_term(train) and batch.term_scale > 0:
+        # The term's push on the table, outside the loss: the trainer applies it after the
+        # optimiser step, scaled by Adam's second moment of the denoising gradient.
+        table = dict(model.denoiser.named_parameters())[DX_TABLE]
+        extra["dx_table_push"] = (
+            torch.autograd.grad(train.lambda_cls * cls_x0, table)[0].detach()
+            if cls_x0.requires_grad else torch.zeros_like(table))
+        cls_x0 = cls_x0.detach()
 
     loss = (mse + train.lambda_cls * cls_x0 + cls_real + train.lambda_saliency * focus
             + train.lambda_adv * real["adv"] + train.tone_consistency * real["consistency"])
     return {"loss": loss, "mse": mse.detach(), "cls_real": cls_real.detach(),
             "cls_x0": cls_x0.detach(), "focus": focus.detach(), "adv": real["adv"].detach(),
             "consistency": real["consistency"].detach(),
-            "adv_accuracy": real["adv_accuracy"], "logits_real": real["logits"].detach()}
+            "adv_accuracy": real["adv_accuracy"], "logits_real": real["logits"].detach(),
+            **extra}
+
+
+def preconditioned_term(train: TrainConfig) -> bool:
+    """Whether the x̂0 term's table gradient is kept out of the loss
+    (train.joint_term_update "preconditioned"); refuses settings it cannot apply to."""
+    if train.joint_term_update not in TERM_UPDATES:
+        raise ValueError(f"unknown train.joint_term_update {train.joint_term_update!r}: "
+                         f"one of {', '.join(TERM_UPDATES)}")
+    if train.joint_term_update == "adam" or train.lambda_cls == 0:
+        return False
+    if train.cls_x0_reaches != "dx_embedding":
+        raise ValueError("train.joint_term_update 'preconditioned' applies the term's gradient "
+                         "to the diagnosis embedding table alone: it needs "
+                         "train.cls_x0_reaches 'dx_embedding'")
+    return True
 
 
 def upstream_style_loss(

@@ -26,7 +26,14 @@ from classndiff.training.augment import augment, retint_augment, strong_augment
 from classndiff.training.autoencoder import load_class_teacher
 from classndiff.training.evaluator import as_float
 from classndiff.training.loop import LoopSettings, TrainingLoop
-from classndiff.training.losses import Batch, check_weight_band, draw_step_noise, energy_in_mask
+from classndiff.training.losses import (
+    DX_TABLE,
+    Batch,
+    check_weight_band,
+    draw_step_noise,
+    energy_in_mask,
+    preconditioned_term,
+)
 from classndiff.training.objective import TrainingObjective
 
 logger = logging.getLogger(__name__)
@@ -95,6 +102,20 @@ def build_optimizer(model: ClassNDiff, config: ClassNDiffConfig) -> torch.optim.
         ],
         betas=(0.9, 0.999),
     )
+
+
+@torch.no_grad()
+def push_at_adam_scale(optimizer: torch.optim.Optimizer, param: torch.Tensor,
+                       push: torch.Tensor) -> None:
+    """param −= lr · push / (√v̂ + ε), with lr, ε and v̂ (the bias-corrected second moment
+    of param's own gradient) from `optimizer`'s Adam state, which the push leaves as it was."""
+    group = next(g for g in optimizer.param_groups if any(p is param for p in g["params"]))
+    state = optimizer.state.get(param)
+    if not state:
+        raise RuntimeError("no Adam state for the pushed parameter: push after a step")
+    beta2 = group["betas"][1]
+    v_hat = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+    param.sub_(group["lr"] * push / (v_hat.sqrt() + group["eps"]))
 
 
 @torch.no_grad()
@@ -194,6 +215,7 @@ class Trainer(TrainingLoop):
         if t.joint_every < 1:
             raise ValueError(f"train.joint_every must be a whole number of steps ≥ 1, "
                              f"not {t.joint_every}")
+        preconditioned_term(t)  # refuses an update it cannot apply
         if t.tone_consistency_temperature <= 0:
             raise ValueError("train.tone_consistency_temperature must be > 0 (1 = the "
                              "teacher's own reading, below 1 sharpened)")
@@ -399,6 +421,17 @@ class Trainer(TrainingLoop):
         every = t.joint_every
         return {**{k: v[mine] for k, v in zip(("t", "noise", "drop"), drawn)},
                 "term_scale": float(every) if self.step % every == 0 else 0.0}
+
+    def after_optimizer_step(self, out: dict[str, torch.Tensor]) -> None:
+        """train.joint_term_update "preconditioned": the x̂0 term's push on the diagnosis
+        embedding table (averaged over processes) at Adam's scale for the denoising gradient."""
+        push = out.get("dx_table_push")
+        if push is None:  # not a step that carries the term
+            return
+        if self.world > 1:
+            push = self.accelerator.reduce(push, "mean")
+        table = dict(self.net.denoiser.named_parameters())[DX_TABLE]
+        push_at_adam_scale(self.optimizer, table, push)
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
