@@ -320,3 +320,15 @@ def test_joint_step_cost_arms_pass_their_settings_after_the_common_ones(tmp_path
     assert sixteenth["train.joint_batch_fraction"] == "0.0625"
     assert {k: v for k, v in quarter.items() if k != "train.joint_batch_fraction"} == {
         k: v for k, v in sixteenth.items() if k != "train.joint_batch_fraction"}
+
+
+def test_embedding_drift_is_the_distance_of_each_row() -> None:
+    """benchmarks/embedding_drift.py: per-row L2 distance between two tables."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from embedding_drift import row_drift
+
+    start = torch.zeros(3, 4)
+    moved = start.clone()
+    moved[1] = torch.tensor([3.0, 4.0, 0.0, 0.0])
+    assert row_drift(start, moved) == [0.0, 5.0, 0.0]

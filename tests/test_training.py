@@ -19,6 +19,7 @@ from classndiff.labels import DX_NULL, SEX_NULL, TONE_NULL
 from classndiff.models.diffusion import NoiseSchedule, sample
 from classndiff.models.joint import ClassNDiff
 from classndiff.training.losses import Batch, joint_loss, low_pass
+from classndiff.training.objective import STEP_KINDS
 from classndiff.training.trainer import Trainer, push_at_adam_scale
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -579,12 +580,33 @@ def test_the_preconditioned_term_is_pushed_at_adams_scale(tiny_config, tmp_path,
     for k, v in optimizer.state[param].items():
         torch.testing.assert_close(v, state[k])
 
-    pushed_on = []
-    trainer = Trainer(config.override({"train.joint_every": 2}), tmp_path / "run")
+    # The trainer pushes on the steps that carry the term, clipped as the gradients were.
+    pushed, norms, returned = [], [], []
+    trainer = Trainer(config.override({"train.joint_every": 2, "train.grad_clip": 1e-3}),
+                      tmp_path / "run")
+    with torch.no_grad():  # adaLN-Zero hides the table from x̂0 at the start (see _model)
+        for q in trainer.net.denoiser.parameters():
+            q.add_(torch.randn_like(q) * 0.02)
+    clip = trainer.accelerator.clip_grad_norm_
+
+    def clip_and_keep(params, max_norm):  # noqa: ANN001, ANN202
+        norms.append(clip(params, max_norm))
+        return norms[-1]
+
+    def loss_and_keep(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        out = joint_loss(*args, **kwargs)
+        returned.append(out.get("dx_table_push"))
+        return out
+
+    monkeypatch.setattr(trainer.accelerator, "clip_grad_norm_", clip_and_keep)
+    monkeypatch.setitem(STEP_KINDS, "joint", loss_and_keep)
     monkeypatch.setattr("classndiff.training.trainer.push_at_adam_scale",
-                        lambda opt, p, push: pushed_on.append(trainer.step))
+                        lambda opt, p, push: pushed.append((trainer.step, push)))
     trainer.train(max_steps=4)
-    assert pushed_on == [0, 2]  # the steps that carry the term (joint_every 2)
+    assert [step for step, _ in pushed] == [0, 2]  # joint_every 2
+    assert returned[1] is None and float(returned[0].abs().max()) > 1e-6
+    assert float(norms[0]) > 1e-2  # so the clip shrank step 0's gradients
+    torch.testing.assert_close(pushed[0][1], returned[0] * 1e-3 / (float(norms[0]) + 1e-6))
     with pytest.raises(ValueError, match="dx_embedding"):
         Trainer(config.override({"train.cls_x0_reaches": "denoiser"}), tmp_path / "refused")
     with pytest.raises(ValueError, match="joint_term_update"):

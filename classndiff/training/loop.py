@@ -118,9 +118,10 @@ class TrainingLoop:
     def on_row(self, row: dict[str, Any]) -> None:
         """Called with every log row (progress reporting)."""
 
-    def after_optimizer_step(self, out: dict[str, torch.Tensor]) -> None:
+    def after_optimizer_step(self, out: dict[str, torch.Tensor], clip_scale: float) -> None:
         """Called on every process after each optimiser step, before the EMA update, with
-        the objective's outputs (an update the optimiser does not make)."""
+        the objective's outputs (an update the optimiser does not make) and the factor the
+        step's gradients were scaled by to the clipping norm (1 when not clipped)."""
 
     # ---------------------------------------------------------------- set-up
     def prepare(self, objective: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -232,10 +233,12 @@ class TrainingLoop:
                                      "stopping rather than training on it")
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(out["loss"])
+        clip_scale = 1.0
         if s.grad_clip:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+            clip_scale = min(1.0, s.grad_clip / (float(norm) + 1e-6))  # torch's coefficient
         self.optimizer.step()
-        self.after_optimizer_step(out)
+        self.after_optimizer_step(out, clip_scale)
         self.ema.update(self.net, step=self.step)
         self.step += 1
         return out

@@ -422,16 +422,18 @@ class Trainer(TrainingLoop):
         return {**{k: v[mine] for k, v in zip(("t", "noise", "drop"), drawn)},
                 "term_scale": float(every) if self.step % every == 0 else 0.0}
 
-    def after_optimizer_step(self, out: dict[str, torch.Tensor]) -> None:
+    def after_optimizer_step(self, out: dict[str, torch.Tensor], clip_scale: float) -> None:
         """train.joint_term_update "preconditioned": the x̂0 term's push on the diagnosis
-        embedding table (averaged over processes) at Adam's scale for the denoising gradient."""
+        embedding table (averaged over processes) at Adam's scale for the denoising gradient,
+        clipped as that gradient was (Adam's second moment is of the clipped gradient: an
+        unclipped push over it would be as many times too large as the clip shrank it)."""
         push = out.get("dx_table_push")
         if push is None:  # not a step that carries the term
             return
         if self.world > 1:
             push = self.accelerator.reduce(push, "mean")
         table = dict(self.net.denoiser.named_parameters())[DX_TABLE]
-        push_at_adam_scale(self.optimizer, table, push)
+        push_at_adam_scale(self.optimizer, table, clip_scale * push)
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
