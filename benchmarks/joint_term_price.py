@@ -2,7 +2,9 @@
 gradient stopped at the diagnosis embedding) costs a call, by the number of samples it reads,
 beside a λ = 0 step's denoiser pass; and how large its gradient on the diagnosis embedding
 table is against the denoising loss's (rms per table row, over validation batches). Session
-41's reasons for `train.joint_every`.
+41's reasons for `train.joint_every`. Also the λ = 0 step's whole gradient norm before
+`train.grad_clip` (session 42: the clip shrinks the step's gradients by 1/norm, and with
+them Adam's second moment, so a push kept out of the gradient is clipped the same way).
 
     python benchmarks/joint_term_price.py --weights START [--batches 10]
 
@@ -94,10 +96,13 @@ def main() -> None:
 
     table = dict(model.denoiser.named_parameters())[DX_TABLE]
     mse_sq = term_sq = 0
+    norms = []  # the λ = 0 step's whole gradient norm, before train.grad_clip
     for i in range(batches):
         start = i * batch_size
         step(batch(start, batch_size), 0.0, 4 / batch_size)
         g_mse = table.grad.clone()
+        norms.append(float(torch.nn.utils.get_total_norm(
+            [q.grad for q in model.denoiser.parameters() if q.grad is not None])))
         step(batch(start, batch_size), args.lambda_cls, 4 / batch_size)
         g_term = table.grad - g_mse
         mse_sq, term_sq = mse_sq + g_mse.pow(2).sum(1), term_sq + g_term.pow(2).sum(1)
@@ -105,7 +110,10 @@ def main() -> None:
     ratio = (term_sq[reached] / mse_sq[reached]).sqrt().numpy()
     print(f"term ÷ denoising gradient on the table rows it reached (rms, λ {args.lambda_cls}, "
           f"4 samples): {np.round(ratio, 3).tolist()}")
+    print(f"the denoiser's gradient norm on a λ = 0 step (before the clip at "
+          f"{train.grad_clip}): {np.round(norms, 2).tolist()}")
     emit({"benchmark": "joint_term_price", "plain_pass_ms": round(plain_s * 1000, 1),
+          "denoiser_gradient_norm": [round(x, 3) for x in norms],
           "term_ms_by_samples": timing, "table_rows_reached": int(reached.sum()),
           "table_gradient_ratio": [round(float(r), 4) for r in ratio],
           **environment(args, pipe)})
