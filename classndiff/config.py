@@ -140,9 +140,11 @@ class TrainConfig:
     # How the x̂0 term's gradient on the diagnosis embedding table is applied (with
     # cls_x0_reaches "dx_embedding"). "adam": summed with the denoising gradient before the
     # optimiser step. "preconditioned": kept out of the optimiser; after its step the table
-    # moves by lr · push / (√v̂ + ε), v̂ Adam's second moment of the denoising gradient alone
-    # — the same expected move as "adam", but a push weighed k times (joint_every) does not
-    # inflate v̂ and so shrink every later update of the table (session 41's every-8th arm).
+    # moves by lr · push / (√v̂ + ε), v̂ Adam's second moment of the denoising gradient alone,
+    # so a push weighed k times (joint_every) does not inflate v̂. It is "adam"'s move only
+    # where the term is small beside the denoising gradient in every element; where that
+    # gradient is small the push is many times larger (session 42: the class code moved five
+    # to eight times λ = 0's; reports/embedded/latent/s42_preconditioned).
     joint_term_update: str = "adam"
     # Of that share, only samples whose w(t) reaches this floor feed x̂0 to the classifier:
     # near pure noise x̂0 is a blur whose term weighs almost nothing (w(t) = ᾱ_t < 0.05 for
