@@ -143,7 +143,7 @@ class TrainConfig:
     # moves by lr · push / (√v̂ + ε), v̂ Adam's second moment of the denoising gradient alone,
     # so a push weighed k times (joint_every) does not inflate v̂. It is "adam"'s move only
     # where the term is small beside the denoising gradient in every element; where that
-    # gradient is small the push is many times larger (session 42: the class code moved five
+    # gradient is small the push is many times larger (session 42: the class code moved four
     # to eight times λ = 0's; reports/embedded/latent/s42_preconditioned).
     joint_term_update: str = "adam"
     # Of that share, only samples whose w(t) reaches this floor feed x̂0 to the classifier:
