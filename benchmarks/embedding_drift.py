@@ -12,15 +12,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-TABLE = "dx_embedder.embedding_table.weight"
+from classndiff.training.losses import DX_TABLE
 
 
 def table(folder: Path) -> torch.Tensor:
     """The diagnosis embedding table of the weights in `folder` (model.safetensors)."""
     weights = load_file(str(folder / "model.safetensors"))
-    names = [k for k in weights if k.endswith(TABLE)]
+    names = [k for k in weights if k.endswith(DX_TABLE)]
     if len(names) != 1:
-        raise SystemExit(f"{folder}: expected one {TABLE}, found {len(names)}")
+        raise SystemExit(f"{folder}: expected one {DX_TABLE}, found {len(names)}")
     return weights[names[0]].float()
 
 

@@ -94,7 +94,7 @@ def main() -> None:
     for samples, ms in timing.items():
         print(f"the term on {samples} sample(s): +{ms:.0f} ms a call")
 
-    table = dict(model.denoiser.named_parameters())[DX_TABLE]
+    table = model.denoiser.get_parameter(DX_TABLE)
     mse_sq = term_sq = 0
     norms = []  # the λ = 0 step's whole gradient norm, before train.grad_clip
     for i in range(batches):

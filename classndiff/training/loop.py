@@ -118,7 +118,8 @@ class TrainingLoop:
     def on_row(self, row: dict[str, Any]) -> None:
         """Called with every log row (progress reporting)."""
 
-    def after_optimizer_step(self, out: dict[str, torch.Tensor], clip_scale: float) -> None:
+    def after_optimizer_step(self, out: dict[str, torch.Tensor],
+                             clip_scale: float | torch.Tensor) -> None:
         """Called on every process after each optimiser step, before the EMA update, with
         the objective's outputs (an update the optimiser does not make) and the factor the
         step's gradients were scaled by to the clipping norm (1 when not clipped)."""
@@ -236,7 +237,8 @@ class TrainingLoop:
         clip_scale = 1.0
         if s.grad_clip:
             norm = self.accelerator.clip_grad_norm_(self.model.parameters(), s.grad_clip)
-            clip_scale = min(1.0, s.grad_clip / (float(norm) + 1e-6))  # torch's coefficient
+            # torch's own coefficient, kept a tensor: reading it would sync every step.
+            clip_scale = (s.grad_clip / (norm + 1e-6)).clamp(max=1.0)
         self.optimizer.step()
         self.after_optimizer_step(out, clip_scale)
         self.ema.update(self.net, step=self.step)

@@ -382,7 +382,7 @@ def joint_loss(
     if preconditioned_term(train) and batch.term_scale > 0:
         # The term's push on the table, outside the loss: the trainer applies it after the
         # optimiser step, scaled by Adam's second moment of the denoising gradient.
-        table = dict(model.denoiser.named_parameters())[DX_TABLE]
+        table = model.denoiser.get_parameter(DX_TABLE)
         extra["dx_table_push"] = (
             torch.autograd.grad(train.lambda_cls * cls_x0, table)[0].detach()
             if cls_x0.requires_grad else torch.zeros_like(table))

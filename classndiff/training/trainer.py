@@ -422,7 +422,8 @@ class Trainer(TrainingLoop):
         return {**{k: v[mine] for k, v in zip(("t", "noise", "drop"), drawn)},
                 "term_scale": float(every) if self.step % every == 0 else 0.0}
 
-    def after_optimizer_step(self, out: dict[str, torch.Tensor], clip_scale: float) -> None:
+    def after_optimizer_step(self, out: dict[str, torch.Tensor],
+                             clip_scale: float | torch.Tensor) -> None:
         """train.joint_term_update "preconditioned": the x̂0 term's push on the diagnosis
         embedding table (averaged over processes) at Adam's scale for the denoising gradient,
         clipped as that gradient was (Adam's second moment is of the clipped gradient: an
@@ -432,8 +433,8 @@ class Trainer(TrainingLoop):
             return
         if self.world > 1:
             push = self.accelerator.reduce(push, "mean")
-        table = dict(self.net.denoiser.named_parameters())[DX_TABLE]
-        push_at_adam_scale(self.optimizer, table, clip_scale * push)
+        push_at_adam_scale(self.optimizer, self.net.denoiser.get_parameter(DX_TABLE),
+                           clip_scale * push)
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
