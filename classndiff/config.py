@@ -180,6 +180,15 @@ class TrainConfig:
     # the denoising loss alone trains; every arm that reached all weights redrew each class
     # nearer its most telling colours over a redder, grainier skin (reports/embedded/latent/).
     cls_x0_reaches: str = "denoiser"
+    # Representation alignment to the classifier (REPA, Yu et al. 2024, with the diagnosis
+    # network as the encoder): a small head reads the denoiser's tokens after `align_depth`
+    # blocks and is asked, by cosine similarity per token, for the frozen classifier's last
+    # feature map of the clean image (pooled to the token grid; computed once per run). The
+    # classifier's knowledge reaches the denoiser's own representation at the price of a
+    # head on its tokens: no decoder, no classifier pass and no backward through either,
+    # the x̂0 term's price on this CPU (reports/embedded/latent/s43_alignment). 0 = off.
+    lambda_align: float = 0.0
+    align_depth: int = 3
     # Weight of the lesion-focus term: a soft Dice loss between the classifier's
     # class-activation map (= Grad-CAM at its last feature map) and the expert lesion mask of
     # real training images. 0 = off; masks are read from <data_dir>/masks only when it is on.

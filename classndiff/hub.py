@@ -136,6 +136,11 @@ def resolve(source: str | Path | None = None, fallback: bool = True) -> Resolved
         )
 
 
+# Heads that only a training step uses (train.lambda_align's): checkpoints keep them, exported
+# weights do not.
+TRAINING_ONLY = ("alignment_head.",)
+
+
 def save_pretrained(
     model: ClassNDiff,
     config: ClassNDiffConfig,
@@ -150,6 +155,8 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for key, value in model.state_dict().items():
+        if key.startswith(TRAINING_ONLY):
+            continue
         value = value.detach().cpu()
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)

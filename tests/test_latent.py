@@ -477,3 +477,87 @@ def test_denoiser_in_colour_skip_latents_trains_and_generates(tiny_config,
     from classndiff.evaluation.card import _denoiser_row
 
     assert "colour skip" in _denoiser_row(pipe.config.model)  # the model card says so
+
+
+def test_alignment_loss_is_one_minus_the_cosine_per_token_in_row_major_order() -> None:
+    from classndiff.training.losses import alignment_loss
+
+    target = torch.randn(2, 5, 3, 4)  # (N, C, h, w): 12 tokens
+    tokens = target.flatten(2).transpose(1, 2)  # row-major, as PatchEmbed orders them
+    assert float(alignment_loss(tokens * 3, target)) == pytest.approx(0, abs=1e-6)
+    assert float(alignment_loss(-tokens, target)) == pytest.approx(2, abs=1e-6)
+    # The same vectors at the wrong tokens (column-major) are not aligned.
+    assert float(alignment_loss(target.transpose(2, 3).flatten(2).transpose(1, 2),
+                                target)) > 0.1
+
+
+def test_alignment_term_pulls_early_tokens_towards_the_classifiers_maps(
+        tiny_config, trained_autoencoder, tmp_path):
+    """train.lambda_align (REPA with the classifier as the encoder): the targets are the frozen
+    classifier's maps of the training images pooled to the token grid, turned with the
+    batch's latents without changing its draws; the term's gradient reaches the head and the
+    blocks up to align_depth only; the head is checkpointed, never exported; settings it
+    cannot honour are refused."""
+    import torch.nn.functional as F
+
+    from classndiff.models.diffusion import NoiseSchedule
+    from classndiff.training.evaluator import as_float
+    from classndiff.training.losses import joint_loss
+
+    base = tiny_config.override({"train.autoencoder_dir": str(trained_autoencoder),
+                                 "train.classifier_learning_rate": 0, "train.lambda_cls": 0})
+    config = base.override({"train.lambda_align": 0.5, "train.align_depth": 1})
+    trainer = Trainer(config, tmp_path / "run")
+    net = trainer.net
+    grid = config.model.image_size // config.model.patch_size
+    channels = net.classifier.backbone.num_features
+    assert trainer.align_targets.shape == (len(trainer.train_set), channels, grid, grid)
+    with torch.no_grad():
+        _, maps = net.classifier.eval().forward_with_maps(as_float(trainer.train_set.images[:2]))
+    torch.testing.assert_close(trainer.align_targets[:2].float(),
+                               F.adaptive_avg_pool2d(maps, grid), atol=2e-3, rtol=2e-3)
+
+    # The batch's targets follow its latents' flips and turns (a stand-in target that IS the
+    # latent shows it), and the draws are λ_align = 0's.
+    trainer.align_targets = trainer.latents.clone()
+    batch = trainer.next_batch()
+    assert torch.equal(batch.align_target, batch.x0)
+    plain = Trainer(base, tmp_path / "plain")
+    assert plain.align_targets is None and torch.equal(plain.next_batch().x0, batch.x0)
+
+    # The term's gradient: the head and the first align_depth blocks, nothing after them.
+    model, schedule = net.train(), NoiseSchedule(config.model)
+    with torch.no_grad():  # adaLN-Zero hides every path at the start: give it some life
+        for p in model.denoiser.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    batch.align_target = torch.randn(batch.x0.shape[0], channels, grid, grid)
+    out = joint_loss(model, batch, schedule, config.train)
+    assert 0 < float(out["align"]) < 2
+    without = joint_loss(model, batch, schedule, base.train)["loss"]
+    model.zero_grad()
+    (out["loss"] - without).backward()  # the same draws: the term's gradient alone
+    grads = {k: (p.grad.abs().sum() if p.grad is not None else 0.0)
+             for k, p in model.named_parameters()}
+    assert grads["alignment_head.net.0.weight"] > 0
+    assert grads["denoiser.blocks.0.mlp.fc1.weight"] > 0
+    assert grads["denoiser.blocks.1.mlp.fc1.weight"] == 0
+    assert grads["denoiser.final_layer.linear.weight"] == 0
+
+    trainer.align_targets = trainer.latents.new_zeros(len(trainer.latents), channels, grid, grid)
+    trainer.align_targets.normal_()
+    trainer.train(2)
+    from safetensors.torch import load_file
+
+    assert not any(k.startswith("alignment_head.") for k in
+                   load_file(str(tmp_path / "run" / "model.safetensors")))
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert "align" in log[0].split(",")
+    resumed = Trainer(config, tmp_path / "run", resume=True)
+    assert resumed.step == 2
+    torch.testing.assert_close(resumed.net.alignment_head.state_dict(),
+                               trainer.net.alignment_head.state_dict())
+    for refused in ({"train.classifier_learning_rate": 1e-3}, {"train.align_depth": 3}):
+        with pytest.raises(ValueError, match="align"):
+            Trainer(config.override(refused), tmp_path / "refused")
+    with pytest.raises(ValueError, match="lambda_align"):
+        Trainer(tiny_config.override({"train.lambda_align": 0.5}), tmp_path / "pixels")

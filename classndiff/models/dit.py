@@ -233,10 +233,15 @@ class DiT(nn.Module):
         tone: torch.Tensor,
         sex: torch.Tensor,
         drop: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        hidden_at: int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: (N, C, H, W) noisy input; t: (N,) timesteps; labels: (N,) ids (null = last id).
         Conditions are dropped only in training mode: where `drop` (N, 3) bool says (dx,
-        tone, sex), or at random when it is None."""
+        tone, sex), or at random when it is None. With `hidden_at` k, also the tokens after
+        the first k blocks, (N, T, hidden): (output, tokens)."""
+        if hidden_at is not None and not 1 <= hidden_at <= len(self.blocks):
+            raise ValueError(f"hidden_at must be between 1 and the depth ({len(self.blocks)}), "
+                             f"not {hidden_at}")
         drop_dx, drop_tone, drop_sex = drop.unbind(1) if drop is not None else (None,) * 3
         x_t = x
         x = self.x_embedder(x) + self.pos_embed
@@ -248,6 +253,7 @@ class DiT(nn.Module):
         )
         half = len(self.blocks) // 2 if self.skip_projections else 0
         skips = []
+        hidden = None
         for i, block in enumerate(self.blocks):
             if half and i >= len(self.blocks) - half:
                 project = self.skip_projections[len(self.blocks) - 1 - i]
@@ -255,7 +261,26 @@ class DiT(nn.Module):
             x = block(x, c)
             if i < half:
                 skips.append(x)
+            if i + 1 == hidden_at:
+                hidden = x
         out = self.unpatchify(self.final_layer(x, c))
-        return out if self.conv_head is None else self.conv_head(out, x_t)
+        out = out if self.conv_head is None else self.conv_head(out, x_t)
+        return out if hidden_at is None else (out, hidden)
+
+
+class AlignmentHead(nn.Module):
+    """REPA's projector (Yu et al. 2024): an MLP from each denoiser token to the target
+    encoder's feature at that token. Training only: it is never exported."""
+
+    def __init__(self, hidden_size: int, target_channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size), nn.SiLU(),
+            nn.Linear(hidden_size, target_channels),
+        )
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens)
 
 

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from classndiff.config import ModelConfig
 from classndiff.models.classifier import LesionClassifier, ToneAdversary
-from classndiff.models.dit import DiT
+from classndiff.models.dit import AlignmentHead, DiT
 from classndiff.models.unet import UNetDenoiser
 
 
@@ -38,7 +38,9 @@ class ClassNDiff(nn.Module):
     `config.vae_config`, the frozen autoencoder whose latents the denoiser works in."""
 
     def __init__(self, config: ModelConfig, cond_drop_prob: float = 0.1,
-                 initial_weights: bool = True):
+                 initial_weights: bool = True, alignment_head: bool = False):
+        """`alignment_head`: also the training-only head of train.lambda_align (a DiT's
+        tokens → the classifier's feature map), never exported."""
         super().__init__()
         self.config = config
         self.denoiser = build_denoiser(config, cond_drop_prob)
@@ -46,6 +48,13 @@ class ClassNDiff(nn.Module):
         self.tone_adversary = (ToneAdversary(self.classifier.backbone.num_features)
                                if config.tone_adversary else None)
         self.vae = build_bundled_vae(config)
+        self.alignment_head = None
+        if alignment_head:
+            if not isinstance(self.denoiser, DiT):
+                raise ValueError("train.lambda_align aligns a DiT's tokens: it needs "
+                                 "model.denoiser 'dit'")
+            self.alignment_head = AlignmentHead(config.hidden_size,
+                                                self.classifier.backbone.num_features)
 
     def train(self, mode: bool = True) -> ClassNDiff:
         super().train(mode)

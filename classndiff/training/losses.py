@@ -53,6 +53,9 @@ class Batch:
     # Weight of the x̂0 term this step: train.joint_every k gives k on every k-th step and
     # 0 (not computed) between them.
     term_scale: float = 1.0
+    # train.lambda_align's targets: the frozen classifier's feature map of each clean image,
+    # pooled to the denoiser's token grid, (N, C, h, w); None = not loaded.
+    align_target: torch.Tensor | None = None
 
 
 def draw_step_noise(n: int, shape: tuple[int, ...], num_timesteps: int, drop_prob: float,
@@ -219,11 +222,21 @@ def _x0_term(model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, train: Tr
     return kl_from_fixed(clean_reading, reading)
 
 
+def alignment_loss(projected: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """REPA's term: 1 − cosine similarity between each token's projection (N, T, C) and the
+    target feature at that token (N, C, h, w) with h·w = T in row-major order, the mean over
+    tokens and batch (in [0, 2]; 0 when every projection points where its target does)."""
+    target = target.detach().float().flatten(2).transpose(1, 2)
+    return 1 - F.cosine_similarity(projected.float(), target, dim=-1).mean()
+
+
 def _denoising_pass(
-    model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, generator: torch.Generator | None
+    model: ClassNDiff, batch: Batch, schedule: NoiseSchedule, generator: torch.Generator | None,
+    hidden_at: int | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Noise the batch at random t, run the denoiser once: (t, x_t, output, MSE to target,
-    the condition drops it used)."""
+    the condition drops it used, and with `hidden_at` k the tokens after k blocks, else
+    None)."""
     x0 = batch.x0
     t, noise, drop = batch.t, batch.noise, batch.drop
     if t is None or noise is None:
@@ -232,9 +245,14 @@ def _denoising_pass(
                                          model.denoiser.dx_embedder.dropout_prob, generator)
     t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
     x_t = schedule.add_noise(x0, noise, t)
-    out = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex, drop=drop)
+    hidden = None
+    if hidden_at is None:
+        out = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex, drop=drop)
+    else:
+        out, hidden = model.denoiser(x_t, t, batch.dx, batch.tone, batch.sex, drop=drop,
+                                     hidden_at=hidden_at)
     return (t, x_t, out, F.mse_loss(out.float(), schedule.target(x0, noise, t).float()),
-            drop)
+            drop, hidden)
 
 
 def _real_image_loss(
@@ -348,7 +366,10 @@ def joint_loss(
     focus    = soft Dice(Grad-CAM map, lesion mask) (optional, λ_s = train.lambda_saliency)
     consist  = KL(p(x_real) ‖ p(x_real, skin re-tinted))  (optional, λ_c = train.tone_consistency;
                with `tone_teacher`, both views pulled towards the teacher's p(x_real))
+    align    = 1 − cos(head(tokens after align_depth blocks), classifier map of x0)
+               (optional, λ_align = train.lambda_align; per token, REPA's term)
     loss     = mse + λ · cls_x0 + cls_real + λ_s · focus + λ_adv · adv + λ_c · consist
+               + λ_align · align
 
     With λ = 0 the x̂0 branch is not computed at all: a plain DiT beside an independently
     trained classifier (the ablation). With the denoiser's learning rate at 0 its pass runs
@@ -356,13 +377,21 @@ def joint_loss(
     """
     x0 = batch.x0
     n = x0.shape[0]
+    align = torch.zeros((), device=x0.device)
     if train.learning_rate == 0 and train.lambda_cls == 0:
         # Fine-tuning the classifier alone: nothing uses the denoiser, so it does not run.
         t = x_t = eps = drop = None
         mse = torch.zeros((), device=x0.device)
     else:
+        aligned = train.lambda_align > 0
         with torch.set_grad_enabled(torch.is_grad_enabled() and train.learning_rate > 0):
-            t, x_t, eps, mse, drop = _denoising_pass(model, batch, schedule, generator)
+            t, x_t, eps, mse, drop, hidden = _denoising_pass(
+                model, batch, schedule, generator, train.align_depth if aligned else None)
+            if aligned:
+                if model.alignment_head is None or batch.align_target is None:
+                    raise ValueError("train.lambda_align needs the model's alignment head and "
+                                     "the batch's targets (the trainer provides both)")
+                align = alignment_loss(model.alignment_head(hidden), batch.align_target)
     real = _real_image_loss(model, batch, train, tone_teacher)
     cls_real, focus = real["cls_real"], real["focus"]
 
@@ -389,9 +418,11 @@ def joint_loss(
         cls_x0 = cls_x0.detach()
 
     loss = (mse + train.lambda_cls * cls_x0 + cls_real + train.lambda_saliency * focus
-            + train.lambda_adv * real["adv"] + train.tone_consistency * real["consistency"])
+            + train.lambda_adv * real["adv"] + train.tone_consistency * real["consistency"]
+            + train.lambda_align * align)
     return {"loss": loss, "mse": mse.detach(), "cls_real": cls_real.detach(),
-            "cls_x0": cls_x0.detach(), "focus": focus.detach(), "adv": real["adv"].detach(),
+            "cls_x0": cls_x0.detach(), "align": align.detach(), "focus": focus.detach(),
+            "adv": real["adv"].detach(),
             "consistency": real["consistency"].detach(),
             "adv_accuracy": real["adv_accuracy"], "logits_real": real["logits"].detach(),
             **extra}
@@ -425,7 +456,7 @@ def upstream_style_loss(
     of steps, a SECOND denoiser pass gives the one-step-denoised input x_{t−1} for the
     classifier, weighted 0.2; the classifier is also trained on the clean input."""
     x0 = batch.x0
-    t, x_t, eps, mse, _ = _denoising_pass(model, batch, schedule, generator)
+    t, x_t, eps, mse, _, _ = _denoising_pass(model, batch, schedule, generator)
     real = _real_image_loss(model, batch, train)
     logits_real, cls_real = real["logits"], real["cls_real"]
     cls_branch = torch.zeros((), device=x0.device)

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from classndiff.config import ClassNDiffConfig, TrainingRecord, TrainingStage
 from classndiff.data import LesionDataset, cached_latents
-from classndiff.hub import load_vae, save_pretrained
+from classndiff.hub import TRAINING_ONLY, load_vae, save_pretrained
 from classndiff.metrics import classification_metrics, selection_score
 from classndiff.models.classifier import LesionClassifier, scale_like_grad_cam
 from classndiff.models.diffusion import NoiseSchedule, denoiser_input
@@ -38,7 +39,8 @@ from classndiff.training.objective import TrainingObjective
 
 logger = logging.getLogger(__name__)
 
-LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "mse", "cls_real", "cls_x0", "focus",
+LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "mse", "cls_real", "cls_x0", "align",
+              "focus",
               "adv", "adv_accuracy", "consistency",
               "lr", "seconds", "images_per_second", "val_accuracy", "val_balanced_accuracy",
               "val_macro_auc", "val_malignant_auc", "val_score", "val_energy_in_mask",
@@ -90,11 +92,46 @@ def encode_in_batches(model: ClassNDiff, images: torch.Tensor, batch_size: int =
                       for i in range(0, len(images), batch_size)])
 
 
+@torch.no_grad()
+def alignment_targets(model: ClassNDiff, images: torch.Tensor, batch_size: int = 64
+                      ) -> torch.Tensor:
+    """train.lambda_align's targets: the classifier's last feature map of each uint8 image
+    (eval mode), average-pooled to the denoiser's token grid, as float16 on the CPU
+    (N, C, h, w). A dihedral turn of an image turns its map alike (up to padding), so the
+    batch's flips and turns are applied to these as to the latents."""
+    device = next(model.parameters()).device
+    grid = model.config.image_size // model.config.patch_size
+    was_training = model.classifier.training
+    model.classifier.eval()
+    maps = []
+    for i in range(0, len(images), batch_size):
+        _, feature_map = model.classifier.forward_with_maps(
+            as_float(images[i : i + batch_size].to(device)))
+        maps.append(F.adaptive_avg_pool2d(feature_map.float(), grid).half().cpu())
+    model.classifier.train(was_training)
+    return torch.cat(maps)
+
+
+def check_alignment(config: ClassNDiffConfig) -> None:
+    """Refuse train.lambda_align where its targets, computed once, would be wrong or absent."""
+    t, m = config.train, config.model
+    if t.lambda_align <= 0:
+        return
+    if m.vae_config is None or t.classifier_learning_rate > 0:
+        raise ValueError("train.lambda_align needs a denoiser in a bundled autoencoder's latents "
+                         "and a frozen classifier (train.classifier_learning_rate=0): its "
+                         "targets are the classifier's maps of the training images, computed once")
+    if m.denoiser != "dit" or not 1 <= t.align_depth <= m.depth:
+        raise ValueError(f"train.align_depth counts DiT blocks: between 1 and model.depth "
+                         f"({m.depth}), with model.denoiser 'dit'")
+
+
 def build_optimizer(model: ClassNDiff, config: ClassNDiffConfig) -> torch.optim.Optimizer:
     t = config.train
+    head = [] if model.alignment_head is None else list(model.alignment_head.parameters())
     return torch.optim.AdamW(
         [
-            {"params": model.denoiser.parameters(), "lr": t.learning_rate,
+            {"params": [*model.denoiser.parameters(), *head], "lr": t.learning_rate,
              "weight_decay": t.weight_decay},
             {"params": [*model.classifier.parameters(),
                         *(model.tone_adversary.parameters() if model.tone_adversary else [])],
@@ -179,7 +216,7 @@ class Trainer(TrainingLoop):
     saliency measures where masks exist), and the export: the latest EMA denoiser with the
     best-by-validation EMA classifier."""
 
-    log_keys = ("loss", "mse", "cls_real", "cls_x0", "focus", "adv", "adv_accuracy",
+    log_keys = ("loss", "mse", "cls_real", "cls_x0", "align", "focus", "adv", "adv_accuracy",
                 "consistency")
     val_log_keys = VAL_LOG_KEYS
     log_fields = tuple(LOG_FIELDS)
@@ -231,6 +268,7 @@ class Trainer(TrainingLoop):
         if t.classifier_retint_whole_field > 0 and t.classifier_retint <= 0:
             raise ValueError("train.classifier_retint_whole_field chooses among the re-tinted "
                              "images: set train.classifier_retint > 0 too")
+        check_alignment(config)
         m = config.model
         self._load_data(config, step_kind)
         # `--resume --init-from W` is one command for every run of a fine-tune: the first run
@@ -248,6 +286,9 @@ class Trainer(TrainingLoop):
             self.load_checkpoint()
         if self.net.vae is not None:  # after a resume: with the autoencoder it trained with
             self.latents = encode_in_batches(self.net, self.train_set.images)
+        # After a resume too: from the classifier it trains with (frozen, so the same).
+        self.align_targets = (alignment_targets(self.net, self.train_set.images)
+                              if t.lambda_align > 0 else None)
         if init_from is not None and self.step == 0:
             # The starting classifier is the one to beat.
             self.best_score = self.validate()["score"]
@@ -303,7 +344,8 @@ class Trainer(TrainingLoop):
                      init_from: str | Path | None) -> ClassNDiff:
         """The model, from `init_from`'s exported weights when fine-tuning."""
         t, m = config.train, config.model
-        model = ClassNDiff(m, cond_drop_prob=t.cond_drop_prob)
+        model = ClassNDiff(m, cond_drop_prob=t.cond_drop_prob,
+                           alignment_head=t.lambda_align > 0)
         if init_from is not None:
             # Fine-tune from exported weights (e.g. continue a GPU run on the CPU): weights
             # only; the optimizer, schedule and step count start afresh.
@@ -321,7 +363,8 @@ class Trainer(TrainingLoop):
                                                strict=False)
             # Only a head the exported weights never carry (the training-only skin-tone
             # adversary) may start fresh.
-            unexpected_missing = [k for k in missing if not k.startswith("tone_adversary.")]
+            unexpected_missing = [k for k in missing
+                                  if not k.startswith(("tone_adversary.", *TRAINING_ONLY))]
             if unexpected_missing:
                 raise ValueError(f"{init_from} lacks weights for {unexpected_missing[:3]}")
             logger.info("initialised from %s", init_from)
@@ -364,10 +407,14 @@ class Trainer(TrainingLoop):
         pixels_for_classifier = m.vae_config is not None and t.classifier_learning_rate > 0
         if self.latents is not None and not pixels_for_classifier:
             x = self.latents[idx]
-            if t.augment:
-                x = augment(x, self.generator)
+            target = None if self.align_targets is None else self.align_targets[idx]
+            if t.augment:  # the alignment targets get the very same flips and turns
+                x, target = self.alike(augment, x, target)
             x = x[mine].to(device)
-            return Batch(x, x, *labels, **self.step_draws(x.shape[1:], mine))
+            if target is not None:
+                target = target[mine].to(device)
+            return Batch(x, x, *labels, align_target=target,
+                         **self.step_draws(x.shape[1:], mine))
         images = self.train_images[idx.to(self.train_images.device)].to(device).float()
         latents = None if self.latents is None else self.latents[idx]
         if t.augment:  # the cached latents get the very same flips and turns
