@@ -11,8 +11,9 @@
 # BUDGET_S: wall seconds per arm instead of steps (equal CPU budget; the joint arm's steps
 # cost more). JOINT_SET: extra settings of the joint arm (e.g. the low-passed x̂0 of
 # train.cls_x0_size). SPLIT: the yardstick's real images (val when a result may choose what
-# ships). JOINT_LAMBDA: the joint arm's λ (0.05). BOTH_SET: settings of both arms, after the
-# common ones (e.g. the paper's set-up, a classifier learning beside the denoiser:
+# ships). JOINT_LAMBDA: the joint arm's λ (0.05); JOINT_LABEL: its name in the table.
+# BOTH_SET: settings of both arms, after the common ones (e.g. the paper's set-up, a
+# classifier learning beside the denoiser:
 # "--set train.classifier_learning_rate=0.0001 --set train.joint_updates_classifier=true").
 # The start's own config is the base (a latent generator keeps its autoencoder). An arm whose
 # RUNS/ARM/model.safetensors exists is not retrained (e.g. a λ = 0 arm linked from an earlier
@@ -54,5 +55,5 @@ done
 # START_YARDSTICK: the start's own yardstick on the same split.
 python benchmarks/compare_yardsticks.py \
     --run "start=${START_YARDSTICK:-reports/embedded/generator_yardstick.json}" \
-    --run "joint λ=${JOINT_LAMBDA:-0.05}=$OUT/joint.json" --run "λ=0=$OUT/plain.json" \
+    --run "${JOINT_LABEL:-joint λ=${JOINT_LAMBDA:-0.05}}=$OUT/joint.json" --run "λ=0=$OUT/plain.json" \
     --markdown "$OUT/table.md"
