@@ -40,8 +40,7 @@ from classndiff.training.objective import TrainingObjective
 logger = logging.getLogger(__name__)
 
 LOG_FIELDS = ["step", "epoch", "images_seen", "loss", "mse", "cls_real", "cls_x0", "align",
-              "focus",
-              "adv", "adv_accuracy", "consistency",
+              "focus", "adv", "adv_accuracy", "consistency",
               "lr", "seconds", "images_per_second", "val_accuracy", "val_balanced_accuracy",
               "val_macro_auc", "val_malignant_auc", "val_score", "val_energy_in_mask",
               "val_empty_maps", "val_cam_iou"]
