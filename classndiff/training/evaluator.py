@@ -139,24 +139,26 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _in_batches(model: nn.Module, read: Callable[[torch.Tensor], torch.Tensor],
-                images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """`read` (a method of `model`, in eval mode) over uint8 images in batches, on the CPU."""
+def read_in_batches(model: nn.Module, read: Callable[[torch.Tensor], torch.Tensor],
+                    images: torch.Tensor, batch_size: int,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`read` (a method of `model`, in eval mode) over uint8 images in batches, on the CPU,
+    as `dtype`."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([read(as_float(images[s : s + batch_size].to(device))).float().cpu()
+    return torch.cat([read(as_float(images[s : s + batch_size].to(device))).to(dtype).cpu()
                       for s in range(0, images.shape[0], batch_size)])
 
 
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Class probabilities of uint8 images (N, 3, H, W) at the evaluator's size."""
-    return torch.softmax(_in_batches(model, model, images, batch_size), 1).numpy()
+    return torch.softmax(read_in_batches(model, model, images, batch_size), 1).numpy()
 
 
 def pooled_features(model: Evaluator, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Pooled penultimate features of uint8 images (N, 3, H, W) at the evaluator's size: a
     feature space trained on dermoscopy alone, from scratch, for a second Fréchet distance."""
-    return _in_batches(model, model.features, images, batch_size).numpy().astype(np.float64)
+    return read_in_batches(model, model.features, images, batch_size).numpy().astype(np.float64)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from classndiff.models.diffusion import NoiseSchedule, denoiser_input
 from classndiff.models.joint import ClassNDiff
 from classndiff.training.augment import augment, retint_augment, strong_augment
 from classndiff.training.autoencoder import load_class_teacher
-from classndiff.training.evaluator import as_float
+from classndiff.training.evaluator import as_float, read_in_batches
 from classndiff.training.loop import LoopSettings, TrainingLoop
 from classndiff.training.losses import (
     DX_TABLE,
@@ -91,24 +91,18 @@ def encode_in_batches(model: ClassNDiff, images: torch.Tensor, batch_size: int =
                       for i in range(0, len(images), batch_size)])
 
 
-@torch.no_grad()
 def alignment_targets(model: ClassNDiff, images: torch.Tensor, batch_size: int = 64
                       ) -> torch.Tensor:
     """train.lambda_align's targets: the classifier's last feature map of each uint8 image
-    (eval mode), average-pooled to the denoiser's token grid, as float16 on the CPU
-    (N, C, h, w). A dihedral turn of an image turns its map alike (up to padding), so the
-    batch's flips and turns are applied to these as to the latents."""
-    device = next(model.parameters()).device
-    grid = model.config.image_size // model.config.patch_size
-    was_training = model.classifier.training
-    model.classifier.eval()
-    maps = []
-    for i in range(0, len(images), batch_size):
-        _, feature_map = model.classifier.forward_with_maps(
-            as_float(images[i : i + batch_size].to(device)))
-        maps.append(F.adaptive_avg_pool2d(feature_map.float(), grid).half().cpu())
-    model.classifier.train(was_training)
-    return torch.cat(maps)
+    (eval mode, as the frozen classifier always runs), average-pooled to the DiT's token
+    grid, as float16 on the CPU (N, C, h, w). A dihedral turn of an image turns its map alike
+    (up to padding), so the batch's flips and turns are applied to these as to the latents."""
+    grid = model.denoiser.x_embedder.grid_size
+
+    def pooled_map(x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(model.classifier.forward_with_maps(x)[1].float(), grid)
+
+    return read_in_batches(model.classifier, pooled_map, images, batch_size, torch.float16)
 
 
 def check_alignment(config: ClassNDiffConfig) -> None:
