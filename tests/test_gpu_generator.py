@@ -62,12 +62,12 @@ def test_train_and_receive_round_trip(prepared) -> None:
     out = work / "out"
     out.mkdir()
     run_step("train", env={**env, "OUT": str(out), "BUDGET": "4", "BATCH": "2",
-                           "ARMS": "plain teacher-frozen embedding",
+                           "ARMS": "plain align embedding",
                            "THREADS": "1"})
     log = (out / "train.log").read_text()
     assert "diffusers from /tmp/gpu-generator-site/" in log  # the packed copy, not the venv's
-    assert "[plain]" in log and "[teacher-frozen]" in log and "[embedding]" in log
-    for arm in ("plain", "teacher-frozen", "embedding"):
+    assert "[plain]" in log and "[align]" in log and "[embedding]" in log
+    for arm in ("plain", "align", "embedding"):
         parts = sorted(out.glob(f"{arm}.part*"))
         assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
     assert (out / "runs.tar.gz").exists()
@@ -80,7 +80,7 @@ def test_train_and_receive_round_trip(prepared) -> None:
     candidates = work / "candidates"
     run_step("receive", str(out), str(candidates), env=env)
     shipped = load_file(str(ROOT / "weights/embedded/model.safetensors"))
-    for arm in ("plain", "teacher-frozen", "embedding"):
+    for arm in ("plain", "align", "embedding"):
         grafted = load_file(str(candidates / arm / "model.safetensors"))
         trained = load_file(str(candidates / "runs" / arm / "model.safetensors"))
         assert all(grafted[k].equal(v) for k, v in shipped.items() if k.startswith("classifier."))
@@ -90,10 +90,12 @@ def test_train_and_receive_round_trip(prepared) -> None:
         assert any(k.startswith("vae.") for k in grafted)
         config = (candidates / arm / "config.json").read_text()
         assert '"vae_config"' in config and '"patch_size": 2' in config
-    # The teacher arm really trained with its own objective (the arms differ), the classifier
-    # frozen.
-    teacher = json.loads((candidates / "runs/teacher-frozen/config.json").read_text())["train"]
-    assert teacher["cls_x0_target"] == "teacher" and teacher["lambda_cls"] == 0.2
-    assert teacher["classifier_learning_rate"] == 0
+    # Each arm really trained with its own objective (the arms differ), the classifier frozen;
+    # the alignment arm's head stayed behind (training only: neither exported nor carried).
+    align = json.loads((candidates / "runs/align/config.json").read_text())["train"]
+    assert align["lambda_align"] == 0.5 and align["align_depth"] == 3
+    assert align["lambda_cls"] == 0 and align["classifier_learning_rate"] == 0
+    assert not [k for k in load_file(str(candidates / "align/model.safetensors"))
+                if k.startswith("alignment_head.")]
     embedding = json.loads((candidates / "runs/embedding/config.json").read_text())["train"]
     assert embedding["cls_x0_reaches"] == "dx_embedding" and embedding["lambda_cls"] == 0.14
