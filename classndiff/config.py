@@ -188,7 +188,8 @@ class TrainConfig:
     # head on its tokens: no decoder, no classifier pass, no backward through either (what
     # made the x̂0 term dear on this CPU). Session 43 (reports/embedded/latent/s43_alignment):
     # +0.12 class fidelity at 89 % of λ = 0's steps, with FD higher at every guidance: it
-    # buys what a higher guidance buys. 0 = off.
+    # buys what a higher guidance buys. From a fresh denoiser (s44_align_scratch) +0.19, with
+    # FD higher too: no faster realism from a classifier's features. 0 = off.
     lambda_align: float = 0.0
     align_depth: int = 3
     # Weight of the lesion-focus term: a soft Dice loss between the classifier's
