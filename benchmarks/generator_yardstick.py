@@ -6,6 +6,9 @@ beside the floor real images reach at the same count and size.
     python benchmarks/generator_yardstick.py --quick                           # tiny (CI)
     python benchmarks/generator_yardstick.py --reference-split val --guidance-scale 3
         # choosing a sampling setting: against validation images, never the test split
+    python benchmarks/generator_yardstick.py --reference-split val --per-class 96 --draw 1
+        # another draw of the same weights (other sampling seeds, the same real floor): how far
+        # the count alone moves each figure
 
 Figures: FD and KID vs real test, precision / recall (k = 5), within-class diversity
 (generated ÷ real), blockiness, class fidelity by the independent evaluator
@@ -37,6 +40,8 @@ def main() -> None:
                    help="guide only at noise levels σ in (min, max] instead of the weights' "
                         "interval (max ≤ 0: no upper limit)")
     p.add_argument("--grid", type=Path, help="save a sample grid (one row per class) here")
+    p.add_argument("--draw", type=int, default=0,
+                   help="which draw of sampling seeds (0: the one every record so far used)")
     args = p.parse_args()
     setup(args)
     from classndiff.data import LesionDataset
@@ -74,7 +79,7 @@ def main() -> None:
     for c, dx in enumerate(DX_CODES):  # default settings, one seed range per class
         for start in range(0, per_class, chunk):
             out = pipe.generate(dx=dx, num_images=min(chunk, per_class - start),
-                                seed=1000 * c + start)
+                                seed=100_000 * args.draw + 1000 * c + start)
             images += out.images
             labels += [c] * len(out.images)
     generate_s = time.perf_counter() - started
@@ -118,7 +123,8 @@ def main() -> None:
         tone_images = []
         for i, dx in enumerate(("nv", "mel", "bkl", "bcc")):
             tone_images += pipe.generate(dx=dx, skin_tone=tone, num_images=max(1, per_tone // 4),
-                                         seed=50_000 + 100 * t + 10 * i).images
+                                         seed=100_000 * args.draw + 50_000 + 100 * t
+                                         + 10 * i).images
         tones[tone] = float(np.median(border_ita(pil_to_uint8(tone_images))))
     real_ita = float(np.median(border_ita(downsample_uint8(test.images, fake.shape[-1]))))
     result["tone_median_ita"] = {**tones, "real_test": real_ita}
@@ -161,6 +167,7 @@ def main() -> None:
         "training_minutes": round((stage and stage.wall_seconds or 0) / 60, 1),
         "hardware": stage and stage.hardware}
     result.update({"benchmark": "generator_yardstick", "per_class": per_class,
+                   "draw": args.draw,
                    "reference_split": args.reference_split,
                    "settings": {k: getattr(pipe.config.sampling, k) for k in
                                 ("sampler", "steps", "guidance_scale", "guided",

@@ -37,11 +37,11 @@ EXPECTED = {
 }
 
 
-def _quick(name: str) -> dict:
-    """Runs benchmarks/NAME.py --quick and returns the JSON line it ends with."""
+def _quick(name: str, *extra: str) -> dict:
+    """Runs benchmarks/NAME.py --quick [EXTRA] and returns the JSON line it ends with."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick",
-                           "--threads", "1"], cwd=ROOT, env=env, capture_output=True,
+                           "--threads", "1", *extra], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -53,6 +53,16 @@ def test_benchmark_quick_ends_with_json(name: str) -> None:
     assert figures["benchmark"] == name
     assert figures["quick"] is True
     assert EXPECTED[name] <= set(figures)
+
+
+def test_generator_yardstick_draws_other_seeds_against_the_same_floor() -> None:
+    """--draw K samples other images from the same weights (every figure of the generated set
+    moves) and leaves the real floor as it was: the count's own noise, read by redrawing."""
+    first, second = _quick("generator_yardstick"), _quick("generator_yardstick", "--draw", "1")
+    assert (first["draw"], second["draw"]) == (0, 1)
+    assert first["real_floor"] == second["real_floor"]
+    assert first["model"]["fd"] != second["model"]["fd"]
+    assert first["tone_median_ita"] != second["tone_median_ita"]
 
 
 def test_camera_shift_counts_changed_answers_against_a_quarter_turn() -> None:
