@@ -74,12 +74,13 @@ def main() -> None:
     train = LesionDataset(args.data_dir, "train", limit=limit)
 
     started = time.perf_counter()
+    draw_seed = 100_000 * args.draw  # every seed below shifted alike: another draw
     images, labels = [], []
     chunk = pipe.config.sampling.max_images
     for c, dx in enumerate(DX_CODES):  # default settings, one seed range per class
         for start in range(0, per_class, chunk):
             out = pipe.generate(dx=dx, num_images=min(chunk, per_class - start),
-                                seed=100_000 * args.draw + 1000 * c + start)
+                                seed=draw_seed + 1000 * c + start)
             images += out.images
             labels += [c] * len(out.images)
     generate_s = time.perf_counter() - started
@@ -123,8 +124,7 @@ def main() -> None:
         tone_images = []
         for i, dx in enumerate(("nv", "mel", "bkl", "bcc")):
             tone_images += pipe.generate(dx=dx, skin_tone=tone, num_images=max(1, per_tone // 4),
-                                         seed=100_000 * args.draw + 50_000 + 100 * t
-                                         + 10 * i).images
+                                         seed=draw_seed + 50_000 + 100 * t + 10 * i).images
         tones[tone] = float(np.median(border_ita(pil_to_uint8(tone_images))))
     real_ita = float(np.median(border_ita(downsample_uint8(test.images, fake.shape[-1]))))
     result["tone_median_ita"] = {**tones, "real_test": real_ita}
