@@ -192,6 +192,11 @@ class TrainConfig:
     # FD higher too: no faster realism from a classifier's features. 0 = off.
     lambda_align: float = 0.0
     align_depth: int = 3
+    # The share of the run (the LR schedule's clock: steps or time budget) after which the
+    # alignment term stops, and the denoising loss alone trains: HASTE's early stop (Wang et
+    # al. 2025, "REPA Works Until It Doesn't"), where the encoder's help early on turns into a
+    # constraint later. 1 = aligned throughout.
+    align_until: float = 1.0
     # Weight of the lesion-focus term: a soft Dice loss between the classifier's
     # class-activation map (= Grad-CAM at its last feature map) and the expert lesion mask of
     # real training images. 0 = off; masks are read from <data_dir>/masks only when it is on.

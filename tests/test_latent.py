@@ -556,8 +556,28 @@ def test_alignment_term_pulls_early_tokens_towards_the_classifiers_maps(
     assert resumed.step == 2
     torch.testing.assert_close(resumed.net.alignment_head.state_dict(),
                                trainer.net.alignment_head.state_dict())
-    for refused in ({"train.classifier_learning_rate": 1e-3}, {"train.align_depth": 3}):
+    for refused in ({"train.classifier_learning_rate": 1e-3}, {"train.align_depth": 3},
+                    {"train.align_until": 0}, {"train.align_until": 1.5}):
         with pytest.raises(ValueError, match="align"):
             Trainer(config.override(refused), tmp_path / "refused")
+
+    # train.align_until (HASTE's early stop): past that share of the run the batch carries no
+    # targets and the term is off, with the very draws it would have had; the share is the
+    # LR schedule's clock (steps of max_steps, or seconds of the budget), resumed with the run.
+    stopping = Trainer(config.override({"train.align_until": 0.5}), tmp_path / "stopping")
+    state = stopping.generator.get_state()
+    stopping.progress = 0.49
+    on = stopping.next_batch()
+    stopping.generator.set_state(state)
+    stopping.progress = 0.5
+    off = stopping.next_batch()
+    assert on.align_on and on.align_target is not None
+    assert not off.align_on and off.align_target is None and torch.equal(off.x0, on.x0)
+    out = joint_loss(model, off, schedule, config.train)
+    assert float(out["align"]) == 0
+    torch.testing.assert_close(out["loss"], joint_loss(model, off, schedule, base.train)["loss"])
+    stopping.train(4)
+    aligns = [float(r["align"]) for r in stopping.log_rows]
+    assert stopping.progress == 0.75 and aligns[0] > 0 and aligns[-1] == 0
     with pytest.raises(ValueError, match="lambda_align"):
         Trainer(tiny_config.override({"train.lambda_align": 0.5}), tmp_path / "pixels")

@@ -56,6 +56,8 @@ class Batch:
     # train.lambda_align's targets: the frozen classifier's feature map of each clean image,
     # pooled to the denoiser's token grid, (N, C, h, w); None = not loaded.
     align_target: torch.Tensor | None = None
+    # Whether the alignment term acts this step (off after train.align_until).
+    align_on: bool = True
 
 
 def draw_step_noise(n: int, shape: tuple[int, ...], num_timesteps: int, drop_prob: float,
@@ -383,7 +385,7 @@ def joint_loss(
         t = x_t = eps = drop = None
         mse = torch.zeros((), device=x0.device)
     else:
-        aligned = train.lambda_align > 0
+        aligned = train.lambda_align > 0 and batch.align_on
         with torch.set_grad_enabled(torch.is_grad_enabled() and train.learning_rate > 0):
             t, x_t, eps, mse, drop, hidden = _denoising_pass(
                 model, batch, schedule, generator, train.align_depth if aligned else None)

@@ -114,6 +114,9 @@ def check_alignment(config: ClassNDiffConfig) -> None:
         raise ValueError("train.lambda_align needs a denoiser in a bundled autoencoder's latents "
                          "and a frozen classifier (train.classifier_learning_rate=0): its "
                          "targets are the classifier's maps of the training images, computed once")
+    if not 0 < t.align_until <= 1:
+        raise ValueError(f"train.align_until is a share of the run, in (0, 1], "
+                         f"not {t.align_until}")
     if m.denoiser != "dit" or not 1 <= t.align_depth <= m.depth:
         raise ValueError(f"train.align_depth counts DiT blocks: between 1 and model.depth "
                          f"({m.depth}), with model.denoiser 'dit'")
@@ -400,13 +403,15 @@ class Trainer(TrainingLoop):
         pixels_for_classifier = m.vae_config is not None and t.classifier_learning_rate > 0
         if self.latents is not None and not pixels_for_classifier:
             x = self.latents[idx]
-            target = None if self.align_targets is None else self.align_targets[idx]
+            # Past train.align_until the term is off: no targets, and the draws are unchanged.
+            aligning = self.align_targets is not None and self.progress < t.align_until
+            target = self.align_targets[idx] if aligning else None
             if t.augment:  # the alignment targets get the very same flips and turns
                 x, target = self.alike(augment, x, target)
             x = x[mine].to(device)
             if target is not None:
                 target = target[mine].to(device)
-            return Batch(x, x, *labels, align_target=target,
+            return Batch(x, x, *labels, align_target=target, align_on=aligning,
                          **self.step_draws(x.shape[1:], mine))
         images = self.train_images[idx.to(self.train_images.device)].to(device).float()
         latents = None if self.latents is None else self.latents[idx]
