@@ -563,7 +563,7 @@ def test_alignment_term_pulls_early_tokens_towards_the_classifiers_maps(
 
     # train.align_until (HASTE's early stop): past that share of the run the batch carries no
     # targets and the term is off, with the very draws it would have had; the share is the
-    # LR schedule's clock (steps of max_steps, or seconds of the budget), resumed with the run.
+    # LR schedule's clock (steps of max_steps, or seconds of the budget).
     stopping = Trainer(config.override({"train.align_until": 0.5}), tmp_path / "stopping")
     state = stopping.generator.get_state()
     stopping.progress = 0.49
