@@ -566,10 +566,10 @@ def test_alignment_term_pulls_early_tokens_towards_the_classifiers_maps(
     # LR schedule's clock (steps of max_steps, or seconds of the budget).
     stopping = Trainer(config.override({"train.align_until": 0.5}), tmp_path / "stopping")
     state = stopping.generator.get_state()
-    stopping.progress = 0.49
+    stopping.share_done = 0.49
     on = stopping.next_batch()
     stopping.generator.set_state(state)
-    stopping.progress = 0.5
+    stopping.share_done = 0.5
     off = stopping.next_batch()
     assert on.align_on and on.align_target is not None
     assert not off.align_on and off.align_target is None and torch.equal(off.x0, on.x0)
@@ -578,6 +578,6 @@ def test_alignment_term_pulls_early_tokens_towards_the_classifiers_maps(
     torch.testing.assert_close(out["loss"], joint_loss(model, off, schedule, base.train)["loss"])
     stopping.train(4)
     aligns = [float(r["align"]) for r in stopping.log_rows]
-    assert stopping.progress == 0.75 and aligns[0] > 0 and aligns[-1] == 0
+    assert stopping.share_done == 0.75 and aligns[0] > 0 and aligns[-1] == 0
     with pytest.raises(ValueError, match="lambda_align"):
         Trainer(tiny_config.override({"train.lambda_align": 0.5}), tmp_path / "pixels")

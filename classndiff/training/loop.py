@@ -95,7 +95,7 @@ class TrainingLoop:
         self.seconds_trained = 0.0
         # The share of the run done, on the LR schedule's clock: steps of max_steps or seconds
         # of the time budget, whichever is further (so it resumes with the run).
-        self.progress = 0.0
+        self.share_done = 0.0
         self.best_score = -float("inf")
         self.best_step = 0
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -226,7 +226,7 @@ class TrainingLoop:
         # The time budget counts seconds trained over every resumed run, so a resumed run
         # continues the LR decay instead of starting it again.
         time_progress = self.seconds_trained / budget if budget else 0.0
-        self.progress = max(self.step / max(1, max_steps), time_progress)
+        self.share_done = max(self.step / max(1, max_steps), time_progress)
         factor = lr_factor(self.step, s.warmup_steps, max_steps, time_progress, s.lr_floor)
         for group, base in zip(self.optimizer.param_groups, s.learning_rates):
             group["lr"] = base * factor

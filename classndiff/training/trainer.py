@@ -404,7 +404,7 @@ class Trainer(TrainingLoop):
         if self.latents is not None and not pixels_for_classifier:
             x = self.latents[idx]
             # Past train.align_until the term is off: no targets, and the draws are unchanged.
-            aligning = self.align_targets is not None and self.progress < t.align_until
+            aligning = self.align_targets is not None and self.share_done < t.align_until
             target = self.align_targets[idx] if aligning else None
             if t.augment:  # the alignment targets get the very same flips and turns
                 x, target = self.alike(augment, x, target)
