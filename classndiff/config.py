@@ -192,7 +192,7 @@ class TrainConfig:
     # FD higher too: no faster realism from a classifier's features. 0 = off.
     lambda_align: float = 0.0
     align_depth: int = 3
-    # The share of the run (the LR schedule's clock: steps or time budget) after which the
+    # The share of the run (steps of max_steps or seconds of the time budget) after which the
     # alignment term stops, and the denoising loss alone trains: HASTE's early stop (Wang et
     # al. 2025, "REPA Works Until It Doesn't"), where the encoder's help early on turns into a
     # constraint later. Session 45 (s45_align_stop), from scratch, stopped at 0.5: the class

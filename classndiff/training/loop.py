@@ -93,8 +93,9 @@ class TrainingLoop:
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.step = 0
         self.seconds_trained = 0.0
-        # The share of the run done, on the LR schedule's clock: steps of max_steps or seconds
-        # of the time budget, whichever is further (so it resumes with the run).
+        # The share of the run done: steps of max_steps or seconds of the time budget (the two
+        # clocks the LR schedule follows), whichever is further. Unlike the cosine's progress
+        # it counts the warm-up; derived from the checkpointed step and seconds, it resumes.
         self.share_done = 0.0
         self.best_score = -float("inf")
         self.best_step = 0
