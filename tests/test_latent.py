@@ -562,8 +562,8 @@ def test_alignment_term_pulls_early_tokens_towards_the_classifiers_maps(
             Trainer(config.override(refused), tmp_path / "refused")
 
     # train.align_until (HASTE's early stop): past that share of the run the batch carries no
-    # targets and the term is off, with the very draws it would have had; the share is the
-    # LR schedule's clock (steps of max_steps, or seconds of the budget).
+    # targets and the term is off, with the very draws it would have had; the share counts
+    # steps of max_steps or seconds of the budget, the warm-up included.
     stopping = Trainer(config.override({"train.align_until": 0.5}), tmp_path / "stopping")
     state = stopping.generator.get_state()
     stopping.share_done = 0.49
