@@ -195,10 +195,9 @@ class TrainConfig:
     # The share of the run (steps of max_steps or seconds of the time budget) after which the
     # alignment term stops, and the denoising loss alone trains: HASTE's early stop (Wang et
     # al. 2025, "REPA Works Until It Doesn't"), where the encoder's help early on turns into a
-    # constraint later. Session 45 (s45_align_stop), from scratch, stopped at 0.5: the class
-    # gain kept (+0.20), the ImageNet FD cost cut from +22.5 to +4.1, still higher. Session 46
-    # (s46_align_quarter) at 0.25: no class gain left, ImageNet FD 6.0 lower, the evaluator's
-    # level. 1 = throughout.
+    # constraint later. Stops at 0.5, 0.25 and 0.375 from scratch are read in
+    # reports/embedded/latent/s45_align_stop, s46_align_quarter and s47_align_three_eighths
+    # (summed up in docs/studies.md). 1 = throughout.
     align_until: float = 1.0
     # Weight of the lesion-focus term: a soft Dice loss between the classifier's
     # class-activation map (= Grad-CAM at its last feature map) and the expert lesion mask of
