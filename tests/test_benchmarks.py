@@ -345,3 +345,43 @@ def test_embedding_drift_is_the_distance_of_each_row() -> None:
     moved = start.clone()
     moved[1] = torch.tensor([3.0, 4.0, 0.0, 0.0])
     assert row_drift(start, moved) == [0.0, 5.0, 0.0]
+
+
+def _draw_record(folder: Path, name: str, draw: int, fidelity: float, fd: float,
+                 fd_mix: float, fd_eval_mix: float, fd_eval: float) -> Path:
+    path = folder / f"{name}-{draw}.json"
+    path.write_text(json.dumps({"draw": draw, "real_floor": {"fd": 25.0}, "model": {
+        "class_fidelity_macro": fidelity, "fd": fd, "fd_mix_matched": fd_mix,
+        "fd_evaluator_mix_matched": fd_eval_mix, "fd_evaluator": fd_eval}}))
+    return path
+
+
+@pytest.mark.parametrize(("joint_draw_1", "met", "higher"), [
+    # Means: fidelity +0.10, every deciding FD lower; the natural-mix evaluator FD +8 reported.
+    ((0.60, 101.0, 84.0, 26.0, 53.0), True, []),
+    # The FD 0.5 higher on the mean (within a redraw's noise, still not met).
+    ((0.60, 105.0, 84.0, 26.0, 53.0), False, ["fd"]),
+    # The evaluator's mix-matched FD higher on the mean.
+    ((0.60, 101.0, 84.0, 33.0, 53.0), False, ["fd_evaluator_mix_matched"]),
+    # Fidelity +0.005 on the mean: not more than 0.01.
+    ((0.41, 101.0, 84.0, 26.0, 53.0), False, []),
+])
+def test_claim_over_draws_decides_on_the_means_of_the_draws(
+        tmp_path: Path, joint_draw_1: tuple, met: bool, higher: list) -> None:
+    joint = [_draw_record(tmp_path, "joint", 0, 0.40, 103.0, 86.0, 27.0, 52.0),
+             _draw_record(tmp_path, "joint", 1, *joint_draw_1)]
+    plain = [_draw_record(tmp_path, "plain", d, 0.40, 103.5, 86.0, 28.0, 45.0) for d in (0, 1)]
+    script = str(ROOT / "benchmarks" / "claim_over_draws.py")
+    done = subprocess.run([sys.executable, script, "--joint", *map(str, joint),
+                           "--plain", *map(str, plain)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["claim_met"] is met
+    assert result["higher_fds"] == higher
+    assert result["fd_margins"]["fd_evaluator"] > 0  # reported, never deciding
+    # One draw read twice is not two draws.
+    twice = subprocess.run([sys.executable, script, "--joint", str(joint[0]), str(joint[0]),
+                            "--plain", *map(str, plain)], capture_output=True, text=True,
+                           timeout=60)
+    assert twice.returncode != 0 and "same draw twice" in twice.stderr
