@@ -385,3 +385,29 @@ def test_claim_over_draws_decides_on_the_means_of_the_draws(
                             "--plain", *map(str, plain)], capture_output=True, text=True,
                            timeout=60)
     assert twice.returncode != 0 and "same draw twice" in twice.stderr
+
+
+def test_compare_logs_splits_the_loss_gap_at_the_alignment_stop(tmp_path: Path) -> None:
+    header = "step,mse,align,seconds\n"
+    aligned = tmp_path / "aligned.csv"
+    plain = tmp_path / "plain.csv"
+    # Aligned for steps 25–50 (0.02 above λ = 0), stopped from 75 (0.01 below); one step more.
+    aligned.write_text(header + "25,0.52,0.7,10\n50,0.42,0.6,20\n75,0.29,0,30\n100,0.19,0,40\n"
+                       "125,0.1,0,50\n")
+    plain.write_text(header + "25,0.5,0,9\n50,0.4,0,18\n75,0.3,0,27\n100,0.2,0,36\n")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_logs.py"),
+                           str(aligned), str(plain), "--last", "3"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (r["last_aligned_row"], r["first_row_after_stop"]) == (50, 75)
+    assert r["align_zero_after_stop"] is True
+    assert r["mse_gap_aligned"] == pytest.approx(0.02)
+    assert r["mse_gap_after_stop"] == pytest.approx(-0.01)
+    assert r["mse_gap_last"] == pytest.approx((0.02 - 0.01 - 0.01) / 3)
+    assert r["steps"] == [125, 100]
+    # A term that comes back after its stop is caught.
+    aligned.write_text(header + "25,0.52,0.7,10\n50,0.42,0,20\n75,0.29,0.3,30\n")
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_logs.py"),
+                            str(aligned), str(plain)], capture_output=True, text=True, timeout=60)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["align_zero_after_stop"] is False
