@@ -199,6 +199,10 @@ class TrainConfig:
     # reports/embedded/latent/s45_align_stop, s46_align_quarter and s47_align_three_eighths
     # (summed up in docs/studies.md). 1 = throughout.
     align_until: float = 1.0
+    # The same stop as a step count, which does not depend on the machine's speed (a wall-clock
+    # share holds a third more steps on a machine a third faster: s48_align_three_eighths_seed1
+    # aligned as many steps at 3/8 as session 45 at 1/2). 0 = use align_until.
+    align_until_step: int = 0
     # Weight of the lesion-focus term: a soft Dice loss between the classifier's
     # class-activation map (= Grad-CAM at its last feature map) and the expert lesion mask of
     # real training images. 0 = off; masks are read from <data_dir>/masks only when it is on.

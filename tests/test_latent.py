@@ -557,7 +557,9 @@ def test_alignment_term_pulls_early_tokens_towards_the_classifiers_maps(
     torch.testing.assert_close(resumed.net.alignment_head.state_dict(),
                                trainer.net.alignment_head.state_dict())
     for refused in ({"train.classifier_learning_rate": 1e-3}, {"train.align_depth": 3},
-                    {"train.align_until": 0}, {"train.align_until": 1.5}):
+                    {"train.align_until": 0}, {"train.align_until": 1.5},
+                    {"train.align_until_step": -1},
+                    {"train.align_until_step": 3, "train.align_until": 0.5}):
         with pytest.raises(ValueError, match="align"):
             Trainer(config.override(refused), tmp_path / "refused")
 
@@ -579,5 +581,12 @@ def test_alignment_term_pulls_early_tokens_towards_the_classifiers_maps(
     stopping.train(4)
     aligns = [float(r["align"]) for r in stopping.log_rows]
     assert stopping.share_done == 0.75 and aligns[0] > 0 and aligns[-1] == 0
+    # train.align_until_step: the same stop counted in steps, whatever the share or the speed.
+    by_steps = Trainer(config.override({"train.align_until_step": 2, "train.log_every": 1}),
+                       tmp_path / "by_steps")
+    by_steps.share_done = 0.9
+    assert by_steps.next_batch().align_on  # step 0 of 2, though the share is nearly spent
+    by_steps.train(4)
+    assert [float(r["align"]) > 0 for r in by_steps.log_rows] == [True, True, False, False]
     with pytest.raises(ValueError, match="lambda_align"):
         Trainer(tiny_config.override({"train.lambda_align": 0.5}), tmp_path / "pixels")

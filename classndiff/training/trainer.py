@@ -117,6 +117,10 @@ def check_alignment(config: ClassNDiffConfig) -> None:
     if not 0 < t.align_until <= 1:
         raise ValueError(f"train.align_until is a share of the run, in (0, 1], "
                          f"not {t.align_until}")
+    if t.align_until_step < 0 or (t.align_until_step > 0 and t.align_until < 1):
+        raise ValueError(f"train.align_until_step is a step count ≥ 0 (0 = off), and one stop at "
+                         f"a time: not {t.align_until_step} with train.align_until "
+                         f"{t.align_until}")
     if m.denoiser != "dit" or not 1 <= t.align_depth <= m.depth:
         raise ValueError(f"train.align_depth counts DiT blocks: between 1 and model.depth "
                          f"({m.depth}), with model.denoiser 'dit'")
@@ -404,7 +408,9 @@ class Trainer(TrainingLoop):
         if self.latents is not None and not pixels_for_classifier:
             x = self.latents[idx]
             # Past train.align_until the term is off: no targets, and the draws are unchanged.
-            aligning = self.align_targets is not None and self.share_done < t.align_until
+            aligning = self.align_targets is not None and (
+                self.step < t.align_until_step if t.align_until_step > 0
+                else self.share_done < t.align_until)
             target = self.align_targets[idx] if aligning else None
             if t.augment:  # the alignment targets get the very same flips and turns
                 x, target = self.alike(augment, x, target)
