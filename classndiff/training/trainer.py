@@ -407,7 +407,8 @@ class Trainer(TrainingLoop):
         pixels_for_classifier = m.vae_config is not None and t.classifier_learning_rate > 0
         if self.latents is not None and not pixels_for_classifier:
             x = self.latents[idx]
-            # Past train.align_until the term is off: no targets, and the draws are unchanged.
+            # Past train.align_until (or align_until_step) the term is off: no targets, and
+            # the draws are unchanged.
             aligning = self.align_targets is not None and (
                 self.step < t.align_until_step if t.align_until_step > 0
                 else self.share_done < t.align_until)
