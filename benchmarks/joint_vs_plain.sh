@@ -52,6 +52,11 @@ sys.exit(0 if t["classifier_learning_rate"] > 0 else 1)' "$RUNS/$arm/train_confi
     python benchmarks/generator_yardstick.py --weights "$RUNS/$arm-grafted" \
         --reference-split "$SPLIT" --output "$OUT/$arm.json" --grid "$OUT/$arm.png"
 done
+# The table needs both arms: with ARMS run apart (side by side), the arm that ends last writes it.
+if [ ! -f "$OUT/joint.json" ] || [ ! -f "$OUT/plain.json" ]; then
+    echo "table.md waits for the other arm's yardstick"
+    exit 0
+fi
 # START_YARDSTICK: the start's own yardstick on the same split.
 python benchmarks/compare_yardsticks.py \
     --run "start=${START_YARDSTICK:-reports/embedded/generator_yardstick.json}" \
