@@ -411,7 +411,7 @@ def test_the_term_can_run_on_every_kth_step_weighed_k_times(tiny_config, tmp_pat
     assert float(losses[0.0]["cls_x0"]) == 0
     plain = joint_loss(model, _batch(config, t=[0, 30, 60, 99]), schedule,
                        config.override({"train.lambda_cls": 0.0}).train)
-    assert float(losses[0.0]["loss"]) == pytest.approx(float(plain["loss"]))
+    assert losses[0.0]["loss"].item() == pytest.approx(plain["loss"].item())
 
     def not_on_this_step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the x̂0 term ran on a step that does not carry it")
