@@ -110,8 +110,7 @@ from every class (Mahalanobis) or its colour statistics are far from the trainin
 - The paper's generation claim (the classifier term, λ > 0, raises class fidelity against
   λ = 0 at the same budget without raising FD) is **not shown** by this project: each study,
   under a rule written before it, found a trade or met the rule on one training seed of two
-  (README, "The paper's claim is not shown here"; docs/studies.md). The generator's last
-  training stage (row 8 above) used λ = 0.
+  (README, "The paper's claim is not shown here"; docs/studies.md).
 
 ## Licence and citation
 Weights: **CC BY-NC 4.0** (trained on HAM10000, CC BY-NC 4.0). Non-commercial use only;
